@@ -1,0 +1,124 @@
+"""Checkpoints: plain-data records (loadable with torch.load(weights_only=True)), written atomically.
+
+A checkpoint never pickles Python classes: the model is stored as its yaml dict + state dict, so a file can be
+loaded safely and survives refactors of the code that built it.
+"""
+from __future__ import annotations
+
+import os
+from copy import deepcopy
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from utils.errors import UserError
+from utils.log import LOGGER
+
+CHECKPOINT_VERSION = 1
+_RECORD_KEYS = ("yaml", "state_dict", "nc")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DataParallel / DistributedDataParallel (or the model itself)."""
+    return model.module if isinstance(model, (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+def model_record(model: nn.Module, half: bool = False) -> dict[str, Any]:
+    """A plain-data description of a Model: yaml dict, CPU state dict (fp16 floats if half), nc, names, stride."""
+    m = unwrap(model)
+    state = {}
+    for k, v in m.state_dict().items():
+        v = v.detach().cpu().clone()
+        state[k] = v.half() if half and v.is_floating_point() else v
+    names = getattr(m, "names", None) or {i: str(i) for i in range(m.nc)}
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    return {"yaml": deepcopy(m.yaml), "state_dict": state, "nc": int(m.nc),
+            "names": {int(k): str(v) for k, v in names.items()}, "stride": [float(s) for s in m.stride]}
+
+
+def model_from_record(rec: dict[str, Any]) -> nn.Module:
+    """Rebuild a float32 Model from model_record() output."""
+    from models.yolo import Model  # local import: models import utils, not the other way round at import time
+
+    model = Model(deepcopy(rec["yaml"]), nc=rec["nc"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in rec["state_dict"].items()}
+    model.load_state_dict(state, strict=True)
+    model.names = {int(k): v for k, v in rec.get("names", {}).items()} or {i: str(i) for i in range(rec["nc"])}
+    return model
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
+    """Write ckpt to path atomically: a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by this project; clear UserError for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path} — check the path (trained weights are in runs/train/*/weights/)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for foreign/corrupt files
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable checkpoint of this project ({reason}) — "
+                        f"pass a .pt written by train.py") from None
+    rec = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(rec, dict) or not all(k in rec for k in _RECORD_KEYS):
+        raise UserError(f"{path} is not a checkpoint of this project (no model record) — pass a .pt written by "
+                        f"train.py; ImageNet backbone weights go to train.py --backbone-weights")
+    return ckpt
+
+
+def load_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> nn.Module:
+    """A ready-to-run Model (EMA weights when present, float32, eval mode) from a checkpoint file."""
+    ckpt = load_checkpoint(weights)
+    model = model_from_record(ckpt.get("ema") or ckpt["model"]).to(device).eval()
+    if fuse and hasattr(model, "fuse"):
+        model = model.fuse()
+    return model
+
+
+def strip_optimizer(path: str | Path, out: str | Path | None = None) -> float:
+    """Reduce a finished checkpoint to EMA (or model) weights in fp16 for deployment; returns the new size in MB.
+
+    Optimizer, scaler and the separate EMA are dropped, and epoch is set to -1 so --resume knows the run finished.
+    """
+    ckpt = load_checkpoint(path)
+    record = ckpt.get("ema") or ckpt["model"]
+    record["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
+    ckpt.update(model=record, ema=None, optimizer=None, scaler=None, updates=None, epoch=-1)
+    out = Path(out or path)
+    save_checkpoint(ckpt, out)
+    mb = out.stat().st_size / 1e6
+    LOGGER.info(f"Optimizer stripped from {path}{f', saved as {out}' if out != Path(path) else ''}, {mb:.1f}MB")
+    return mb
+
+
+def new_checkpoint(epoch: int, best_fitness: float, model: nn.Module, ema: nn.Module | None, updates: int,
+                   optimizer: torch.optim.Optimizer | None, scaler: Any, opt: dict, hyp: dict) -> dict[str, Any]:
+    """Assemble a training checkpoint in the documented layout (docs/architecture.md)."""
+    return {
+        "epoch": epoch, "best_fitness": float(best_fitness), "model": model_record(model),
+        "ema": model_record(ema) if ema is not None else None, "updates": int(updates),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "opt": {k: str(v) if isinstance(v, Path) else v for k, v in opt.items()}, "hyp": dict(hyp),
+        "date": datetime.now().isoformat(), "version": CHECKPOINT_VERSION,
+    }
