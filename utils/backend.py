@@ -1,0 +1,137 @@
+"""DetectBackend: one forward for our .pt checkpoints, exported .torchscript files and .onnx files.
+
+Every backend takes a float (B,3,H,W) 0-1 tensor and returns the decoded prediction (B,N,5+nc) — xywh in input pixels,
+sigmoid objectness and class scores — exactly what Model's eval forward puts first in its tuple. Exported files carry
+stride and names as metadata (written by export.py), so a backend knows them without the source yaml.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils.errors import UserError
+from utils.log import LOGGER
+
+SUFFIXES = (".pt", ".torchscript", ".onnx")
+METADATA_FILE = "config.txt"  # name of the TorchScript _extra_files entry holding the metadata json
+
+
+def export_metadata(stride: int, names: dict[int, str]) -> dict[str, str]:
+    """The metadata export.py writes and DetectBackend reads back: stride and names as strings."""
+    return {"stride": str(int(stride)), "names": json.dumps({int(k): str(v) for k, v in names.items()})}
+
+
+def parse_metadata(meta: dict[str, str], path: Path) -> tuple[int, dict[int, str]]:
+    """(stride, names) from export metadata; a file without it was not exported by export.py."""
+    try:
+        stride = int(meta["stride"])
+        names = {int(k): str(v) for k, v in json.loads(meta["names"]).items()}
+    except (KeyError, ValueError, TypeError):
+        raise UserError(f"{path} has no stride/names metadata — export it with export.py from a .pt checkpoint") from None
+    return stride, names
+
+
+def _onnx_session(path: Path, device: torch.device) -> Any:
+    """An onnxruntime session on the CUDA provider when asked and available, otherwise CPU."""
+    try:
+        import onnxruntime as ort  # optional dependency: only needed to run .onnx files
+    except ImportError:
+        raise UserError(f"running {path} needs onnxruntime — pip install onnxruntime "
+                        f"(or onnxruntime-gpu), or use the .pt / .torchscript file") from None
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for invalid files
+        raise UserError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0][:120]}) — "
+                        f"re-export it with export.py") from None
+
+
+class DetectBackend(nn.Module):
+    """Load .pt / .torchscript / .onnx weights and run them with one call signature."""
+
+    def __init__(self, weights: str | Path, device: str | torch.device = "cpu", fp16: bool = False,
+                 fuse: bool = True):
+        super().__init__()
+        w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights)
+        self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        if w.suffix not in SUFFIXES:
+            raise UserError(f"--weights {w}: unsupported format '{w.suffix}' — use one of {', '.join(SUFFIXES)}")
+        if not w.is_file():
+            raise UserError(f"weights file not found: {w} — check the path "
+                            f"(trained weights are in runs/train/*/weights/)")
+        # Half precision only helps (and is only well supported) on CUDA.
+        self.fp16 = bool(fp16) and self.device.type == "cuda"
+        if fp16 and not self.fp16:
+            LOGGER.warning("WARNING: --half needs a CUDA device, running in float32")
+        self.pt, self.jit, self.onnx = w.suffix == ".pt", w.suffix == ".torchscript", w.suffix == ".onnx"
+        self.weights, self.model, self.session = w, None, None
+        if self.pt:
+            self._load_pt(w, fuse)
+        elif self.jit:
+            self._load_torchscript(w)
+        else:
+            self._load_onnx(w)
+        self.nc = len(self.names) if not self.pt else int(self.model.nc)
+
+    def _load_pt(self, w: Path, fuse: bool) -> None:
+        from utils.checkpoint import load_model  # local: checkpoint imports models.yolo
+
+        model = load_model(w, device=self.device, fuse=fuse)
+        self.model = model.half() if self.fp16 else model.float()
+        self.stride = int(max(float(s) for s in model.stride))
+        names = getattr(model, "names", None) or {i: str(i) for i in range(model.nc)}
+        self.names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names)
+
+    def _load_torchscript(self, w: Path) -> None:
+        extra = {METADATA_FILE: ""}
+        try:
+            model = torch.jit.load(str(w), _extra_files=extra, map_location=self.device)
+        except Exception as e:  # torch raises RuntimeError / others for non-TorchScript files
+            raise UserError(f"{w} is not a loadable TorchScript file ({str(e).splitlines()[0][:120]}) — "
+                            f"re-export it with export.py") from None
+        meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}
+        self.stride, self.names = parse_metadata(meta, w)
+        self.model = model.half() if self.fp16 else model.float()
+        self.model.eval()
+
+    def _load_onnx(self, w: Path) -> None:
+        self.session = _onnx_session(w, self.device)
+        self.stride, self.names = parse_metadata(self.session.get_modelmeta().custom_metadata_map, w)
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.output_names = inp.name, [o.name for o in self.session.get_outputs()]
+        self.onnx_fp16 = "float16" in inp.type  # an ONNX file exported with --half wants fp16 input
+        shape = inp.shape  # fixed ints, or strings for --dynamic axes
+        self.static_shape = tuple(shape) if all(isinstance(s, int) for s in shape) else None
+
+    def forward(self, im: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) float 0-1 → decoded pred (B,N,5+nc) on self.device."""
+        if self.fp16 and im.dtype != torch.float16:
+            im = im.half()
+        if self.pt or self.jit:
+            y = self.model(im)
+            return y[0] if isinstance(y, (tuple, list)) else y
+        x = im.detach().cpu().numpy()
+        if self.static_shape is not None and tuple(x.shape) != self.static_shape:
+            raise UserError(f"{self.weights} was exported for input {list(self.static_shape)} but got "
+                            f"{list(x.shape)} — pass --imgsz {self.static_shape[2]} {self.static_shape[3]} "
+                            f"or re-export with --dynamic")
+        x = x.astype(np.float16 if self.onnx_fp16 else np.float32)
+        y = self.session.run(self.output_names, {self.input_name: x})[0]
+        return torch.from_numpy(y.astype(np.float32)).to(self.device)
+
+    def warmup(self, imgsz: tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
+        """Run one dummy inference so the first real image is not charged for lazy initialisation (GPU only)."""
+        if self.device.type == "cpu" and not self.onnx:
+            return  # nothing lazy to initialise on CPU for PyTorch
+        if self.onnx and self.static_shape is not None:
+            imgsz = self.static_shape  # a fixed-shape ONNX file accepts only its own shape
+        im = torch.zeros(*imgsz, dtype=torch.half if self.fp16 else torch.float, device=self.device)
+        with torch.inference_mode():
+            self.forward(im)
