@@ -7,6 +7,7 @@ stride and names as metadata (written by export.py), so a backend knows them wit
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ def parse_metadata(meta: dict[str, str], path: Path) -> tuple[int, dict[int, str
     except (KeyError, ValueError, TypeError):
         raise UserError(f"{path} has no stride/names metadata — export it with export.py from a .pt checkpoint") from None
     return stride, names
+
+
+def check_imgsz(imgsz: int | list[int] | tuple[int, ...], stride: int = 32) -> tuple[int, int]:
+    """(h, w) from --imgsz (one or two ints), each rounded up to a multiple of stride with a warning."""
+    size = [imgsz] if isinstance(imgsz, int) else list(imgsz)
+    if len(size) not in (1, 2) or any(int(s) <= 0 for s in size):
+        raise UserError(f"--imgsz {' '.join(map(str, size))}: give one or two positive sizes, e.g. --imgsz 640")
+    size = size * 2 if len(size) == 1 else size
+    new = tuple(int(-(-int(s) // stride) * stride) for s in size)
+    if new != tuple(int(s) for s in size):
+        LOGGER.warning(f"WARNING: --imgsz {' '.join(map(str, size))} must be a multiple of the max stride {stride}, "
+                       f"using {new[0]} {new[1]}")
+    return new
 
 
 def _onnx_session(path: Path, device: torch.device) -> Any:
@@ -92,7 +106,9 @@ class DetectBackend(nn.Module):
     def _load_torchscript(self, w: Path) -> None:
         extra = {METADATA_FILE: ""}
         try:
-            model = torch.jit.load(str(w), _extra_files=extra, map_location=self.device)
+            with warnings.catch_warnings():  # torch.jit is deprecated upstream; the format still loads fine
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(str(w), _extra_files=extra, map_location=self.device)
         except Exception as e:  # torch raises RuntimeError / others for non-TorchScript files
             raise UserError(f"{w} is not a loadable TorchScript file ({str(e).splitlines()[0][:120]}) — "
                             f"re-export it with export.py") from None
