@@ -93,6 +93,8 @@ class DetectBackend(nn.Module):
         else:
             self._load_onnx(w)
         self.nc = len(self.names) if not self.pt else int(self.model.nc)
+        # Only the PyTorch model is known to accept any stride-multiple input; exported files run at export size.
+        self.any_shape = self.pt
 
     def _load_pt(self, w: Path, fuse: bool) -> None:
         from utils.checkpoint import load_model  # local: checkpoint imports models.yolo
@@ -133,14 +135,21 @@ class DetectBackend(nn.Module):
         if self.pt or self.jit:
             y = self.model(im)
             return y[0] if isinstance(y, (tuple, list)) else y
-        x = im.detach().cpu().numpy()
-        if self.static_shape is not None and tuple(x.shape) != self.static_shape:
-            raise UserError(f"{self.weights} was exported for input {list(self.static_shape)} but got "
-                            f"{list(x.shape)} — pass --imgsz {self.static_shape[2]} {self.static_shape[3]} "
-                            f"or re-export with --dynamic")
+        return self._forward_onnx(im.detach().cpu().numpy())
+
+    def _forward_onnx(self, x: np.ndarray) -> torch.Tensor:
+        """Run onnxruntime; a fixed-batch file gets the batch in chunks of its own batch size."""
         x = x.astype(np.float16 if self.onnx_fp16 else np.float32)
-        y = self.session.run(self.output_names, {self.input_name: x})[0]
-        return torch.from_numpy(y.astype(np.float32)).to(self.device)
+        chunks = [x]
+        if self.static_shape is not None:
+            b = self.static_shape[0]
+            if tuple(x.shape[1:]) != self.static_shape[1:] or len(x) % b:
+                raise UserError(f"{self.weights} was exported for input {list(self.static_shape)} but got "
+                                f"{list(x.shape)} — pass --imgsz {self.static_shape[2]} {self.static_shape[3]} "
+                                f"(and a batch size divisible by {b}), or re-export with --dynamic")
+            chunks = [x[i:i + b] for i in range(0, len(x), b)]
+        ys = [self.session.run(self.output_names, {self.input_name: c})[0] for c in chunks]
+        return torch.from_numpy(np.concatenate(ys).astype(np.float32)).to(self.device)
 
     def warmup(self, imgsz: tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
         """Run one dummy inference so the first real image is not charged for lazy initialisation (GPU only)."""

@@ -1,0 +1,223 @@
+"""Run detection on images, folders, globs, .txt lists, videos, webcams and streams; save annotated results.
+
+Usage:
+    python detect.py --source img.jpg                     # image
+    python detect.py --source data/images/                # folder (or 'path/*.jpg' glob, or list.txt)
+    python detect.py --source vid.mp4 --save-txt          # video: annotated mp4 + one label file per frame
+    python detect.py --source 0                           # webcam
+    python detect.py --source rtsp://host/stream          # RTSP / RTMP / HTTP stream (or a .streams list file)
+    python detect.py --weights best.onnx --source img/    # also .torchscript / .onnx from export.py
+
+Results go to runs/detect/exp*/ (images and mp4s; labels/, crops/, predictions.csv when asked).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+FILE = Path(__file__).resolve()
+if str(FILE.parent) not in sys.path:
+    sys.path.insert(0, str(FILE.parent))  # run from any cwd
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.api import Detector, ImageResult  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.files import ROOT, increment_path  # noqa: E402
+from utils.log import LOGGER, colorstr  # noqa: E402
+from utils.sources import Frame, load_source  # noqa: E402
+
+
+def newest_weights(root: Path = ROOT / "runs" / "train") -> Path:
+    """The most recently written runs/train/*/weights/best.pt, announced in one line; UserError when none."""
+    found = sorted(root.glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no --weights given and no trained weights in {root}/*/weights/best.pt — "
+                        f"train first (python train.py) or pass --weights path/to/best.pt")
+    LOGGER.info(f"Using newest weights {found[-1]} (pass --weights to choose)")
+    return found[-1]
+
+
+def display_available() -> bool:
+    """True when cv2 can open a window: a display exists and OpenCV was built with GUI support."""
+    if platform.system() == "Linux" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False  # GTK would abort the whole process without a display, so never try
+    try:
+        cv2.namedWindow("__probe__", cv2.WINDOW_NORMAL)
+        cv2.destroyWindow("__probe__")
+        return True
+    except cv2.error:  # opencv-python-headless: no GUI backend
+        return False
+
+
+class VideoSaver:
+    """One cv2.VideoWriter per output path (mp4, the source's fps and frame size), released at the end."""
+
+    def __init__(self):
+        self.writers: dict[str, cv2.VideoWriter] = {}
+
+    def write(self, path: Path, im: np.ndarray, fps: float) -> None:
+        key = str(path.with_suffix(".mp4"))
+        if key not in self.writers:
+            h, w = im.shape[:2]
+            self.writers[key] = cv2.VideoWriter(key, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            if not self.writers[key].isOpened():
+                raise UserError(f"cannot write video {key} — check disk space and permissions")
+        self.writers[key].write(im)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.release()
+        self.writers.clear()
+
+
+def _stem(frame: Frame) -> str:
+    """File-system-safe output name for a source (streams are URLs or webcam indexes)."""
+    name = Path(frame.path).stem if frame.kind != "stream" else re.sub(r"[^\w.-]+", "_", frame.path).strip("_")
+    return name or f"source{frame.index}"
+
+
+class Outputs:
+    """Everything detect.py writes for each frame: annotated image/video, labels, crops, CSV rows."""
+
+    def __init__(self, save_dir: Path, opt: dict[str, Any]):
+        self.dir, self.opt = save_dir, opt
+        self.videos, self.n_labels, self.csv_rows = VideoSaver(), 0, []
+        if opt["save_txt"]:
+            (save_dir / "labels").mkdir(parents=True, exist_ok=True)
+
+    def save(self, frame: Frame, result: ImageResult, annotated: np.ndarray | None) -> None:
+        o, stem = self.opt, _stem(frame)
+        if annotated is not None:
+            if frame.kind == "image":
+                cv2.imwrite(str(self.dir / Path(frame.path).name), annotated)
+            else:
+                self.videos.write(self.dir / stem, annotated, frame.fps)
+        if o["save_txt"]:  # one file per image / frame, empty when nothing was found
+            name = stem if frame.kind == "image" else f"{stem}_{frame.frame}"
+            (self.dir / "labels" / f"{name}.txt").write_text("".join(line + "\n" for line in
+                                                                      result.label_lines(o["save_conf"])))
+            self.n_labels += 1
+        if o["save_crop"]:
+            for c, crop in result.crops():
+                folder = self.dir / "crops" / result.names.get(c, str(c))
+                folder.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(increment_path(folder / f"{stem}.jpg")), crop)
+        if o["save_csv"]:
+            self.csv_rows += [{"image": frame.path, "frame": frame.frame, **r} for r in result.records()]
+
+    def close(self) -> None:
+        self.videos.close()
+        if self.opt["save_csv"]:
+            cols = ["image", "frame", "xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
+            with open(self.dir / "predictions.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=cols)
+                writer.writeheader()
+                writer.writerows(self.csv_rows)
+
+
+def _show(frame: Frame, im: np.ndarray) -> bool:
+    """Show a frame in its window; False when the user pressed q."""
+    cv2.imshow(str(frame.path), im)
+    return cv2.waitKey(1) & 0xFF != ord("q")
+
+
+def run(weights: str | Path | None = None, source: str | Path | list = ROOT / "data" / "images",
+        imgsz: int | list[int] | tuple[int, ...] = (640, 640), conf_thres: float = 0.25, iou_thres: float = 0.45,
+        max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
+        save_conf: bool = False, save_crop: bool = False, save_csv: bool = False, nosave: bool = False,
+        classes: list[int] | None = None, agnostic_nms: bool = False, augment: bool = False,
+        project: str | Path = ROOT / "runs" / "detect", name: str = "exp", exist_ok: bool = False,
+        line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
+        vid_stride: int = 1) -> dict[str, Any]:
+    """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms)."""
+    detector = Detector(weights or newest_weights(), device=device, imgsz=imgsz, conf=conf_thres, iou=iou_thres,
+                        classes=classes, agnostic=agnostic_nms, max_det=max_det, fp16=half, augment=augment)
+    if classes and max(classes) >= detector.nc:
+        LOGGER.warning(f"WARNING: --classes {classes}: the model has only {detector.nc} classes (0..{detector.nc - 1})")
+    loader = load_source(source, vid_stride=vid_stride)
+    if view_img and not display_available():
+        LOGGER.warning("WARNING: --view-img needs a display and OpenCV GUI support; not showing results")
+        view_img = False
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
+    out = Outputs(save_dir, {"save_txt": save_txt, "save_conf": save_conf, "save_crop": save_crop,
+                             "save_csv": save_csv})
+    detector.warmup()
+    frames, totals, shape, keep_going = [], {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}, (), True
+    try:
+        for batch in loader:
+            dets = detector([f.image for f in batch], bgr=True)
+            shape = dets.shape
+            for k in totals:
+                totals[k] += dets.times[k]
+            for f, r in zip(batch, dets):
+                r.path = f.path
+                draw = view_img or not nosave
+                annotated = r.plot(line_thickness, hide_labels, hide_conf) if draw else None
+                out.save(f, r, None if nosave else annotated)
+                frames.append({"path": f.path, "frame": f.frame, "boxes": r.boxes})
+                h, w = f.image.shape[:2]
+                LOGGER.info(f"{f.describe()}{h}x{w} {r.summary()}, {dets.times['inference'] / len(batch):.1f}ms")
+                if view_img and annotated is not None:
+                    keep_going = _show(f, annotated) and keep_going
+            if not keep_going:
+                break
+    finally:
+        out.close()
+        if hasattr(loader, "close"):
+            loader.close()
+    return _finish(save_dir, frames, totals, shape, out, nosave)
+
+
+def _finish(save_dir: Path, frames: list[dict], totals: dict[str, float], shape: tuple, out: Outputs,
+            nosave: bool) -> dict[str, Any]:
+    """Log the speed summary and where results went; build run()'s return value."""
+    n = max(len(frames), 1)
+    speed = {k: v / n for k, v in totals.items()}
+    LOGGER.info(f"Speed: {speed['preprocess']:.1f}ms pre-process, {speed['inference']:.1f}ms inference, "
+                f"{speed['nms']:.1f}ms NMS per image at shape {tuple(shape)}")
+    if out.n_labels or not nosave:
+        labels = f"\n{out.n_labels} labels saved to {save_dir / 'labels'}" if out.n_labels else ""
+        LOGGER.info(f"Results saved to {colorstr('bold', str(save_dir))}{labels}")
+    return {"save_dir": save_dir, "frames": frames, "speed": speed}
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=str, default=None, help="model .pt/.torchscript/.onnx (default: newest best.pt)")
+    p.add_argument("--source", type=str, default=str(ROOT / "data" / "images"),
+                   help="file/dir/glob/.txt list/video/webcam index/URL/.streams")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
+    p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--view-img", action="store_true", help="show results (needs a display)")
+    p.add_argument("--save-txt", action="store_true", help="save results to labels/*.txt")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
+    p.add_argument("--save-csv", action="store_true", help="save results to predictions.csv")
+    p.add_argument("--nosave", action="store_true", help="do not save images/videos")
+    p.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
+    p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    p.add_argument("--augment", action="store_true", help="test-time augmentation (scales and flip)")
+    p.add_argument("--project", default=str(ROOT / "runs" / "detect"), help="save results to project/name")
+    p.add_argument("--name", default="exp", help="save results to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    p.add_argument("--hide-labels", action="store_true", help="hide labels")
+    p.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
+    p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    cli_main(lambda: run(**vars(parse_opt())))
