@@ -1,0 +1,142 @@
+"""Python API: every input type gives the same detections, boxes land in original pixels, TTA maps views back."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
+from utils.api import Detector, ImageResult, load_model, tta_forward
+from utils.errors import UserError
+
+
+class BrightBoxBackend(torch.nn.Module):
+    """Stand-in model that 'detects' the pixels brighter than 0.9 in the red channel as one class-1 box.
+
+    Its answer is a known function of the input, so the API's letterbox / rescale / TTA geometry can be checked exactly.
+    """
+
+    stride, names, nc, pt, fp16, any_shape = 32, {0: "a", 1: "b"}, 2, True, False, True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for im in x:
+            ys, xs = torch.nonzero(im[0] > 0.9, as_tuple=True)
+            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            rows.append(torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]).float())
+        box = torch.stack(rows)[:, None]  # (B, 1, 4)
+        return torch.cat((box, torch.tensor([1.0, 0.1, 0.95]).expand(len(x), 1, 3)), 2)
+
+    def warmup(self, imgsz: tuple) -> None:
+        pass
+
+
+def stub_detector(**kw) -> Detector:
+    det = Detector.__new__(Detector)  # skip weight loading: geometry only
+    det.device, det.backend = torch.device("cpu"), BrightBoxBackend()
+    det.names, det.stride, det.nc, det.imgsz = det.backend.names, 32, 2, kw.get("imgsz", (64, 64))
+    det.conf, det.iou, det.classes, det.agnostic, det.max_det, det.augment = 0.25, 0.45, None, False, 100, False
+    return det
+
+
+def scene(h: int = 60, w: int = 120, box: tuple[int, int, int, int] = (30, 15, 90, 45)) -> np.ndarray:
+    """RGB image, dark grey, with a pure red rectangle at box (x1, y1, x2, y2)."""
+    im = np.full((h, w, 3), 40, np.uint8)
+    im[box[1]:box[3], box[0]:box[2]] = (255, 0, 0)
+    return im
+
+
+def test_boxes_come_back_in_original_pixels() -> None:
+    det = stub_detector()
+    r = det(scene())  # 60x120 -> letterboxed 32x64: scale 64/120, no padding needed with auto
+    assert r.shape == (1, 3, 32, 64)
+    assert len(r) == 1 and len(r[0]) == 1
+    torch.testing.assert_close(r[0].xyxy[0], torch.tensor([30.0, 15.0, 90.0, 45.0]), atol=2.5, rtol=0)
+    assert r[0].cls.tolist() == [1.0] and abs(r[0].conf.item() - 0.95) < 1e-6
+
+
+def test_mixed_sizes_batch_with_padding() -> None:
+    det = stub_detector(imgsz=(96, 96))
+    ims = [scene(), scene(90, 50, (10, 20, 40, 70))]  # different shapes: both padded to the full 96x96
+    r = det(ims)
+    assert r.shape == (2, 3, 96, 96)
+    torch.testing.assert_close(r[0].xyxy[0], torch.tensor([30.0, 15.0, 90.0, 45.0]), atol=2.0, rtol=0)
+    torch.testing.assert_close(r[1].xyxy[0], torch.tensor([10.0, 20.0, 40.0, 70.0]), atol=2.0, rtol=0)
+
+
+def test_input_types_agree(tmp_path: Path) -> None:
+    from PIL import Image
+
+    det, rgb = stub_detector(), scene()
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    inputs = [rgb, np.ascontiguousarray(rgb[..., ::-1]), Image.fromarray(rgb), torch.from_numpy(rgb).permute(2, 0, 1),
+              torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, str(path), path]
+    bgr_flags = [False, True, False, False, False, False, False]
+    want = det(rgb)[0].boxes
+    for im, bgr in zip(inputs, bgr_flags):
+        torch.testing.assert_close(det(im, bgr=bgr)[0].boxes, want)
+    assert det([str(path)])[0].path == str(path)
+    assert len(det(torch.from_numpy(np.stack([rgb, rgb])).permute(0, 3, 1, 2))) == 2  # (B,3,H,W) batch
+    # A BGR array passed as RGB swaps red and blue: the red box is no longer found where it was.
+    with pytest.raises(RuntimeError):
+        det(np.ascontiguousarray(rgb[..., ::-1]))
+
+
+def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
+    det = stub_detector()
+    with pytest.raises(UserError, match="not found"):
+        det(tmp_path / "nope.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"xx")
+    with pytest.raises(UserError, match="not a readable image"):
+        det(tmp_path / "bad.jpg")
+    with pytest.raises(UserError, match="expected HxWx3"):
+        det(np.zeros((4, 5, 6, 7), np.uint8))
+    with pytest.raises(UserError, match="no images"):
+        det([])
+
+
+def test_tta_views_map_back_to_the_same_box() -> None:
+    be = BrightBoxBackend()
+    x = torch.zeros(1, 3, 64, 96)
+    x[:, 0, 10:40, 20:50] = 1.0  # box x 20..50, y 10..40
+    pred = tta_forward(be, x)
+    assert pred.shape == (1, 3, 7)  # one prediction per view: scales 1, 0.83 (flipped), 0.67
+    for row in pred[0]:  # each de-scaled / un-flipped view agrees with the truth to within the resize blur
+        torch.testing.assert_close(row[:4], torch.tensor([35.0, 25.0, 30.0, 30.0]), atol=2.0, rtol=0)
+
+
+def test_result_conveniences(tmp_path: Path) -> None:
+    res = stub_detector()(scene())
+    r = res[0]
+    (line,) = r.label_lines(save_conf=True)
+    cls, cx, cy, w, h, conf = map(float, line.split())
+    assert cls == 1 and conf == pytest.approx(0.95, abs=1e-5)
+    assert [cx, cy, w, h] == pytest.approx(r.xywhn[0].tolist(), abs=1e-5)
+    assert [cx, cy, w, h] == pytest.approx([0.5, 0.5, 0.5, 0.5], abs=0.03)
+    assert r.summary() == "1 b" and "1 b" in str(res)
+    assert res.records() == [{"image": 0, **r.records()[0]}] and r.records()[0]["name"] == "b"
+    rows = list(csv.DictReader(open(res.to_csv(tmp_path / "p.csv"))))
+    assert rows[0]["name"] == "b" and float(rows[0]["xmin"]) == pytest.approx(r.xyxy[0, 0].item(), abs=1e-4)
+    (c, crop), = r.crops()
+    assert c == 1 and 60 <= crop.shape[1] <= 80 and 30 <= crop.shape[0] <= 50  # box 60x30 grown by 2% + 10 px
+    plotted = r.plot()
+    assert plotted.shape == r.image.shape and not np.array_equal(plotted, r.image)  # drawn on a copy
+    out = res.save(tmp_path / "exp")
+    assert (out / "image0.jpg").is_file() and res.save(tmp_path / "exp").name == "exp2"
+
+
+def test_load_model_on_real_checkpoint(tmp_path: Path) -> None:
+    pt = save_micro_checkpoint(tmp_path / "m.pt")
+    model = load_model(pt, imgsz=64, conf=0.001, max_det=7)
+    res = model([scene(), scene(64, 64)])
+    assert model.names == MICRO_NAMES and len(res) == 2
+    for r, im in zip(res, (scene(), scene(64, 64))):
+        assert isinstance(r, ImageResult) and 0 < len(r) <= 7  # random weights, tiny threshold: some boxes
+        assert (r.xyxy[:, [0, 2]] <= im.shape[1]).all() and (r.xyxy[:, [1, 3]] <= im.shape[0]).all()
+        assert (r.xyxy >= 0).all() and set(r.cls.tolist()) <= {0.0, 1.0}
+    assert set(res.times) == {"preprocess", "inference", "nms"}

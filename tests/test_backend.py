@@ -1,0 +1,105 @@
+"""DetectBackend: one interface over .pt / .torchscript / .onnx, metadata round trip, clear errors for bad files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.backend import METADATA_FILE, DetectBackend, check_imgsz, export_metadata, parse_metadata
+from utils.errors import UserError
+
+MICRO_NAMES = {0: "circle", 1: "square"}
+
+
+def save_micro_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised micro Model saved the way train.py saves it (model record, no EMA)."""
+    from models.yolo import Model
+    from tests.fixtures_models import MICRO_CFG
+    from utils.checkpoint import model_record, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = Model(MICRO_CFG, nc=len(MICRO_NAMES)).eval()
+    model.names = dict(MICRO_NAMES)
+    save_checkpoint({"epoch": -1, "model": model_record(model), "ema": None}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_micro_checkpoint(tmp_path_factory.mktemp("backend") / "micro.pt")
+
+
+def test_pt_backend_matches_model_eval_forward(micro_pt: Path) -> None:
+    from utils.checkpoint import load_model
+
+    be = DetectBackend(micro_pt)
+    model = load_model(micro_pt)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)[0]
+        out = be(x)
+    assert be.pt and be.model is not None and not be.fp16
+    assert be.stride == int(model.stride.max()) and be.names == MICRO_NAMES and be.nc == 2
+    assert out.shape == ref.shape and out.shape[0] == 2 and out.shape[2] == 5 + 2
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # fused conv+bn vs unfused: rounding only
+
+
+def test_half_on_cpu_falls_back_to_float(micro_pt: Path, caplog: pytest.LogCaptureFixture) -> None:
+    be = DetectBackend(micro_pt, device="cpu", fp16=True)
+    assert be.fp16 is False and be(torch.rand(1, 3, 64, 64)).dtype == torch.float32
+
+
+def test_metadata_round_trip() -> None:
+    meta = export_metadata(32, {0: "a b", 3: "c"})
+    assert all(isinstance(v, str) for v in meta.values())  # ONNX metadata_props hold strings only
+    assert parse_metadata(meta, Path("x.onnx")) == (32, {0: "a b", 3: "c"})
+    with pytest.raises(UserError, match="no stride/names metadata"):
+        parse_metadata({"stride": "32"}, Path("x.onnx"))
+
+
+def test_check_imgsz_rounds_up_with_warning(caplog: pytest.LogCaptureFixture) -> None:
+    assert check_imgsz(640, 32) == (640, 640)
+    assert check_imgsz([100], 32) == (128, 128)
+    assert check_imgsz((70, 64), 32) == (96, 64)
+    assert "multiple of the max stride 32" in caplog.text
+    with pytest.raises(UserError):
+        check_imgsz([0], 32)
+    with pytest.raises(UserError):
+        check_imgsz([1, 2, 3], 32)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("w.h5", b"x", "unsupported format"),
+    ("missing.pt", None, "not found"),
+    ("junk.pt", b"not a checkpoint", "not a readable checkpoint"),
+    ("junk.torchscript", b"garbage", "not a loadable TorchScript"),
+])
+def test_bad_weights_are_user_errors(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+    f = tmp_path / name
+    if content is not None:
+        f.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        DetectBackend(f)
+
+
+def test_bad_onnx_is_user_error(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    f = tmp_path / "junk.onnx"
+    f.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a loadable ONNX"):
+        DetectBackend(f)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace deprecation notice
+def test_torchscript_without_metadata_is_user_error(tmp_path: Path) -> None:
+    f = tmp_path / "plain.torchscript"
+    torch.jit.trace(torch.nn.Conv2d(3, 7, 1), torch.rand(1, 3, 8, 8)).save(str(f))
+    with pytest.raises(UserError, match="no stride/names metadata"):
+        DetectBackend(f)
+    meta = export_metadata(8, {0: "x", 1: "y"})
+    torch.jit.trace(torch.nn.Conv2d(3, 7, 1), torch.rand(1, 3, 8, 8)).save(
+        str(f), _extra_files={METADATA_FILE: json.dumps(meta)})
+    be = DetectBackend(f)
+    assert (be.stride, be.names, be.nc, be.pt, be.jit) == (8, {0: "x", 1: "y"}, 2, False, True)

@@ -1,0 +1,84 @@
+"""export.py: TorchScript and ONNX files that reproduce the PyTorch output and carry stride/names metadata."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import export
+from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
+from utils.backend import DetectBackend
+from utils.errors import UserError
+from utils.files import ROOT
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The micro checkpoint exported to both formats at 64x96 (ONNX with dynamic axes)."""
+    pytest.importorskip("onnx")
+    pt = save_micro_checkpoint(tmp_path_factory.mktemp("export") / "micro.pt", seed=1)
+    files = export.run(weights=pt, imgsz=(64, 96), include=["torchscript", "onnx"], dynamic=True)
+    return {"pt": pt, **files}
+
+
+def test_files_written_next_to_weights(exported: dict[str, Path]) -> None:
+    assert exported["torchscript"] == exported["pt"].with_suffix(".torchscript")
+    assert exported["onnx"] == exported["pt"].with_suffix(".onnx")
+    assert exported["torchscript"].stat().st_size > 1000 and exported["onnx"].stat().st_size > 1000
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_output_equals_pytorch(exported: dict[str, Path], fmt: str) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 96)
+    ref, be = DetectBackend(exported["pt"]), DetectBackend(exported[fmt])
+    with torch.no_grad():
+        want, got = ref(x), be(x)
+    assert (be.stride, be.names, be.nc, be.pt) == (ref.stride, MICRO_NAMES, 2, False)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() < 1e-4
+
+
+def test_dynamic_onnx_runs_other_sizes(exported: dict[str, Path]) -> None:
+    pytest.importorskip("onnxruntime")
+    x = torch.rand(2, 3, 96, 64)  # other batch and shape than the export
+    with torch.no_grad():
+        want, got = DetectBackend(exported["pt"])(x), DetectBackend(exported["onnx"])(x)
+    assert got.shape == want.shape and (got - want).abs().max().item() < 1e-4
+
+
+def test_static_onnx_rejects_other_size_and_chunks_batches(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pt = save_micro_checkpoint(tmp_path / "s.pt", seed=2)
+    f = export.run(weights=pt, imgsz=64, include=["onnx"])["onnx"]
+    be, ref = DetectBackend(f), DetectBackend(pt)
+    assert be.static_shape == (1, 3, 64, 64)
+    x = torch.rand(3, 3, 64, 64)  # batch 3 on a batch-1 file: run as 3 chunks
+    with torch.no_grad():
+        assert (be(x) - ref(x)).abs().max().item() < 1e-4
+    with pytest.raises(UserError, match="exported for input"):
+        be(torch.rand(1, 3, 96, 64))
+
+
+def test_bad_flags_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="unknown format"):
+        export.run(weights=tmp_path / "x.pt", include=["tflite"])
+    with pytest.raises(UserError, match="needs a CUDA device"):
+        export.run(weights=tmp_path / "x.pt", include=["onnx"], half=True, device="cpu")
+    with pytest.raises(UserError, match="not found"):
+        export.run(weights=tmp_path / "missing.pt", include=["onnx"])
+
+
+def test_cli_bad_weights_one_line_exit_2(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_text("hello")
+    p = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(junk), "--include", "onnx"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().startswith("ERROR:") and len(p.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in p.stderr
