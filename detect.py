@@ -102,8 +102,7 @@ class Outputs:
                 self.videos.write(self.dir / stem, annotated, frame.fps)
         if o["save_txt"]:  # one file per image / frame, empty when nothing was found
             name = stem if frame.kind == "image" else f"{stem}_{frame.frame}"
-            (self.dir / "labels" / f"{name}.txt").write_text("".join(line + "\n" for line in
-                                                                      result.label_lines(o["save_conf"])))
+            result.save_txt(self.dir / "labels" / f"{name}.txt", o["save_conf"])
             self.n_labels += 1
         if o["save_crop"]:
             for c, crop in result.crops():

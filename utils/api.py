@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -73,10 +73,10 @@ class ImageResult:
         rows = torch.cat((self.cls[:, None], self.xywhn, self.conf[:, None]), 1).tolist()
         return [(("%g " * (6 if save_conf else 5)).rstrip() % tuple(r[:6 if save_conf else 5])) for r in rows]
 
-    def save_txt(self, file: str | Path, save_conf: bool = False) -> None:
-        """Append this image's label lines to file (appending lets video frames share one folder per frame)."""
-        with open(file, "a") as f:
-            f.writelines(line + "\n" for line in self.label_lines(save_conf))
+    def save_txt(self, file: str | Path, save_conf: bool = False) -> Path:
+        """Write this image's label lines to file (an empty file when nothing was detected)."""
+        Path(file).write_text("".join(line + "\n" for line in self.label_lines(save_conf)))
+        return Path(file)
 
     def records(self) -> list[dict[str, Any]]:
         """One dict per box (xmin, ymin, xmax, ymax, confidence, class, name): a pandas-free table."""
@@ -117,7 +117,7 @@ class Detections:
     def __len__(self) -> int:
         return len(self.results)
 
-    def __iter__(self) -> Iterable[ImageResult]:
+    def __iter__(self) -> Iterator[ImageResult]:
         return iter(self.results)
 
     def __getitem__(self, i: int) -> ImageResult:
