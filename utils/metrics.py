@@ -36,37 +36,44 @@ def match_predictions(detections: torch.Tensor, labels: torch.Tensor,
     own class with the highest IoU >= threshold. So each label has at most one prediction, and duplicates and
     wrong-class boxes are false positives — the same rule as pycocotools, so both give the same AP.
     """
-    correct = torch.zeros(detections.shape[0], len(iouv), dtype=torch.bool, device=detections.device)
     if not len(detections) or not len(labels):
-        return correct
-    iou = box_iou(labels[:, 1:5].float(), detections[:, :4].float())  # (m, n)
-    iou = iou * (labels[:, 0:1] == detections[:, 5]).float()  # a wrong class can never match
-    iou_np, t = iou.T.cpu().double().numpy(), iouv.cpu().double().numpy()  # (n, m)
-    iou_np[iou_np < t[0]] = 0.0  # below the loosest threshold a pair never matches
-    cand = iou_np > 0
+        return torch.zeros(detections.shape[0], len(iouv), dtype=torch.bool, device=detections.device)
+    iou = box_iou(labels[:, 1:5].float(), detections[:, :4].float()).cpu().numpy()  # (m, n)
+    d = detections.detach().cpu().numpy()
+    out = _match(iou, labels[:, 0].cpu().numpy(), d[:, 5], d[:, 4], iouv.cpu().double().numpy())
+    return torch.from_numpy(out).to(detections.device)
+
+
+def _match(iou: np.ndarray, label_cls: np.ndarray, det_cls: np.ndarray, conf: np.ndarray,
+           t: np.ndarray) -> np.ndarray:
+    """match_predictions on numpy arrays: iou (m, n) labels x detections -> bool (n, len(t))."""
+    iou = np.where(label_cls[:, None] == det_cls[None], iou, 0.0).T.astype(np.float64)  # wrong class never matches
+    iou[iou < t[0]] = 0.0  # below the loosest threshold a pair never matches
+    cand = iou > 0
     shared = cand.sum(0) > 1  # labels wanted by several predictions: only they need the sequential COCO rule
     exclusive = ~cand[:, shared].any(1)
-    out = np.zeros((len(iou_np), len(t)), dtype=bool)
+    out = np.zeros((len(iou), len(t)), dtype=bool)
     # a prediction whose labels nobody else wants gets its best one whenever that IoU passes the threshold
-    out[exclusive] = iou_np[exclusive].max(1, initial=0.0)[:, None] >= t[None]
+    out[exclusive] = iou[exclusive].max(1, initial=0.0)[:, None] >= t[None]
     contested = np.nonzero(~exclusive)[0]
     if len(contested):
-        conf = detections[:, 4].detach().cpu().numpy()
         order = contested[np.argsort(-conf[contested], kind="stable")]
-        out[order] = _sequential_match(iou_np[order], t)
-    return torch.from_numpy(out).to(detections.device)
+        out[order] = _sequential_match(iou[order], t)
+    return out
 
 
 def _sequential_match(iou: np.ndarray, t: np.ndarray) -> np.ndarray:
     """COCO greedy matching of predictions (rows, in descending confidence) to labels (columns) at every threshold
     at once: row k takes, per threshold, the still-free label with the highest IoU >= that threshold."""
+    iou = iou[:, iou.any(0)]  # only labels some of these predictions can match
     taken = np.zeros((iou.shape[1], len(t)), dtype=bool)  # (labels, thresholds)
     out = np.zeros((len(iou), len(t)), dtype=bool)
+    cols = np.arange(len(t))
     for k, row in enumerate(iou):
         score = np.where(taken, -1.0, row[:, None])  # (labels, thresholds), taken labels unavailable
         best = score.argmax(0)
-        ok = score[best, np.arange(len(t))] >= t
-        taken[best[ok], np.nonzero(ok)[0]] = True
+        ok = score[best, cols] >= t
+        taken[best[ok], cols[ok]] = True
         out[k] = ok
     return out
 
@@ -213,14 +220,21 @@ class DetectionStats:
         self.iouv = iouv
         self.correct, self.conf, self.pred_cls, self.target_cls = [], [], [], []
 
-    def update(self, detections: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def update(self, detections: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
         """Add one image: detections (n, 6) xyxy conf cls, labels (m, 5) cls xyxy (same pixel frame).
-        Returns the (n, t) true-positive matrix for this image."""
-        correct = match_predictions(detections, labels, self.iouv.to(detections.device))
-        self.correct.append(correct.cpu().numpy())
-        self.conf.append(detections[:, 4].detach().float().cpu().numpy())
-        self.pred_cls.append(detections[:, 5].detach().cpu().numpy())
-        self.target_cls.append(labels[:, 0].detach().cpu().numpy())
+        Returns the (n, t) true-positive matrix for this image (numpy bool)."""
+        d = detections.detach().float().cpu().numpy()
+        lb = labels.detach().float().cpu().numpy()
+        t = self.iouv.cpu().double().numpy()
+        if len(d) and len(lb):  # torchvision IoU, then matching on numpy (one device->host copy per image)
+            iou = box_iou(torch.from_numpy(lb[:, 1:5]), torch.from_numpy(d[:, :4])).numpy()
+            correct = _match(iou, lb[:, 0], d[:, 5], d[:, 4], t)
+        else:
+            correct = np.zeros((len(d), len(t)), dtype=bool)
+        self.correct.append(correct)
+        self.conf.append(d[:, 4])
+        self.pred_cls.append(d[:, 5])
+        self.target_cls.append(lb[:, 0])
         return correct
 
     def compute(self, plot: bool = False, save_dir: str | Path = ".",
