@@ -1,0 +1,335 @@
+"""Validate a detector on a dataset split: per-class P, R, mAP50, mAP50-95, speed, optional COCO json + pycocotools.
+
+    python val.py --data coco.yaml --weights best.pt --img 640
+    python val.py --data data.yaml --weights best.onnx --save-json --save-txt --verbose
+    python val.py --data data.yaml --weights best.pt --task speed
+
+train.py calls run(...) every epoch with an in-memory model, its dataloader and compute_loss.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run from any cwd
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
+from utils.coco import class_to_category_map, coco_evaluate, detections_to_coco, image_id_for, \
+    load_annotations  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.files import increment_path  # noqa: E402
+from utils.log import LOGGER, colorstr  # noqa: E402
+from utils.metrics import ConfusionMatrix, DetectionStats  # noqa: E402
+from utils.nms import non_max_suppression  # noqa: E402
+from utils.plots import output_to_target, plot_images  # noqa: E402
+
+COCO_DEFAULT_JSON = "annotations/instances_val2017.json"  # where the COCO dataset keeps its val annotations
+
+
+class _ModelRunner:
+    """One call signature for an in-memory Model and a DetectBackend: float (B,3,H,W) 0-1 -> (pred, raw or None)."""
+
+    def __init__(self, model: torch.nn.Module, stride: int, names: dict[int, str], nc: int, pt: bool,
+                 device: torch.device, half: bool, training: bool):
+        self.model, self.stride, self.names, self.nc, self.pt = model, stride, names, nc, pt
+        self.device, self.half, self.training = device, half, training
+
+    def infer(self, im: torch.Tensor, augment: bool = False) -> tuple[torch.Tensor, Any]:
+        """(decoded pred (B, N, 5+nc), raw head outputs for the loss or None)."""
+        if augment:
+            from utils.api import tta_forward  # scaled + flipped views merged, the same TTA as detect.py
+            return tta_forward(self, im), None
+        # autocast rather than model.half() for an in-memory model: the caller's EMA weights must stay float32
+        with torch.autocast("cuda", enabled=self.half and self.training):
+            y = self.model(im)
+        return (y[0], y[1]) if isinstance(y, (tuple, list)) else (y, None)
+
+    def __call__(self, im: torch.Tensor) -> torch.Tensor:
+        """Decoded predictions only (the DetectBackend call signature tta_forward expects)."""
+        return self.infer(im)[0]
+
+
+def _names_dict(names: Any) -> dict[int, str]:
+    return dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): str(v) for k, v in names.items()}
+
+
+def _load_runner(weights: str | Path | None, model: torch.nn.Module | None, device: str, half: bool,
+                 batch_size: int) -> _ModelRunner:
+    """The model to validate: the caller's (training) or one loaded from --weights via DetectBackend."""
+    if model is not None:  # called by train.py
+        dev = next(model.parameters()).device
+        model.eval()
+        stride = int(max(float(s) for s in model.stride))
+        return _ModelRunner(model, stride, _names_dict(model.names), int(model.nc), True, dev,
+                            bool(half) and dev.type == "cuda", True)
+    if not weights:
+        raise UserError("no model given — pass --weights path/to/best.pt (or .torchscript / .onnx)")
+    from utils.backend import DetectBackend  # local: it imports models.yolo, which training calls don't need
+    from utils.device import select_device
+    dev = select_device(device, batch_size=batch_size)
+    backend = DetectBackend(weights, device=dev, fp16=half)
+    return _ModelRunner(backend, int(backend.stride), _names_dict(backend.names), int(backend.nc), backend.pt, dev,
+                        backend.fp16, False)
+
+
+def _check_data(data: str | Path | dict, runner: _ModelRunner, single_cls: bool) -> tuple[dict, int, dict]:
+    """(data dict, nc, names) after checking that the model's classes fit the dataset."""
+    if not isinstance(data, dict):
+        from utils.data_yaml import check_dataset
+        data = check_dataset(data)
+    names = {0: "item"} if single_cls else _names_dict(data["names"])
+    nc = 1 if single_cls else int(data.get("nc", len(names)))
+    if not runner.training and runner.nc != nc:
+        where = getattr(runner.model, "weights", "the weights")
+        raise UserError(f"{where} has {runner.nc} classes but the dataset has {nc} — pass the --data yaml the model "
+                        f"was trained on (or --single-cls for a 1-class model)")
+    return data, nc, names
+
+
+def _make_dataloader(data: dict, task: str, imgsz: int, batch_size: int, runner: _ModelRunner, single_cls: bool,
+                     workers: int):
+    """Letterboxed, rectangular-batch val loader for the task's split (YOLOv5's val settings)."""
+    from utils.dataset import create_dataloader
+    split = task if task in ("train", "val", "test") else "val"  # speed runs on val
+    if not data.get(split):
+        raise UserError(f"the data yaml has no '{split}' split — add {split}: images/... or use --task val")
+    rect = runner.pt  # exported files run at one fixed size
+    pad = 0.0 if task == "speed" else 0.5
+    loader = create_dataloader(data[split], imgsz, batch_size, runner.stride, single_cls=single_cls, pad=pad,
+                               rect=rect, workers=workers, prefix=colorstr(f"{split}: "))[0]
+    return loader
+
+
+def _labels_in_pixels(targets: torch.Tensor, si: int, im_shape: Sequence[int], shape0, ratio_pad) -> torch.Tensor:
+    """Image si's targets (rows [batch, cls, cx, cy, w, h] in input pixels) -> (m, 5) [cls x1 y1 x2 y2] original px."""
+    t = targets[targets[:, 0] == si, 1:]
+    box = xywh2xyxy(t[:, 1:5])
+    scale_boxes(im_shape, box, shape0, ratio_pad)
+    return torch.cat((t[:, :1], box), 1)
+
+
+def _save_one_txt(predn: torch.Tensor, save_conf: bool, shape0: Sequence[int], file: Path) -> None:
+    """YOLO-format label file of one image's predictions: cls cx cy w h [conf], normalised to the original image."""
+    gn = torch.tensor(shape0)[[1, 0, 1, 0]]
+    lines = []
+    for *xyxy, conf, cls in predn.tolist():
+        xywh = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gn).view(-1).tolist()
+        row = (cls, *xywh, conf) if save_conf else (cls, *xywh)
+        lines.append(("%g " * len(row)).rstrip() % row)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def _anno_json(data: dict) -> Path | None:
+    """The dataset's COCO annotation json: `val_json` (relative to `path`), else COCO's default location."""
+    base = Path(data.get("path") or ".")
+    rel = data.get("val_json") or COCO_DEFAULT_JSON
+    f = Path(rel) if Path(rel).is_absolute() else base / rel
+    return f if f.is_file() else None
+
+
+def _coco_setup(data: dict, nc: int, save_json: bool) -> tuple[Path | None, list[int], dict[str, int]]:
+    """(annotation json or None, class -> category id map, file name -> image id) for --save-json."""
+    if not save_json:
+        return None, list(range(nc)), {}
+    anno_file = _anno_json(data)
+    if anno_file is None:
+        LOGGER.warning("WARNING ⚠️ --save-json: no COCO annotation json found (set val_json in the data yaml); "
+                       "predictions are written but not scored by pycocotools")
+        return None, list(range(nc)), {}
+    anno = load_annotations(anno_file)
+    name_to_id = {Path(im["file_name"]).name: int(im["id"]) for im in anno["images"]}
+    return anno_file, class_to_category_map(anno["categories"], nc), name_to_id
+
+
+def _print_table(res: dict, seen: int, nt: np.ndarray, names: dict[int, str], image_counts: np.ndarray,
+                 verbose: bool) -> None:
+    """YOLOv5's results table: 'all' row, then one row per class with labels when verbose."""
+    pf = "%22s" + "%11i" * 2 + "%11.3g" * 4
+    LOGGER.info(("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95"))
+    LOGGER.info(pf % ("all", seen, nt.sum(), res["mp"], res["mr"], res["map50"], res["map"]))
+    if nt.sum() == 0:
+        LOGGER.warning("WARNING ⚠️ no labels found in the validation set, metrics cannot be computed")
+    if verbose:
+        for i, c in enumerate(res["classes"]):
+            LOGGER.info(pf % (names.get(int(c), str(c)), image_counts[c], nt[c], res["p"][i], res["r"][i],
+                              res["ap50"][i], res["ap"][i]))
+
+
+def _sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # CUDA is asynchronous: time what has actually run
+    return time.perf_counter()
+
+
+def _process_image(si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch.Tensor, paths, shapes, ctx: dict
+                   ) -> None:
+    """Scale one image's predictions and labels to original pixels and feed metrics, confusion matrix, txt, json."""
+    path = Path(paths[si])
+    shape0, ratio_pad = (shapes[si][0], shapes[si][1]) if shapes[si] is not None else (im.shape[2:], None)
+    labelsn = _labels_in_pixels(targets, si, im.shape[2:], shape0, ratio_pad)
+    if ctx["single_cls"]:
+        pred[:, 5] = 0
+    predn = pred.clone()
+    scale_boxes(im.shape[2:], predn[:, :4], shape0, ratio_pad)
+    ctx["stats"].update(predn, labelsn)
+    ctx["image_counts"][np.unique(labelsn[:, 0].long().cpu().numpy())] += 1
+    if ctx["plots"]:
+        ctx["confusion"].process_batch(predn, labelsn)
+    if ctx["save_txt"]:
+        _save_one_txt(predn, ctx["save_conf"], shape0, ctx["save_dir"] / "labels" / f"{path.stem}.txt")
+    if ctx["save_json"]:
+        image_id = image_id_for(path, ctx["name_to_id"])
+        ctx["jdict"] += detections_to_coco(predn, image_id, ctx["class_map"])
+        ctx["image_ids"].append(image_id)
+
+
+def _warn_flags(conf_thres: float, task: str, training: bool) -> None:
+    """Flags that give numbers nobody else would get."""
+    if conf_thres > 0.001 and task != "speed" and not training:
+        LOGGER.warning(f"WARNING ⚠️ --conf-thres {conf_thres} > 0.001: mAP is not comparable to published numbers "
+                       f"(they use 0.001)")
+
+
+def _coco_score(ctx: dict, anno_file: Path | None, res: dict, weights: Any) -> None:
+    """Write the predictions json and, with an annotation file, replace our mAP by pycocotools' (both logged)."""
+    w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else ""
+    pred_json = ctx["save_dir"] / f"{w}_predictions.json"
+    pred_json.write_text(json.dumps(ctx["jdict"]))
+    LOGGER.info(f"COCO json with {len(ctx['jdict'])} detections saved to {pred_json}")
+    if anno_file is None:
+        return
+    LOGGER.info(f"Evaluating pycocotools mAP against {anno_file}...")
+    coco_map, coco_map50 = coco_evaluate(anno_file, pred_json, ctx["image_ids"])
+    LOGGER.info(f"mAP50-95 ours {res['map']:.4f}  pycocotools {coco_map:.4f} | "
+                f"mAP50 ours {res['map50']:.4f}  pycocotools {coco_map50:.4f}  (pycocotools reported)")
+    res["map"], res["map50"] = coco_map, coco_map50
+
+
+def _val_plots(ctx: dict, batch_i: int, im: torch.Tensor, targets: torch.Tensor, paths, preds, names) -> None:
+    """First three batches: labels and predictions side by side as val_batch{i}_labels.jpg / _pred.jpg."""
+    if ctx["plots"] and batch_i < 3:
+        d = ctx["save_dir"]
+        plot_images(im, targets, paths, d / f"val_batch{batch_i}_labels.jpg", names)
+        plot_images(im, output_to_target(preds, max_det=15), paths, d / f"val_batch{batch_i}_pred.jpg", names)
+
+
+@torch.no_grad()
+def run(data: str | Path | dict, weights: str | Path | None = None, batch_size: int = 32, imgsz: int = 640,
+        conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "",
+        workers: int = 8, single_cls: bool = False, augment: bool = False, verbose: bool = False,
+        save_txt: bool = False, save_conf: bool = False, save_json: bool = False, project: str | Path = "runs/val",
+        name: str = "exp", exist_ok: bool = False, half: bool = True, model: torch.nn.Module | None = None,
+        dataloader=None, save_dir: Path = Path(""), plots: bool = True, compute_loss=None):
+    """Validate and return ((mp, mr, map50, map, *val_losses), maps (per-class mAP50-95, nc), times (ms/image:
+    pre-process, inference, NMS)). See the module docstring for the CLI."""
+    runner = _load_runner(weights, model, device, half, batch_size)
+    if task == "speed":  # YOLOv5's speed benchmark settings
+        conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
+    _warn_flags(conf_thres, task, runner.training)
+    if not runner.training:
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    save_dir = Path(save_dir)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    data, nc, names = _check_data(data, runner, single_cls)
+    if dataloader is None:
+        dataloader = _make_dataloader(data, task, imgsz, batch_size, runner, single_cls, workers)
+    if len(dataloader.dataset) == 0:
+        raise UserError(f"the {task} set has no images — check '{task}' in the data yaml")
+    anno_file, class_map, name_to_id = _coco_setup(data, nc, save_json)
+    ctx = {"stats": DetectionStats(), "confusion": ConfusionMatrix(nc=nc), "image_counts": np.zeros(nc, dtype=int),
+           "single_cls": single_cls, "plots": plots, "save_txt": save_txt, "save_conf": save_conf,
+           "save_json": save_json, "save_dir": save_dir, "name_to_id": name_to_id, "class_map": class_map,
+           "jdict": [], "image_ids": []}
+    dt, seen, loss = [0.0, 0.0, 0.0], 0, torch.zeros(3, device=runner.device)
+    desc = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
+    for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=desc, leave=not runner.training)):
+        t0 = _sync(runner.device)
+        im = im.to(runner.device, non_blocking=True)
+        im = (im.half() if runner.half and not runner.training else im.float()) / 255
+        targets = targets.to(runner.device)
+        t1 = _sync(runner.device)
+        preds, raw = runner.infer(im, augment=augment)
+        t2 = _sync(runner.device)
+        if compute_loss is not None and raw is not None:
+            loss += compute_loss([x.float() for x in raw], targets)[1]
+        targets = targets.clone()
+        targets[:, 2:] *= torch.tensor(im.shape[2:], device=runner.device)[[1, 0, 1, 0]]  # to input pixels
+        preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls,
+                                    max_det=max_det)
+        t3 = _sync(runner.device)
+        dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
+        for si, pred in enumerate(preds):
+            _process_image(si, pred, im, targets, paths, shapes, ctx)
+        seen += len(preds)
+        _val_plots(ctx, batch_i, im, targets, paths, preds, names)
+    return _finish(ctx, seen, dt, loss, len(dataloader), names, nc, (verbose or (not runner.training and nc < 50)) and nc > 1,
+                   anno_file, weights, runner, task)
+
+
+def _finish(ctx: dict, seen: int, dt: list[float], loss: torch.Tensor, n_batches: int, names: dict[int, str], nc: int,
+            verbose: bool, anno_file: Path | None, weights: Any, runner: _ModelRunner, task: str):
+    """Compute and print the summary, plots, COCO eval; build run()'s return value."""
+    res = ctx["stats"].compute(plot=ctx["plots"], save_dir=ctx["save_dir"], names=names)
+    nt = np.bincount(np.concatenate(ctx["stats"].target_cls).astype(int), minlength=nc) if ctx["stats"].target_cls \
+        else np.zeros(nc, dtype=int)
+    _print_table(res, seen, nt, names, ctx["image_counts"], verbose)
+    times = tuple(x / max(seen, 1) * 1e3 for x in dt)  # ms per image
+    if not runner.training:
+        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image" % times)
+    if ctx["plots"]:
+        ctx["confusion"].plot(save_dir=ctx["save_dir"], names=names)
+    if ctx["save_json"] and seen:
+        _coco_score(ctx, anno_file, res, weights)
+    if not runner.training and task != "speed":
+        LOGGER.info(f"Results saved to {colorstr('bold', ctx['save_dir'])}")
+    maps = np.zeros(nc) + res["map"]
+    for i, c in enumerate(res["classes"]):
+        maps[c] = res["ap"][i]
+    losses = (loss.cpu() / max(n_batches, 1)).tolist()
+    return (res["mp"], res["mr"], res["map50"], res["map"], *losses), maps, times
+
+
+def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Validate a detector on a dataset split")
+    p.add_argument("--data", type=str, default=str(ROOT / "data" / "coco128.yaml"), help="dataset yaml")
+    p.add_argument("--weights", type=str, default="best.pt", help="model .pt / .torchscript / .onnx")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold (0.001 for mAP)")
+    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    p.add_argument("--task", default="val", choices=("train", "val", "test", "speed"), help="split, or speed")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--single-cls", action="store_true", help="treat as a single-class dataset")
+    p.add_argument("--augment", action="store_true", help="test-time augmentation")
+    p.add_argument("--verbose", action="store_true", help="report mAP by class")
+    p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-json", action="store_true", help="save a COCO results json (and score it)")
+    p.add_argument("--project", default=str(ROOT / "runs" / "val"), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
+    opt = p.parse_args(argv)
+    opt.save_txt |= opt.save_conf  # --save-conf implies --save-txt
+    return opt
+
+
+def main(opt: argparse.Namespace):
+    return run(**vars(opt))
+
+
+if __name__ == "__main__":
+    cli_main(lambda: main(parse_opt()))
