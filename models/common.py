@@ -1,0 +1,260 @@
+"""Building blocks: YOLOv5 layers (Conv, Bottleneck, C3, SPPF, Concat, ...) and ConvNeXt V1/V2 stages.
+
+Every module here is constructed from yaml rows by models/yolo.py:parse_model. The first constructor argument is
+always the input channel count c1 (except Concat / Upsample which need none).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import stochastic_depth
+
+
+def autopad(k: int | Sequence[int], p: int | None = None, d: int = 1) -> int | list[int]:
+    """'same' padding for an odd kernel (dilation d) when p is not given."""
+    if d > 1:
+        k = d * (k - 1) + 1 if isinstance(k, int) else [d * (x - 1) + 1 for x in k]
+    if p is None:
+        p = k // 2 if isinstance(k, int) else [x // 2 for x in k]
+    return p
+
+
+class Conv(nn.Module):
+    """Conv2d (no bias) + BatchNorm2d + SiLU; after fuse() the BN is folded into the conv."""
+
+    default_act = nn.SiLU()
+
+    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1, d: int = 1,
+                 act: bool | nn.Module = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
+        self.bn = nn.BatchNorm2d(c2)
+        self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class DWConv(Conv):
+    """Depth-wise Conv (groups = gcd of channels)."""
+
+    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, d: int = 1, act: bool | nn.Module = True) -> None:
+        super().__init__(c1, c2, k, s, g=math.gcd(c1, c2), d=d, act=act)
+
+
+class Bottleneck(nn.Module):
+    """1x1 Conv -> 3x3 Conv with an optional residual (only when channels match)."""
+
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
+        super().__init__()
+        c_ = int(c2 * e)
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_, c2, 3, 1, g=g)
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv2(self.cv1(x))
+        return x + y if self.add else y
+
+
+class C3(nn.Module):
+    """CSP bottleneck with 3 convolutions: two 1x1 branches, n Bottlenecks on one, concatenated, 1x1 out."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
+        super().__init__()
+        c_ = int(c2 * e)
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c1, c_, 1, 1)
+        self.cv3 = Conv(2 * c_, c2, 1)
+        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast: three chained k x k max-pools equal SPP(k, 2k-1, 3k-2)."""
+
+    def __init__(self, c1: int, c2: int, k: int = 5) -> None:
+        super().__init__()
+        c_ = c1 // 2
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_ * 4, c2, 1, 1)
+        self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cv1(x)
+        y1 = self.m(x)
+        y2 = self.m(y1)
+        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
+
+
+class Concat(nn.Module):
+    """Concatenate a list of tensors along dimension d."""
+
+    def __init__(self, dimension: int = 1) -> None:
+        super().__init__()
+        self.d = dimension
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(x, self.d)
+
+
+# ----------------------------------------------------------------------------------------------------------- ConvNeXt
+class LayerNorm(nn.Module):
+    """LayerNorm over channels for channels_last (N, H, W, C) or channels_first (N, C, H, W) tensors.
+
+    channels_first permutes to channels-last and back so that the fused F.layer_norm kernel does the work
+    (one kernel instead of separate mean / var / normalise ops).
+    """
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last") -> None:
+        super().__init__()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"LayerNorm data_format must be channels_last or channels_first, not {data_format!r}")
+        self.weight = nn.Parameter(torch.ones(normalized_shape))
+        self.bias = nn.Parameter(torch.zeros(normalized_shape))
+        self.eps = eps
+        self.data_format = data_format
+        self.normalized_shape = (normalized_shape,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.data_format == "channels_last":
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (torchvision.ops.stochastic_depth, 'row' mode); identity in eval or at p=0."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        return stochastic_depth(x, self.p, "row", self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class GRN(nn.Module):
+    """Global Response Normalization (ConvNeXt V2) on channels-last input (N, H, W, C).
+
+    gamma / beta start at zero, so a fresh GRN is the identity; their shape (1, 1, 1, C) follows the official code.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)  # per-channel L2 over H, W
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
+        return self.gamma * (x * nx) + self.beta + x
+
+
+class Block(nn.Module):
+    """ConvNeXt V1 block: dw 7x7 -> LN -> Linear d->4d -> GELU -> Linear 4d->d -> layer scale -> drop-path + x.
+
+    layer_scale_init <= 0 disables the layer scale (no gamma parameter at all, so nothing sits unused).
+    """
+
+    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init: float = 1e-6) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(layer_scale_init * torch.ones(dim)) if layer_scale_init > 0 else None
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (N, H, W, C): Linear layers act on the last dim
+        y = self.pwconv2(self.act(self.pwconv1(y)))
+        if self.gamma is not None:
+            y = y * self.gamma
+        return x + self.drop_path(y.permute(0, 3, 1, 2))
+
+
+class BlockV2(nn.Module):
+    """ConvNeXt V2 block: like Block but no layer scale, and GRN after the GELU."""
+
+    def __init__(self, dim: int, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.grn = GRN(4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        y = self.pwconv2(self.grn(self.act(self.pwconv1(y))))
+        return x + self.drop_path(y.permute(0, 3, 1, 2))
+
+
+def drop_path_rates(depths: Sequence[int], rate: float) -> list[float]:
+    """Global linear drop-path schedule over all blocks of all stages: block k gets rate * k / (total - 1)."""
+    total = sum(depths)
+    return [rate * k / (total - 1) if total > 1 else 0.0 for k in range(total)]
+
+
+class ConvNeXt_Block(nn.Module):  # noqa: N801 (name used in yaml files)
+    """One ConvNeXt stage: its own downsample layer (the stem for stage 0) followed by its own blocks.
+
+    Args:
+        c1: input channels (image channels for stage 0, dims[stage - 1] otherwise).
+        stage: 0..3.
+        depths, dims: the whole network's depths / dims (needed for the global drop-path offset).
+        drop_path: the network-wide drop-path rate (each block's rate follows the global linear rule).
+        layer_scale_init: V1 layer scale init value (ignored for V2).
+        version: 1 or 2.
+    Output channels = dims[stage].
+    """
+
+    def __init__(self, c1: int, stage: int, depths: Sequence[int], dims: Sequence[int], drop_path: float = 0.0,
+                 layer_scale_init: float = 1e-6, version: int = 1) -> None:
+        super().__init__()
+        self.stage, self.version = int(stage), int(version)
+        dim = dims[stage]
+        if stage == 0:  # stem: 4x4 stride-4 patchify conv + LayerNorm
+            self.downsample = nn.Sequential(nn.Conv2d(c1, dim, kernel_size=4, stride=4),
+                                            LayerNorm(dim, eps=1e-6, data_format="channels_first"))
+        else:  # LayerNorm + 2x2 stride-2 conv
+            self.downsample = nn.Sequential(LayerNorm(c1, eps=1e-6, data_format="channels_first"),
+                                            nn.Conv2d(c1, dim, kernel_size=2, stride=2))
+        start = sum(depths[:stage])  # global index of this stage's first block
+        rates = drop_path_rates(depths, drop_path)[start:start + depths[stage]]
+        if self.version == 2:
+            blocks = [BlockV2(dim, r) for r in rates]
+        else:
+            blocks = [Block(dim, r, layer_scale_init) for r in rates]
+        self.blocks = nn.Sequential(*blocks)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # ConvNeXt init: trunc-normal(0.02) on conv / linear weights, zero bias.
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
