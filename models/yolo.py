@@ -303,20 +303,22 @@ class Model(nn.Module):
         self.eval()  # eval: the dummy batch must not touch BatchNorm running stats (Detect still returns raw)
         raw = self._forward_once(torch.zeros(1, self.yaml["ch"], s, s, device=p.device, dtype=p.dtype))
         self.train()
-        m.stride.copy_(torch.tensor([s / x.shape[-3] for x in raw]))
+        strides = torch.tensor([s / x.shape[-3] for x in raw], device="cpu")  # from shapes: fine on meta too
+        m.stride.copy_(strides)
         m.anchors /= m.stride.view(-1, 1, 1)
         # Anchor areas must grow with stride (YOLOv5 check_anchor_order): flip them if the yaml lists them reversed.
-        a = m.anchors.prod(-1).mean(-1).view(-1)
-        if m.nl > 1 and (a[-1] - a[0]).sign() != (m.stride[-1] - m.stride[0]).sign() and bool((a != 0).all()):
-            m.anchors[:] = m.anchors.flip(0)
+        if m.nl > 1 and m.anchors.device.type != "meta":
+            a = m.anchors.prod(-1).mean(-1)
+            if bool((a != 0).all()) and bool((a[-1] - a[0]).sign() != (strides[-1] - strides[0]).sign()):
+                m.anchors[:] = m.anchors.flip(0)
         m.strides_known = True
-        self.stride = m.stride.detach().cpu().clone()
+        self.stride = strides
 
     @torch.no_grad()
     def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
         """YOLOv5 prior: ~8 objects per 640 image per level, class prior 0.6 / nc (or cf = class frequencies)."""
         m: Detect = self.model[-1]
-        for mi, s in zip(m.m, m.stride.tolist()):
+        for mi, s in zip(m.m, self.stride.tolist()):
             b = mi.bias.view(m.na, -1)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
             b[:, 5:5 + m.nc] += math.log(0.6 / (m.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())

@@ -1,0 +1,265 @@
+"""Load ImageNet ConvNeXt weights (official V1/V2, torchvision or timm key names) onto a Model's ConvNeXt stages.
+
+    from models.pretrained import load_backbone_weights
+    report = load_backbone_weights(model, "convnext_tiny_1k")        # official name: downloaded to the torch hub cache
+    report = load_backbone_weights(model, "weights/convnext_tiny_1k_224_ema.pth")
+    report = load_backbone_weights(model, torchvision_model.state_dict())
+
+Every source format is first rewritten to the official key names ("canonical" here), then mapped onto the rows that
+hold `ConvNeXt_Block` stage s: `downsample_layers.s.k.*` -> `model.<row>.downsample.k.*`,
+`stages.s.j.*` -> `model.<row>.blocks.j.*`. All checks run before the first tensor is copied, so a refused file
+leaves the model untouched.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from models.common import ConvNeXt_Block
+from models.convnext import CONVNEXT_SIZES
+from utils.errors import UserError
+from utils.log import LOGGER
+
+V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
+V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
+V1_SIZES = ("tiny", "small", "base", "large", "xlarge")
+V2_SIZES = ("atto", "femto", "pico", "nano", "tiny", "base", "large", "huge")
+_CLASSIFIER = re.compile(r"^(norm|head|classifier|fc)\.|^head$")  # ImageNet classifier parts of every format
+
+
+@dataclass
+class LoadReport:
+    """What load_backbone_weights did: our parameter names loaded, checkpoint keys skipped, our params missing."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    format: str = ""
+
+    def __str__(self) -> str:
+        return (f"Backbone weights from {self.source} ({self.format} format): {len(self.loaded)} loaded, "
+                f"{len(self.skipped)} skipped (classifier), {len(self.missing)} missing")
+
+
+# --------------------------------------------------------------------------------------------------- official names
+def official_url(name: str) -> str:
+    """Official download URL for a short name (convnext_tiny_1k, convnext_base_22k_1k_384, convnextv2_atto_1k)
+    or a full official file name. Unknown names raise UserError listing the pattern."""
+    n = Path(name).name
+    if n.endswith((".pth", ".pt")):
+        return (V2_URL if n.startswith("convnextv2_") else V1_URL) + n
+    m = re.fullmatch(r"convnext(v2)?_([a-z]+)_(1k|22k|22k_1k)(?:_(224|384))?", n)
+    if m is None or (m[1] and (m[2] not in V2_SIZES or m[3] != "1k")) or (not m[1] and m[2] not in V1_SIZES):
+        raise UserError(f"unknown weights name or file {name!r} — pass an existing file or an official name: "
+                        f"convnext_<{'|'.join(V1_SIZES)}>_<1k|22k|22k_1k>[_384] or "
+                        f"convnextv2_<{'|'.join(V2_SIZES)}>_1k")
+    version, size, data, res = m[1], m[2], m[3], m[4] or "224"
+    if version:
+        return f"{V2_URL}convnextv2_{size}_1k_{res}_ema.pt"
+    ema = "_ema" if res == "224" and (data == "1k" or (data == "22k_1k" and size == "xlarge")) else ""
+    return f"{V1_URL}convnext_{size}_{data}_{res}{ema}.pth"
+
+
+def _read_source(source: Any) -> tuple[dict[str, torch.Tensor], str]:
+    """A flat state dict and a display name from a path, an official name or an (optionally wrapped) dict."""
+    if isinstance(source, dict):
+        return _unwrap(source, "state dict"), "state dict"
+    path = Path(source)
+    if path.is_file():
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many exception types for corrupt / foreign files
+            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot read weights file {path}: {first} — pass a ConvNeXt .pth/.pt state dict") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path} holds a {type(obj).__name__}, not a state dict — pass ConvNeXt ImageNet weights")
+        return _unwrap(obj, str(path)), str(path)
+    url = official_url(str(source))  # UserError for names that are neither files nor official names
+    try:
+        obj = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True)
+    except Exception as e:  # no network, 404, interrupted download
+        raise UserError(f"cannot download {url} ({type(e).__name__}: {str(e)[:100]}) — download it by hand "
+                        f"and pass the file path") from None
+    return _unwrap(obj, url), url
+
+
+def _unwrap(obj: dict, where: str) -> dict[str, torch.Tensor]:
+    """{'model': sd} / {'state_dict': sd} / {'model_ema': sd} / bare sd -> sd with DDP/mmdet prefixes removed."""
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise UserError(f"{where} holds no tensors — pass a ConvNeXt state dict")
+    for prefix in ("module.", "backbone."):
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+# ------------------------------------------------------------------------------------------- key formats -> canonical
+_TV_BLOCK = {"block.0": "dwconv", "block.2": "norm", "block.3": "pwconv1", "block.5": "pwconv2"}
+_TIMM_BLOCK = {"conv_dw": "dwconv", "norm": "norm", "mlp.fc1": "pwconv1", "mlp.fc2": "pwconv2",
+               "gamma": "gamma", "mlp.grn.weight": "grn.gamma", "mlp.grn.bias": "grn.beta"}
+
+
+def _from_official(k: str, v: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    return (k, v) if re.match(r"(downsample_layers|stages)\.\d+\.\d+\.", k) else None
+
+
+def _from_torchvision(k: str, v: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    m = re.fullmatch(r"features\.(\d+)\.(\d+)\.(.+)", k)
+    if m is None:
+        return None
+    f, j, rest = int(m[1]), int(m[2]), m[3]
+    if f % 2 == 0:  # features 0, 2, 4, 6: stem and downsamples, same sub-indices as official
+        return f"downsample_layers.{f // 2}.{j}.{rest}", v
+    if rest == "layer_scale":  # (d, 1, 1) -> (d,)
+        return f"stages.{f // 2}.{j}.gamma", v.reshape(-1)
+    layer, _, param = rest.rpartition(".")
+    return (f"stages.{f // 2}.{j}.{_TV_BLOCK[layer]}.{param}", v) if layer in _TV_BLOCK else None
+
+
+def _from_timm(k: str, v: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    if m := re.fullmatch(r"stem\.(\d)\.(weight|bias)", k):
+        return f"downsample_layers.0.{m[1]}.{m[2]}", v
+    if m := re.fullmatch(r"stages\.(\d)\.downsample\.(\d)\.(weight|bias)", k):
+        return f"downsample_layers.{m[1]}.{m[2]}.{m[3]}", v
+    m = re.fullmatch(r"stages\.(\d)\.blocks\.(\d+)\.(.+)", k)
+    if m is None:
+        return None
+    sub = m[3]
+    if sub in _TIMM_BLOCK:  # gamma, mlp.grn.weight / bias: whole key renamed
+        name = _TIMM_BLOCK[sub]
+    else:  # layer.weight / layer.bias
+        layer, _, param = sub.rpartition(".")
+        if layer not in _TIMM_BLOCK:
+            return None
+        name = f"{_TIMM_BLOCK[layer]}.{param}"
+    if name.startswith("grn."):
+        v = v.reshape(1, 1, 1, -1)  # timm keeps GRN params 1-D; official / ours are (1, 1, 1, C)
+    elif name.startswith("pwconv") and v.ndim == 4:
+        v = v.flatten(1)  # conv_mlp variants (atto..nano) store 1x1 convs: (out, in, 1, 1) -> Linear (out, in)
+    return f"stages.{m[1]}.{m[2]}.{name}", v
+
+
+_FORMATS: dict[str, tuple[str, Callable]] = {  # name -> (key that identifies it, converter)
+    "torchvision": (r"features\.0\.0\.weight", _from_torchvision),
+    "timm": (r"stem\.0\.weight", _from_timm),
+    "official": (r"downsample_layers\.0\.0\.weight", _from_official),
+}
+
+
+def to_canonical(sd: dict[str, torch.Tensor], where: str) -> tuple[dict[str, torch.Tensor], list[str], str]:
+    """(canonical state dict, skipped classifier keys, format name). Unknown formats / keys raise UserError."""
+    fmt = next((name for name, (key, _) in _FORMATS.items() if any(re.fullmatch(key, k) for k in sd)), None)
+    if fmt is None:
+        raise UserError(f"{where}: unknown key format (first keys: {list(sd)[:3]}) — expected official ConvNeXt "
+                        f"(downsample_layers.*, stages.*), torchvision (features.*) or timm (stem.*, stages.*.blocks.*)")
+    convert = _FORMATS[fmt][1]
+    out: dict[str, torch.Tensor] = {}
+    skipped, unknown = [], []
+    for k, v in sd.items():
+        if _CLASSIFIER.match(k):
+            skipped.append(k)
+            continue
+        kv = convert(k, v)
+        if kv is None:
+            unknown.append(k)
+        elif kv[0] in out:
+            raise UserError(f"{where}: two keys map onto {kv[0]} — the file mixes key formats")
+        else:
+            out[kv[0]] = kv[1]
+    if unknown:
+        raise UserError(f"{where}: {len(unknown)} key(s) not understood in {fmt} format, e.g. {unknown[:3]} — "
+                        f"pass a plain ImageNet ConvNeXt classification checkpoint")
+    return out, skipped, fmt
+
+
+# ---------------------------------------------------------------------------------------------------- size checking
+def describe_canonical(sd: dict[str, torch.Tensor]) -> tuple[list[int], list[int], int]:
+    """(depths, dims, version) of a canonical state dict."""
+    dims = [int(sd[f"downsample_layers.{s}.{0 if s == 0 else 1}.weight"].shape[0])
+            if f"downsample_layers.{s}.{0 if s == 0 else 1}.weight" in sd else 0 for s in range(4)]
+    depths = [0, 0, 0, 0]
+    for k in sd:
+        if m := re.match(r"stages\.(\d)\.(\d+)\.", k):
+            depths[int(m[1])] = max(depths[int(m[1])], int(m[2]) + 1)
+    version = 2 if any(".grn." in k for k in sd) else 1
+    return depths, dims, version
+
+
+def _size_name(depths: list[int], dims: list[int], version: int) -> str:
+    for name, s in CONVNEXT_SIZES.items():
+        if list(s["depths"]) == list(depths) and list(s["dims"]) == list(dims):
+            return f"ConvNeXt{'V2' if version == 2 else ''}-{name}"
+    return f"ConvNeXt{'V2' if version == 2 else ''}(depths={depths}, dims={dims})"
+
+
+def _stages_of(model: nn.Module) -> dict[int, ConvNeXt_Block]:
+    model = getattr(model, "module", model)  # DDP / DataParallel
+    stages = {m.stage: m for m in model.modules() if isinstance(m, ConvNeXt_Block)}
+    if not stages:
+        raise UserError("the model has no ConvNeXt_Block stages — backbone weights only load onto ConvNeXt yamls")
+    return stages
+
+
+def _model_desc(stages: dict[int, ConvNeXt_Block]) -> tuple[list[int], list[int], int]:
+    depths = [len(stages[s].blocks) if s in stages else 0 for s in range(4)]
+    dims = [int(stages[s].blocks[0].dwconv.weight.shape[0]) if s in stages and len(stages[s].blocks) else 0
+            for s in range(4)]
+    return depths, dims, next(iter(stages.values())).version
+
+
+# ------------------------------------------------------------------------------------------------------------ loading
+def _targets(stages: dict[int, ConvNeXt_Block]) -> dict[str, tuple[str, torch.Tensor]]:
+    """canonical key -> (our parameter name, parameter) for every backbone parameter of the model."""
+    out = {}
+    for s, st in stages.items():
+        prefix = f"model.{st.i}." if hasattr(st, "i") else f"stage{s}."
+        for name, p in st.named_parameters():
+            part, _, rest = name.partition(".")
+            canon = f"downsample_layers.{s}.{rest}" if part == "downsample" else f"stages.{s}.{rest}"
+            out[canon] = (prefix + name, p)
+    return out
+
+
+def load_backbone_weights(model: nn.Module, source: Any) -> LoadReport:
+    """Copy ImageNet ConvNeXt weights onto the model's ConvNeXt stages; returns a LoadReport and logs one line.
+
+    source: file path, state dict, or official name (e.g. 'convnext_tiny_1k', downloaded via the torch hub cache).
+    Refuses (UserError, model untouched) unreadable files, unknown key formats and size / version mismatches.
+    """
+    sd, where = _read_source(source)
+    canon, skipped, fmt = to_canonical(sd, where)
+    stages = _stages_of(model)
+    have, want = describe_canonical(canon), _model_desc(stages)
+    if have != want:
+        raise UserError(f"{where} holds {_size_name(*have)} weights but the model backbone is {_size_name(*want)} — "
+                        f"use the matching model yaml or weights")
+    targets = _targets(stages)
+    for k, v in canon.items():
+        if k not in targets:
+            raise UserError(f"{where}: {k} has no place in the model backbone — is the file a ConvNeXt checkpoint?")
+        if targets[k][1].shape != v.shape:
+            raise UserError(f"{where}: {k} has shape {list(v.shape)} but the model expects "
+                            f"{list(targets[k][1].shape)} — weights and model yaml are different ConvNeXt sizes")
+    report = LoadReport(source=where, skipped=skipped, format=fmt)
+    with torch.no_grad():
+        for k, v in canon.items():
+            name, p = targets[k]
+            p.copy_(v)
+            report.loaded.append(name)
+    report.missing = [name for k, (name, _) in targets.items() if k not in canon]
+    LOGGER.info(str(report))
+    if report.missing:
+        LOGGER.warning(f"Backbone parameters not in {where} (left at init): {report.missing[:5]}"
+                       f"{' ...' if len(report.missing) > 5 else ''}")
+    return report
