@@ -4,7 +4,7 @@
     python benchmarks/backbone.py --imgsz 320 --runs 5 --device 0
 
 Both run the same random weights (torchvision's, loaded into ours through models.pretrained) in eval mode under
-torch.inference_mode, interleaved run by run so that background load hits both alike. Prints median latencies, the
+torch.inference_mode, interleaved run by run (alternating which goes first) so that background load hits both alike. Prints median latencies, the
 latency ratio (ours / torchvision), the parameter ratio and the max abs difference of the final feature maps.
 Targets: both ratios <= 1.00.
 """
@@ -67,9 +67,10 @@ def run(imgsz: int = 640, runs: int = 10, device: str = "cpu", threads: int = 0)
         diff = float((ours(x) - ref(x)).abs().max())
         for _ in range(2):  # warm-up: allocator, oneDNN / cuDNN algorithm choice
             ours(x), ref(x)
-        for _ in range(runs):
-            t_ours.append(_time(ours, x, dev))
-            t_ref.append(_time(ref, x, dev))
+        for k in range(runs):  # alternate which goes first so that ordering effects cancel
+            pair = [(ours, t_ours), (ref, t_ref)]
+            for fn, times in pair if k % 2 == 0 else pair[::-1]:
+                times.append(_time(fn, x, dev))
     n_ours = sum(p.numel() for p in ours.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
     res = {"ours_ms": 1e3 * statistics.median(t_ours), "torchvision_ms": 1e3 * statistics.median(t_ref),

@@ -38,6 +38,7 @@ class Detect(nn.Module):
     """
 
     export = False  # set by exporters: eval forward returns pred only
+    dynamic = False  # set by exporters: rebuild grids from the input shape on every call (no cache)
 
     def __init__(self, nc: int = 80, anchors: Any = (), ch: tuple[int, ...] | list[int] = ()) -> None:
         super().__init__()
@@ -73,7 +74,7 @@ class Detect(nn.Module):
 
     def _grid(self, nx: int, ny: int, i: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (i, nx, ny, like.device, like.dtype)
-        if key not in self._grids or torch.jit.is_tracing():
+        if key not in self._grids or self.dynamic or torch.jit.is_tracing():
             yv, xv = torch.meshgrid(torch.arange(ny, device=like.device, dtype=like.dtype),
                                     torch.arange(nx, device=like.device, dtype=like.dtype), indexing="ij")
             grid = torch.stack((xv, yv), 2).expand(1, self.na, ny, nx, 2) - 0.5  # cell offset folds the -0.5
