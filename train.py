@@ -1,0 +1,208 @@
+"""Train a YOLOv5 / ConvNeXt-YOLOv5 detector.
+
+    python train.py                                   # quick start: small ConvNeXt on the embedded shapes dataset
+    python train.py --cfg models/yolov5_ConvNeXt.yaml --data coco.yaml --backbone-weights convnext_tiny_1k \\
+        --hyp data/hyps/hyp.convnext.yaml --layer-decay 0.8 --img 640
+    python train.py --resume                          # continue the newest unfinished run
+    torchrun --nproc_per_node 2 train.py --data coco.yaml --batch-size 64 --device 0,1
+
+run(**opts) is callable from Python and returns a results dict (save_dir, best, last, mAP50, mAP50-95, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run from any cwd
+
+import torch  # noqa: E402
+
+import val as validate  # noqa: E402
+from utils.checkpoint import model_from_record  # noqa: E402
+from utils.device import select_device  # noqa: E402
+from utils.distributed import DistInfo, check_batch_size, cleanup_distributed, dist_info, init_distributed  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.files import increment_path, yaml_load  # noqa: E402
+from utils.log import LOGGER, colorstr  # noqa: E402
+from utils.train_setup import build_model, ddp_wrapper, freeze_indices, load_resume, make_loaders, \
+    make_optimizer, prepare_data  # noqa: E402
+from utils.trainer import Trainer, seed_everything  # noqa: E402
+
+DEFAULT_CFG = ROOT / "models" / "yolov5_ConvNeXt-atto.yaml"
+DEFAULT_DATA = ROOT / "data" / "shapes.yaml"
+DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.shapes.yaml"
+HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr")
+
+
+def load_hyp(hyp: str | Path | dict, label_smoothing: float) -> dict[str, Any]:
+    """Hyperparameters from a yaml (path or name under data/hyps/) or dict, checked for the keys the loop needs."""
+    if not isinstance(hyp, dict):
+        path = Path(hyp)
+        if not path.is_file() and (ROOT / "data" / "hyps" / path.name).is_file():
+            path = ROOT / "data" / "hyps" / path.name
+        hyp = yaml_load(path)
+        if not isinstance(hyp, dict):
+            raise UserError(f"--hyp {path}: expected a mapping of hyperparameters (lr0: 0.01, ...)")
+    missing = [k for k in HYP_KEYS if k not in hyp]
+    if missing:
+        raise UserError(f"--hyp is missing {missing} — start from data/hyps/hyp.scratch-low.yaml")
+    hyp = dict(hyp)
+    hyp["label_smoothing"] = float(label_smoothing or hyp.get("label_smoothing", 0.0))
+    return hyp
+
+
+def _resolve_run(opt: dict[str, Any], info: DistInfo) -> tuple[dict[str, Any], dict[str, Any], Path, dict | None]:
+    """(opt, hyp, save_dir, resume checkpoint or None): a new run folder, or the resumed run's own settings."""
+    if opt["resume"]:
+        path, ckpt = load_resume(opt["resume"], opt["project"])
+        keep = {k: opt[k] for k in ("device", "workers")}  # the machine may differ on resume
+        opt = {**ckpt["opt"], **keep, "resume": str(path), "weights": str(path)}
+        save_dir = path.parent.parent
+        LOGGER.info(f"Resuming training from {path}")
+        return opt, dict(ckpt["hyp"]), save_dir, ckpt
+    hyp = load_hyp(opt["hyp"], opt["label_smoothing"])
+    save_dir = increment_path(Path(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"])
+    opt["save_dir"] = str(save_dir)
+    return opt, hyp, save_dir, None
+
+
+def _model_for_run(opt: dict[str, Any], data: dict[str, Any], device: torch.device, ckpt: dict | None):
+    """The bare model: restored from the resume checkpoint, or built from --cfg/--weights/--backbone-weights."""
+    if ckpt is not None:
+        model = model_from_record(ckpt["model"]).to(device)
+        model.names = dict(data["names"])
+        return model
+    cfg = opt["cfg"] or (None if opt["weights"] else DEFAULT_CFG)
+    return build_model(cfg, opt["weights"] or None, data["nc"], data["names"], device, opt["backbone_weights"])
+
+
+def _set_frozen(model: torch.nn.Module, rows: list[int], frozen: bool) -> None:
+    """Freeze/unfreeze the parameters of the given model rows."""
+    from utils.optim import freeze_layers, unfreeze_layers
+    (freeze_layers if frozen else unfreeze_layers)(model, rows)
+
+
+def _build_parts(opt: dict[str, Any], hyp: dict[str, Any], device: torch.device, info: DistInfo,
+                 ckpt: dict | None) -> dict[str, Any]:
+    """Model, data, loss, optimizer, schedule, EMA, scaler and loaders for the Trainer."""
+    from utils.autoanchor import check_anchors
+    from utils.ema import ModelEMA
+    from utils.loss import ComputeLoss, scale_loss_gains
+    from utils.optim import backbone_indices
+
+    data = prepare_data(opt["data"], opt["single_cls"], info.main)
+    model = _model_for_run(opt, data, device, ckpt)
+    if freeze_indices(opt["freeze"], model):
+        _set_frozen(model, freeze_indices(opt["freeze"], model), True)
+    gs = max(int(model.stride.max()), 32)
+    if opt["imgsz"] % gs:
+        raise UserError(f"--imgsz {opt['imgsz']} must be a multiple of the max stride {gs}")
+    batch = check_batch_size(opt["batch_size"], info.world_size)
+    optimizer, scheduler, lf = make_optimizer(model, opt, hyp)
+    train_loader, dataset, val_loader = make_loaders(data, opt, hyp, gs, batch, info)
+    if info.main and ckpt is None and not opt["noautoanchor"]:
+        check_anchors(dataset, model=model, thr=hyp.get("anchor_t", 4.0), imgsz=opt["imgsz"])
+    scaled = dict(hyp)
+    ret = scale_loss_gains(scaled, model.model[-1].nl, data["nc"], opt["imgsz"])  # box/cls/obj gains for nl, nc, imgsz
+    model.hyp = ret if isinstance(ret, dict) else scaled
+    model.nc, model.names = data["nc"], data["names"]
+    ema = ModelEMA(model) if info.main else None
+    wrap = ddp_wrapper(info, device, opt["sync_bn"])
+    rows = backbone_indices(model)
+    return {"model": wrap(model), "data": data, "train_loader": train_loader, "dataset": dataset,
+            "val_loader": val_loader, "compute_loss": ComputeLoss(model), "optimizer": optimizer,
+            "scheduler": scheduler, "lf": lf, "ema": ema, "gs": gs, "validate": validate.run, "ddp_wrap": wrap,
+            "scaler": torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
+            "set_backbone_frozen": lambda frozen: _set_frozen(model, rows, frozen)}
+
+
+def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), hyp: str | dict = str(DEFAULT_HYP),
+        epochs: int = 30, batch_size: int = 16, imgsz: int = 160, rect: bool = False, resume: str | bool = False,
+        nosave: bool = False, noval: bool = False, noautoanchor: bool = False, noplots: bool = False,
+        device: str = "", multi_scale: bool = False, single_cls: bool = False, optimizer: str = "AdamW",
+        sync_bn: bool = False, workers: int = 2, project: str = str(ROOT / "runs" / "train"), name: str = "exp",
+        exist_ok: bool = False, cos_lr: bool = False, label_smoothing: float = 0.0, patience: int = 100,
+        freeze: Sequence[int] = (0,), freeze_epochs: int = 0, layer_decay: float = 0.0, backbone_weights: str = "",
+        save_period: int = -1, seed: int = 0, image_weights: bool = False, cache: str | None = None,
+        local_rank: int = -1, **unused: Any) -> dict[str, Any]:
+    """Train and return {save_dir, best, last, precision, recall, mAP50, mAP50-95, val losses, epochs_trained, ...}.
+
+    Every flag of the CLI is a keyword here (see parse_opt). Under torchrun each process calls run(); only rank 0
+    returns the full results.
+    """
+    if unused:
+        LOGGER.warning(f"WARNING ⚠️ train.run: ignoring unknown options {sorted(unused)}")
+    opt = {k: v for k, v in locals().items() if k not in ("unused",)}
+    opt["freeze"] = list(freeze or [])
+    info = dist_info()  # torchrun's LOCAL_RANK/RANK/WORLD_SIZE; --local-rank is ignored
+    check_batch_size(batch_size, info.world_size)
+    opt, hyp, save_dir, ckpt = _resolve_run(opt, info)
+    opt["total_batch_size"] = opt["batch_size"]
+    dev = select_device(opt["device"], batch_size=opt["batch_size"])
+    init_distributed(info, dev)
+    try:
+        seed_everything(int(opt["seed"]) + 1 + max(info.rank, 0))
+        parts = _build_parts(opt, hyp, dev, info, ckpt)
+        trainer = Trainer(opt, hyp, parts, dev, info, save_dir)
+        if ckpt is not None:
+            trainer.restore(ckpt)
+        else:
+            trainer.out.save_settings(opt, hyp)
+            trainer.out.plot_labels(getattr(parts["dataset"], "labels", []), parts["data"]["names"])
+        LOGGER.info(f"{colorstr('hyperparameters: ')}" + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+        return trainer.train()
+    finally:
+        cleanup_distributed()
+
+
+def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """YOLOv5's train.py flags, plus --freeze-epochs, --layer-decay and --backbone-weights."""
+    p = argparse.ArgumentParser(description="Train a YOLOv5 / ConvNeXt-YOLOv5 detector")
+    p.add_argument("--weights", type=str, default="", help="detector checkpoint to start from ('' = from scratch)")
+    p.add_argument("--cfg", type=str, default="", help=f"model yaml (default {DEFAULT_CFG.name} when no --weights)")
+    p.add_argument("--data", type=str, default=str(DEFAULT_DATA), help="dataset yaml")
+    p.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters yaml")
+    p.add_argument("--epochs", type=int, default=30, help="total training epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs/processes")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=160, help="train, val image size (pixels)")
+    p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the newest run, or a last.pt")
+    p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
+    p.add_argument("--noval", action="store_true", help="only validate the final epoch")
+    p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
+    p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="AdamW", help="optimizer")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm, only in DDP mode on CUDA")
+    p.add_argument("--workers", type=int, default=2, help="max dataloader workers (per process in DDP)")
+    p.add_argument("--project", default=str(ROOT / "runs" / "train"), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
+    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze rows: first N (one value) or indices")
+    p.add_argument("--freeze-epochs", type=int, default=0, help="train with the backbone frozen for N epochs")
+    p.add_argument("--layer-decay", type=float, default=0.0, help="ConvNeXt layer-wise LR decay rate (0 = off)")
+    p.add_argument("--backbone-weights", type=str, default="", help="ImageNet ConvNeXt weights: file or name")
+    p.add_argument("--save-period", type=int, default=-1, help="save epoch{N}.pt every N epochs (-1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--image-weights", action="store_true", help="weighted image selection for training")
+    p.add_argument("--cache", type=str, nargs="?", const="ram", default=None, choices=["ram", "disk"],
+                   help="cache images in ram (default) or disk")
+    p.add_argument("--local-rank", "--local_rank", type=int, default=-1, help="ignored: torchrun sets LOCAL_RANK")
+    return p.parse_args(argv)
+
+
+def main(opt: argparse.Namespace) -> dict[str, Any]:
+    return run(**vars(opt))
+
+
+if __name__ == "__main__":
+    cli_main(lambda: main(parse_opt()))

@@ -1,0 +1,102 @@
+"""DDP helpers for torchrun launches: rank info, process-group setup/teardown, flag broadcast, sample counts.
+
+torchrun sets LOCAL_RANK, RANK and WORLD_SIZE; a plain `python train.py` has none of them (rank -1, world 1).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from utils.errors import UserError
+from utils.log import LOGGER
+
+DEFAULT_TIMEOUT_S = 1800  # a dead rank makes the others fail after this long instead of hanging forever
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: local_rank / rank are -1 outside torchrun."""
+
+    local_rank: int = -1
+    rank: int = -1
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """True on the process that validates, logs and saves (rank 0, or the only process)."""
+        return self.rank in (-1, 0)
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_info() -> DistInfo:
+    """Ranks from the environment torchrun provides."""
+    return DistInfo(int(os.getenv("LOCAL_RANK", -1)), int(os.getenv("RANK", -1)), int(os.getenv("WORLD_SIZE", 1)))
+
+
+def check_batch_size(batch_size: int, world_size: int) -> int:
+    """Per-process batch size; the total --batch-size must split evenly between the processes."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} must be >= 1")
+    if batch_size % world_size:
+        raise UserError(f"--batch-size {batch_size} is not a multiple of the world size {world_size} (torchrun "
+                        f"processes) — use a multiple of {world_size}, e.g. {world_size * max(batch_size // world_size, 1)}")
+    return batch_size // world_size
+
+
+def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Join the torchrun process group: NCCL for CUDA, gloo for CPU, with a timeout so a dead rank cannot hang us."""
+    if not info.ddp or (dist.is_available() and dist.is_initialized()):
+        return
+    if not dist.is_available():
+        raise UserError("torch.distributed is not available in this PyTorch build — run without torchrun")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    LOGGER.info(f"DDP: {backend} process group, world size {info.world_size}, timeout {timeout_s:.0f}s")
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (safe to call when none was started)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for all ranks (no-op outside DDP)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_flag(flag: bool, src: int = 0) -> bool:
+    """Rank src's flag on every rank (e.g. early stop decided by rank 0 after validation)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    obj = [flag]
+    dist.broadcast_object_list(obj, src=src)
+    return bool(obj[0])
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when the flag is set on any rank (e.g. a non-finite loss), so all ranks stop together."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def gather_counts(n: int) -> list[int]:
+    """Every rank's count (e.g. images seen this epoch), in rank order; [n] outside DDP."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [int(n)]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, int(n))
+    return [int(x) for x in out]

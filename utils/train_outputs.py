@@ -1,0 +1,109 @@
+"""What a training run writes besides weights: opt.yaml, hyp.yaml, results.csv, results.png, labels.jpg,
+train_batch*.jpg and (when the tensorboard package is installed) TensorBoard events. Rank 0 only."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from utils.files import yaml_save
+from utils.log import LOGGER
+
+RESULT_KEYS = ("train/box_loss", "train/obj_loss", "train/cls_loss",  # YOLOv5 results.csv columns after 'epoch'
+               "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
+               "val/box_loss", "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """yaml-safe copy: paths as strings, tuples as lists."""
+    out = {}
+    for k, v in d.items():
+        out[k] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+class TrainOutputs:
+    """Writer for one run folder; every method is a no-op when enabled is False (non-zero DDP ranks)."""
+
+    def __init__(self, save_dir: str | Path, enabled: bool = True, plots: bool = True):
+        self.save_dir, self.enabled, self.plots = Path(save_dir), enabled, plots
+        self.csv = self.save_dir / "results.csv"
+        self.tb = None
+        if enabled:
+            (self.save_dir / "weights").mkdir(parents=True, exist_ok=True)
+            self.tb = self._tensorboard()
+
+    def _tensorboard(self):
+        """A SummaryWriter when tensorboard is importable (it is optional), else None."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard missing or broken: training goes on without it
+            return None
+        LOGGER.info(f"TensorBoard: tensorboard --logdir {self.save_dir.parent}")
+        return SummaryWriter(str(self.save_dir))
+
+    def save_settings(self, opt: dict[str, Any], hyp: dict[str, Any]) -> None:
+        """opt.yaml and hyp.yaml: what this run was started with (used again by --resume)."""
+        if self.enabled:
+            yaml_save(self.save_dir / "hyp.yaml", _plain(hyp))
+            yaml_save(self.save_dir / "opt.yaml", _plain(opt))
+
+    def trim_csv(self, start_epoch: int) -> None:
+        """On resume: drop rows of epochs that will be trained again, so each epoch appears once."""
+        if not (self.enabled and self.csv.is_file()):
+            return
+        with open(self.csv, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        keep = rows[:1] + [r for r in rows[1:] if int(float(r[0])) < start_epoch]
+        with open(self.csv, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+
+    def log_epoch(self, epoch: int, values: Sequence[float]) -> None:
+        """Append one results.csv row (and TensorBoard scalars): epoch then RESULT_KEYS."""
+        if not self.enabled:
+            return
+        values = [float(v) for v in values]
+        new = not self.csv.is_file()
+        with open(self.csv, "a", newline="") as f:
+            if new:
+                f.write(",".join(["%20s" % "epoch"] + ["%20s" % k for k in RESULT_KEYS]) + "\n")
+            f.write(",".join(["%20d" % epoch] + ["%20.5g" % v for v in values]) + "\n")
+        if self.tb is not None:
+            for k, v in zip(RESULT_KEYS, values):
+                self.tb.add_scalar(k, v, epoch)
+
+    def read_epochs(self) -> list[int]:
+        """Epoch column of results.csv (empty when none yet)."""
+        if not self.csv.is_file():
+            return []
+        with open(self.csv, newline="") as f:
+            return [int(float(r[0])) for r in list(csv.reader(f))[1:] if r]
+
+    def plot_labels(self, labels: Sequence[np.ndarray], names: dict[int, str]) -> None:
+        """labels.jpg from the training set's labels (each (n, 5) cls cx cy w h)."""
+        if not (self.enabled and self.plots):
+            return
+        from utils.plots import plot_labels
+        arr = np.concatenate([np.asarray(x, dtype=float).reshape(-1, 5) for x in labels], 0) if len(labels) \
+            else np.zeros((0, 5))
+        try:
+            plot_labels(arr, names, self.save_dir)
+        except Exception as e:  # a plot must never stop training
+            LOGGER.warning(f"WARNING ⚠️ labels.jpg not written: {e}")
+
+    def plot_batch(self, i: int, imgs, targets, paths) -> None:
+        """train_batch{i}.jpg for the first three batches of the first epoch."""
+        if not (self.enabled and self.plots and i < 3):
+            return
+        from utils.plots import plot_images
+        plot_images(imgs, targets.cpu(), paths, self.save_dir / f"train_batch{i}.jpg")
+
+    def finish(self) -> None:
+        """results.png from results.csv; close TensorBoard."""
+        if self.enabled and self.plots and self.csv.is_file():
+            from utils.plots import plot_results
+            plot_results(self.csv)
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,176 @@
+"""Training set-up steps that run before the loop: which checkpoint to resume, building the model,
+transferring detector weights (--weights) and ImageNet backbone weights (--backbone-weights)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
+from utils.files import ROOT
+from utils.log import LOGGER
+
+
+def find_resume_checkpoint(resume: str | bool, project: str | Path) -> Path:
+    """The last.pt to resume: the given path, or the newest last.pt under project (runs/train)."""
+    if isinstance(resume, str) and resume not in ("", "True", "true"):
+        path = Path(resume)
+        if path.is_dir():  # a run folder is accepted too
+            path = path / "weights" / "last.pt"
+        if not path.is_file():
+            raise UserError(f"--resume {resume}: no such checkpoint — pass a run's weights/last.pt "
+                            f"(or plain --resume for the newest run)")
+        return path
+    found = sorted(Path(project).glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"--resume: nothing to resume, no last.pt under {project} — start a run without --resume "
+                        f"(or pass --resume path/to/last.pt)")
+    return found[-1]
+
+
+def load_resume(resume: str | bool, project: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint path, checkpoint) of an unfinished run; a finished (stripped) run is a clear UserError."""
+    path = find_resume_checkpoint(resume, project)
+    ckpt = load_checkpoint(path)
+    if ckpt.get("epoch", -1) == -1 or not ckpt.get("optimizer") or not ckpt.get("opt"):
+        raise UserError(f"{path} is from a finished run (training completed, optimizer stripped) — nothing to "
+                        f"resume; start a new run, e.g. --weights {path} to fine-tune from it")
+    return path, ckpt
+
+
+def transfer_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
+    """Copy tensors whose names and shapes match; log 'Transferred N/M items' (M = model tensors)."""
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in matched.items()}, strict=False)
+    LOGGER.info(f"Transferred {len(matched)}/{len(own)} items from {source}")
+    left = [k for k in own if k not in matched]
+    if left:
+        LOGGER.info(f"Not transferred (name or shape differs, kept at init): {len(left)} tensors, e.g. {left[:3]}")
+    return len(matched)
+
+
+def resolve_cfg(cfg: str | Path | dict | None) -> str | Path | dict | None:
+    """cfg path as given, or a model yaml under models/ by bare name; missing -> clear UserError."""
+    if not cfg or isinstance(cfg, dict):
+        return cfg or None
+    path = Path(cfg)
+    if path.is_file():
+        return path
+    if (ROOT / "models" / path.name).is_file():
+        return ROOT / "models" / path.name
+    found = ", ".join(sorted(p.name for p in (ROOT / "models").glob("*.yaml")))
+    raise UserError(f"--cfg {cfg}: model yaml not found — pass a path or one of models/: {found}")
+
+
+def build_model(cfg: Any, weights: str | Path | None, nc: int, names: dict[int, str], device: torch.device,
+                backbone_weights: str | None = None) -> nn.Module:
+    """Model for training: from --cfg (or the checkpoint's own yaml), with --weights transferred by name+shape
+    and --backbone-weights loaded onto the ConvNeXt stages."""
+    from models.yolo import Model  # train-time only; utils/checkpoint does the same
+
+    cfg = resolve_cfg(cfg)
+    ckpt = load_checkpoint(weights) if weights else None
+    if cfg is None and ckpt is None:
+        raise UserError("no model given — pass --cfg models/<name>.yaml or --weights path/to/last.pt")
+    record = (ckpt.get("ema") or ckpt["model"]) if ckpt else None
+    model = Model(cfg if cfg is not None else record["yaml"], nc=nc)
+    if record is not None:
+        if int(record["nc"]) != nc:
+            LOGGER.warning(f"WARNING ⚠️ {weights} was trained for nc={record['nc']} but the dataset has nc={nc}: "
+                           f"class-dependent Detect layers are re-initialised, everything else that matches transfers")
+        transfer_state(model, record["state_dict"], str(weights))
+    if backbone_weights:
+        from models.pretrained import load_backbone_weights
+        load_backbone_weights(model, backbone_weights)
+    model.names = dict(names)
+    model.nc = nc
+    return model.to(device)
+
+
+# ---------------------------------------------------------------------------------------------------- run pieces
+def prepare_data(data: Any, single_cls: bool, main: bool) -> dict[str, Any]:
+    """check_dataset on rank 0 first (it may generate/download the data), then on the other ranks."""
+    from utils.data_yaml import check_dataset
+    from utils.distributed import barrier
+
+    if not main:
+        barrier()  # wait until rank 0 has the dataset in place
+    d = check_dataset(data)
+    if main:
+        barrier()
+    names = d["names"]
+    names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): str(v) for k, v in names.items()}
+    d["names"] = {0: "item"} if single_cls else names
+    d["nc"] = 1 if single_cls else int(d.get("nc", len(names)))
+    return d
+
+
+def freeze_indices(freeze: list[int] | None, model: nn.Module) -> list[int]:
+    """--freeze N -> rows 0..N-1; --freeze 0 2 5 -> those rows (YOLOv5 semantics); [] / [0] -> none."""
+    freeze = [int(x) for x in (freeze or [])]
+    if len(freeze) == 1:
+        return list(range(freeze[0]))
+    return [i for i in freeze if 0 <= i < len(model.model)]
+
+
+def make_optimizer(model: nn.Module, opt: dict[str, Any], hyp: dict[str, Any]) -> tuple[Any, Any, Callable]:
+    """(optimizer, scheduler, lf): weight decay scaled to the nominal batch 64, per-group lr_scale (layer decay)."""
+    from utils.optim import build_optimizer, lr_lambda
+    from utils.trainer import NBS
+
+    accumulate = max(round(NBS / opt["total_batch_size"]), 1)
+    decay = hyp["weight_decay"] * opt["total_batch_size"] * accumulate / NBS
+    optimizer = build_optimizer(model, opt["optimizer"], hyp["lr0"], hyp["momentum"], decay,
+                                layer_decay=opt.get("layer_decay") or None)
+    lf = lr_lambda(opt["epochs"], hyp["lrf"], opt["cos_lr"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+    return optimizer, scheduler, lf
+
+
+def check_labels_fit(dataset: Any, nc: int, data_file: Any) -> None:
+    """Every label class must be < nc, else the loss indexes out of range deep inside."""
+    labels = [l for l in getattr(dataset, "labels", []) if len(l)]
+    if labels:
+        mlc = int(max(float(l[:, 0].max()) for l in labels))
+        if mlc >= nc:
+            raise UserError(f"label class {mlc} exceeds nc={nc} in {data_file} — the dataset's labels must be "
+                            f"0..{nc - 1}; fix names/nc in the data yaml")
+
+
+def make_loaders(data: dict[str, Any], opt: dict[str, Any], hyp: dict[str, Any], gs: int, batch: int,
+                 info: Any) -> tuple[Any, Any, Any]:
+    """(train_loader, train_dataset, val_loader or None on non-zero ranks)."""
+    from utils.dataset import create_dataloader
+    from utils.log import colorstr
+
+    cache = opt.get("cache") or False
+    train_loader, dataset = create_dataloader(
+        data["train"], opt["imgsz"], batch, gs, single_cls=opt["single_cls"], hyp=hyp, augment=True, cache=cache,
+        rect=opt["rect"], rank=info.local_rank, workers=opt["workers"], image_weights=opt["image_weights"],
+        prefix=colorstr("train: "), shuffle=True, seed=opt["seed"])
+    check_labels_fit(dataset, data["nc"], opt["data"])
+    val_loader = None
+    if info.main:
+        val_loader = create_dataloader(
+            data["val"], opt["imgsz"], batch * 2, gs, single_cls=opt["single_cls"], hyp=hyp,
+            cache=None if opt["noval"] else cache, rect=True, rank=-1, workers=opt["workers"] * 2, pad=0.5,
+            prefix=colorstr("val: "))[0]
+    return train_loader, dataset, val_loader
+
+
+def ddp_wrapper(info: Any, device: torch.device, sync_bn: bool) -> Callable[[nn.Module], nn.Module]:
+    """A function wrapping a model for DDP (identity outside DDP). No find_unused_parameters: the ConvNeXt
+    backbone has none, and frozen parameters are excluded by requires_grad at wrap time."""
+    def wrap(model: nn.Module) -> nn.Module:
+        if not info.ddp:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        if sync_bn and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        return DDP(model, device_ids=ids, output_device=ids[0] if ids else None)
+    return wrap

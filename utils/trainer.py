@@ -1,0 +1,310 @@
+"""The YOLOv5 training loop: warmup, LR schedule, gradient accumulation to a nominal batch of 64, AMP (CUDA only),
+gradient clipping, EMA, per-epoch validation, checkpoints, early stopping, NaN guard, DDP.
+
+train.py builds the pieces (model, loaders, validate function) and hands them to Trainer; utils never import the
+scripts, so val.run arrives as the `validate` callable.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from copy import deepcopy
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from utils.checkpoint import new_checkpoint, save_checkpoint, strip_optimizer, unwrap
+from utils.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
+from utils.errors import UserError
+from utils.log import LOGGER, colorstr
+from utils.metrics import fitness
+from utils.train_outputs import TrainOutputs
+
+NBS = 64  # nominal batch size: gradients are accumulated up to it and weight decay is scaled to it
+CLIP_NORM = 10.0
+
+
+class EarlyStopping:
+    """Stop when fitness has not improved for `patience` epochs (0 or less disables it)."""
+
+    def __init__(self, patience: int = 100):
+        self.best_fitness, self.best_epoch = 0.0, 0
+        self.patience = patience if patience > 0 else float("inf")
+
+    def __call__(self, epoch: int, fi: float) -> bool:
+        if fi >= self.best_fitness:
+            self.best_epoch, self.best_fitness = epoch, fi
+        stop = (epoch - self.best_epoch) >= self.patience
+        if stop:
+            LOGGER.info(f"Stopping training early: no improvement in the last {self.patience} epochs (best at epoch "
+                        f"{self.best_epoch}). Set --patience 0 to disable, or a larger --patience.")
+        return stop
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; deterministic algorithms where PyTorch has them (warn, don't fail, otherwise)."""
+    import os
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def image_weight_indices(labels: list[np.ndarray], nc: int, maps: np.ndarray, n: int) -> list[int]:
+    """--image-weights: resample image indices, favouring images of rare / poorly detected classes (YOLOv5 rule)."""
+    counts = np.bincount(np.concatenate([l[:, 0].astype(int) for l in labels if len(l)] or [np.zeros(0, int)]),
+                         minlength=nc).astype(float)
+    cw = (1.0 - maps) ** 2 / np.maximum(counts, 1.0)  # class weight: rare and low-mAP classes weigh more
+    cw = cw / max(cw.sum(), 1e-12)
+    iw = np.array([cw[l[:, 0].astype(int)].sum() if len(l) else 0.0 for l in labels]) + 1e-6
+    return random.choices(range(n), weights=iw, k=n)
+
+
+class Trainer:
+    """One training run. `parts` holds model, train_loader, dataset, val_loader, data, compute_loss, optimizer,
+    scheduler, lf, ema, scaler, validate (val.run), ddp_wrap (callable re-wrapping the model for DDP) and freeze
+    helpers; opt is the train.py options dict; hyp the (unscaled) hyperparameters."""
+
+    def __init__(self, opt: dict[str, Any], hyp: dict[str, Any], parts: dict[str, Any], device: torch.device,
+                 info: DistInfo, save_dir: Path):
+        self.opt, self.hyp, self.p, self.device, self.info = opt, hyp, parts, device, info
+        self.save_dir = Path(save_dir)
+        self.wdir = self.save_dir / "weights"
+        self.out = TrainOutputs(self.save_dir, enabled=info.main, plots=not opt["noplots"])
+        self.epochs = int(opt["epochs"])
+        self.start_epoch, self.best_fitness = 0, 0.0
+        self.amp = device.type == "cuda"
+        self.stopper = EarlyStopping(opt["patience"])
+        self.maps = np.zeros(parts["data"]["nc"])
+        self.results: tuple = (0.0,) * 7
+        self.model = parts["model"]
+        self.last_opt_step = -1
+        self.nb = len(parts["train_loader"])
+        self.nw = max(round(hyp["warmup_epochs"] * self.nb), 100) if hyp["warmup_epochs"] > 0 else 0
+        self.accumulate = max(round(NBS / opt["total_batch_size"]), 1)
+        self.samples_per_rank: list[int] = []
+        self.best, self.last = self.wdir / "best.pt", self.wdir / "last.pt"
+
+    # ------------------------------------------------------------------------------------------------ restore
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """--resume: optimizer, scaler, EMA (+updates), best fitness and the next epoch from a last.pt."""
+        p = self.p
+        p["optimizer"].load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler") and self.amp:
+            p["scaler"].load_state_dict(ckpt["scaler"])
+        if ckpt.get("ema") and p["ema"] is not None:
+            ema_sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["ema"]["state_dict"].items()}
+            p["ema"].ema.load_state_dict(ema_sd)
+            p["ema"].updates = int(ckpt.get("updates") or 0)
+        self.best_fitness = float(ckpt.get("best_fitness") or 0.0)
+        self.stopper.best_fitness = self.best_fitness
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.stopper.best_epoch = self.start_epoch - 1
+        if self.start_epoch >= self.epochs:
+            raise UserError(f"the run already trained {self.start_epoch} of {self.epochs} epochs — nothing to resume")
+        p["scheduler"].last_epoch = self.start_epoch - 1  # the LR schedule continues where it stopped
+        self.out.trim_csv(self.start_epoch)
+        LOGGER.info(f"Resuming training from epoch {self.start_epoch} to {self.epochs} total epochs "
+                    f"(EMA updates {p['ema'].updates if p['ema'] is not None else 0})")
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def train(self) -> dict[str, Any]:
+        """Run the remaining epochs; returns the results dict of train.run()."""
+        t0 = time.time()
+        LOGGER.info(f"Image sizes {self.opt['imgsz']} train, {self.opt['imgsz']} val\n"
+                    f"Logging results to {colorstr('bold', self.save_dir)}\n"
+                    f"Starting training for {self.epochs} epochs...")
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch, self.epochs):
+            self._freeze_schedule(epoch)
+            mloss = self._train_epoch(epoch)
+            stop = self._end_epoch(epoch, mloss)
+            if broadcast_flag(stop):  # rank 0 decides; every rank leaves the loop together
+                break
+        hours = (time.time() - t0) / 3600
+        LOGGER.info(f"\n{epoch - self.start_epoch + 1} epochs completed in {hours:.3f} hours.")
+        return self._finish(epoch)
+
+    def _freeze_schedule(self, epoch: int) -> None:
+        """--freeze-epochs N: the backbone is frozen for epochs 0..N-1 and trains from epoch N on."""
+        n = int(self.opt.get("freeze_epochs") or 0)
+        if n <= 0 or epoch not in (self.start_epoch, n):
+            return
+        frozen = epoch < n
+        self.p["set_backbone_frozen"](frozen)
+        if self.info.ddp:  # DDP registers trainable parameters at wrap time: wrap again after a change
+            self.model = self.p["ddp_wrap"](unwrap(self.model))
+        LOGGER.info(f"{'Freezing' if frozen else 'Unfreezing'} the backbone at epoch {epoch} (--freeze-epochs {n})")
+
+    def _prepare_epoch(self, epoch: int) -> None:
+        """Train mode, --image-weights resampling, DistributedSampler epoch seed."""
+        self.model.train()
+        p = self.p
+        if self.opt["image_weights"] and not self.info.ddp:
+            ds = p["dataset"]
+            ds.indices = image_weight_indices(ds.labels, p["data"]["nc"], self.maps, len(ds.labels))
+        sampler = getattr(p["train_loader"], "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
+
+    def _train_epoch(self, epoch: int) -> torch.Tensor:
+        """One pass over the training loader; returns the mean (box, obj, cls) loss."""
+        self._prepare_epoch(epoch)
+        p, mloss, seen = self.p, torch.zeros(3, device=self.device), 0
+        LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+        pbar = enumerate(p["train_loader"])
+        if self.info.main:
+            pbar = tqdm(pbar, total=self.nb, bar_format="{l_bar}{bar:10}{r_bar}")
+        p["optimizer"].zero_grad()
+        for i, (imgs, targets, paths, _) in pbar:
+            ni = i + self.nb * epoch
+            imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            self._warmup(ni, epoch)
+            imgs = self._multi_scale(imgs)
+            items = self._step(imgs, targets.to(self.device), ni, epoch)
+            mloss = (mloss * i + items) / (i + 1)
+            seen += imgs.shape[0]
+            if self.info.main:
+                mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
+                pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % (f"{epoch}/{self.epochs - 1}", mem, *mloss,
+                                                                     targets.shape[0], imgs.shape[-1]))
+                if epoch == self.start_epoch:
+                    self.out.plot_batch(i, imgs, targets, paths)
+        self.samples_per_rank = gather_counts(seen)
+        if self.info.ddp:
+            LOGGER.info(f"DDP: images per rank this epoch {self.samples_per_rank}")
+        return mloss
+
+    def _warmup(self, ni: int, epoch: int) -> None:
+        """Linear warmup over nw iterations: accumulate 1 -> NBS/batch, bias LR warmup_bias_lr -> lr, momentum."""
+        if ni > self.nw:
+            return
+        xi = [0, self.nw]
+        self.accumulate = max(1, int(np.interp(ni, xi, [1, NBS / self.opt["total_batch_size"]]).round()))
+        lf = self.p["lf"](epoch)
+        for g in self.p["optimizer"].param_groups:
+            scale = g.get("lr_scale", 1.0)
+            start = self.hyp["warmup_bias_lr"] * scale if _is_bias_group(g) else 0.0
+            g["lr"] = float(np.interp(ni, xi, [start, g["initial_lr"] * lf]))
+            if "momentum" in g:
+                g["momentum"] = float(np.interp(ni, xi, [self.hyp["warmup_momentum"], self.hyp["momentum"]]))
+            elif "betas" in g:  # Adam/AdamW: warm beta1 like SGD momentum
+                b1 = float(np.interp(ni, xi, [self.hyp["warmup_momentum"], self.hyp["momentum"]]))
+                g["betas"] = (b1, g["betas"][1])
+
+    def _multi_scale(self, imgs: torch.Tensor) -> torch.Tensor:
+        """--multi-scale: a random size in imgsz x [0.5, 1.5], a multiple of the max stride."""
+        if not self.opt["multi_scale"]:
+            return imgs
+        gs, sz0 = self.p["gs"], self.opt["imgsz"]
+        sz = random.randrange(int(sz0 * 0.5), int(sz0 * 1.5) + gs) // gs * gs
+        sf = sz / max(imgs.shape[2:])
+        if sf != 1:
+            ns = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
+            imgs = nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
+        return imgs
+
+    def _step(self, imgs: torch.Tensor, targets: torch.Tensor, ni: int, epoch: int) -> torch.Tensor:
+        """Forward, loss, NaN guard, backward; an optimizer step every `accumulate` batches. Returns loss items."""
+        p = self.p
+        with torch.autocast("cuda", enabled=self.amp):
+            pred = self.model(imgs)
+            loss, items = p["compute_loss"](pred, targets)
+        if self.info.ddp:
+            loss = loss * self.info.world_size  # DDP averages gradients over ranks; YOLOv5 keeps the sum
+        if any_rank(not bool(torch.isfinite(loss).all()), self.device):
+            raise UserError(f"non-finite training loss at epoch {epoch}, batch {ni - self.nb * epoch} (loss items "
+                            f"{[round(float(x), 4) for x in items]}) — training stopped; the last good checkpoint "
+                            f"is {self.last}. Lower lr0 in --hyp, or check the labels")
+        p["scaler"].scale(loss).backward()
+        if ni - self.last_opt_step >= self.accumulate:
+            p["scaler"].unscale_(p["optimizer"])
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=CLIP_NORM)
+            p["scaler"].step(p["optimizer"])
+            p["scaler"].update()
+            p["optimizer"].zero_grad()
+            if p["ema"] is not None:
+                p["ema"].update(self.model)
+            self.last_opt_step = ni
+        return items.detach().to(self.device)
+
+    # ------------------------------------------------------------------------------------------------ epoch end
+    def _end_epoch(self, epoch: int, mloss: torch.Tensor) -> bool:
+        """Scheduler step; on rank 0: validate, log results.csv, save checkpoints. Returns the early-stop flag."""
+        p = self.p
+        lr = [g["lr"] for g in p["optimizer"].param_groups]
+        p["scheduler"].step()
+        if not self.info.main:
+            return False
+        final = epoch + 1 == self.epochs
+        if p["ema"] is not None:
+            p["ema"].update_attr(unwrap(self.model), include=["yaml", "nc", "hyp", "names", "stride"])
+        if not self.opt["noval"] or final:
+            self.results, self.maps, _ = self._validate(plots=False)
+        fi = fitness(np.array(self.results).reshape(1, -1))[0]
+        stop = self.stopper(epoch, fi) or final
+        self.best_fitness = max(self.best_fitness, fi)
+        lrs = (lr + [lr[-1]] * 3)[:3]  # lr0-lr2 columns: the first three groups
+        self.out.log_epoch(epoch, [*mloss.tolist(), *self.results, *lrs])
+        if not self.opt["nosave"] or final:
+            self._save(epoch, fi)
+        return stop
+
+    def _validate(self, plots: bool, model: nn.Module | None = None) -> tuple:
+        p = self.p
+        model = model if model is not None else (p["ema"].ema if p["ema"] is not None else unwrap(self.model))
+        return p["validate"](data=p["data"], batch_size=self.opt["batch_size"] // self.info.world_size * 2,
+                             imgsz=self.opt["imgsz"], half=self.amp, model=model, single_cls=self.opt["single_cls"],
+                             dataloader=p["val_loader"], save_dir=self.save_dir, plots=plots,
+                             compute_loss=p["compute_loss"])
+
+    def _save(self, epoch: int, fi: float) -> None:
+        """last.pt every epoch, best.pt when fitness improved (>=), epoch{N}.pt every --save-period epochs."""
+        p = self.p
+        ema = p["ema"].ema if p["ema"] is not None else None
+        ckpt = new_checkpoint(epoch, self.best_fitness, unwrap(self.model), ema,
+                              p["ema"].updates if p["ema"] is not None else 0, p["optimizer"],
+                              p["scaler"] if self.amp else None, self.opt, self.hyp)
+        save_checkpoint(ckpt, self.last)
+        if fi >= self.best_fitness:
+            save_checkpoint(ckpt, self.best)
+        period = int(self.opt.get("save_period") or -1)
+        if period > 0 and epoch % period == 0:
+            save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
+
+    def _finish(self, epoch: int) -> dict[str, Any]:
+        """Strip best/last to EMA fp16, validate best.pt with plots, results.png; the run's summary dict."""
+        if not self.info.main:
+            return {"save_dir": str(self.save_dir), "rank": self.info.rank, "samples_per_rank": self.samples_per_rank}
+        for f in (self.last, self.best):
+            if f.exists():
+                strip_optimizer(f)
+        results, maps = self.results, self.maps
+        if self.best.exists():
+            from utils.checkpoint import load_model
+            LOGGER.info(f"\nValidating {self.best}...")
+            best_model = load_model(self.best, device=self.device)
+            results, maps, _ = self._validate(plots=not self.opt["noplots"], model=best_model)
+        self.out.finish()
+        LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
+        keys = ("precision", "recall", "mAP50", "mAP50-95", "val_box_loss", "val_obj_loss", "val_cls_loss")
+        return {"save_dir": str(self.save_dir), "best": str(self.best) if self.best.exists() else None,
+                "last": str(self.last) if self.last.exists() else None, "epochs_trained": epoch + 1,
+                "best_fitness": float(self.best_fitness), "maps": [float(x) for x in maps],
+                "samples_per_rank": self.samples_per_rank, **{k: float(v) for k, v in zip(keys, results)}}
+
+
+def _is_bias_group(g: dict) -> bool:
+    """Bias parameter groups get the higher warmup_bias_lr start (YOLOv5)."""
+    name = str(g.get("name", g.get("group", "")))
+    return "bias" in name or bool(g.get("is_bias", False))
