@@ -90,7 +90,9 @@ class Trainer:
         self.model = parts["model"]
         self.last_opt_step = -1
         self.nb = len(parts["train_loader"])
-        self.nw = max(round(hyp["warmup_epochs"] * self.nb), 100) if hyp["warmup_epochs"] > 0 else 0
+        # warmup: max(warmup_epochs, warmup_min_iters) iterations (YOLOv5: 100); tiny datasets may lower the floor
+        min_iters = int(hyp.get("warmup_min_iters", 100))
+        self.nw = max(round(hyp["warmup_epochs"] * self.nb), min_iters) if hyp["warmup_epochs"] > 0 else 0
         self.accumulate = max(round(NBS / opt["total_batch_size"]), 1)
         self.samples_per_rank: list[int] = []
         self.best, self.last = self.wdir / "best.pt", self.wdir / "last.pt"
