@@ -29,7 +29,7 @@ from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import increment_path, yaml_load  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 from utils.train_setup import build_model, ddp_wrapper, freeze_indices, load_resume, make_loaders, \
-    make_optimizer, prepare_data  # noqa: E402
+    make_optimizer, prepare_data, resolve_cfg  # noqa: E402
 from utils.trainer import Trainer, seed_everything  # noqa: E402
 
 DEFAULT_CFG = ROOT / "models" / "yolov5_ConvNeXt-atto.yaml"
@@ -140,6 +140,8 @@ def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), 
     opt["freeze"] = list(freeze or [])
     info = dist_info()  # torchrun's LOCAL_RANK/RANK/WORLD_SIZE; --local-rank is ignored
     check_batch_size(batch_size, info.world_size)
+    if not resume:
+        resolve_cfg(cfg)  # a wrong --cfg fails now, before any data is prepared
     opt, hyp, save_dir, ckpt = _resolve_run(opt, info)
     opt["total_batch_size"] = opt["batch_size"]
     dev = select_device(opt["device"], batch_size=opt["batch_size"])

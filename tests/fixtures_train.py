@@ -1,0 +1,50 @@
+"""Training fixtures: a micro ConvNeXt-YOLOv5 trained briefly on the shapes fixture dataset (session-wide)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures_models import micro_cfg
+
+# Quick-start hyp with a short warmup floor: the fixture dataset has only a few batches per epoch.
+FIXTURE_EPOCHS = 12
+
+
+def train_hyp(**over: Any) -> dict[str, Any]:
+    """data/hyps/hyp.shapes.yaml with overrides (warmup floor lowered for tiny datasets)."""
+    from utils.files import ROOT
+    hyp = yaml.safe_load(open(ROOT / "data" / "hyps" / "hyp.shapes.yaml"))
+    hyp.update(warmup_min_iters=10)
+    hyp.update(over)
+    return hyp
+
+
+def write_micro_cfg(path: Path, nc: int = 2) -> Path:
+    """The micro model yaml on disk (train.py CLI takes a path)."""
+    path.write_text(yaml.safe_dump(micro_cfg(nc=nc), sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_cfg_file(tmp_path_factory) -> Path:
+    """Path of a micro ConvNeXt-YOLOv5 yaml (nc=2) for train.py."""
+    return write_micro_cfg(tmp_path_factory.mktemp("cfg") / "micro.yaml")
+
+
+@pytest.fixture(scope="session")
+def trained_run(shapes_yaml, micro_cfg_file, tmp_path_factory) -> dict[str, Any]:
+    """train.run() results of a short micro-model run on the shapes fixture data (best.pt path in ['best'])."""
+    import train
+    project = tmp_path_factory.mktemp("train")
+    return train.run(cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(), epochs=FIXTURE_EPOCHS,
+                     batch_size=8, imgsz=96, project=str(project), name="fixture", workers=0, device="cpu",
+                     seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_weights(trained_run) -> Path:
+    """best.pt of the fixture training run (stripped: EMA weights in fp16)."""
+    return Path(trained_run["best"])
