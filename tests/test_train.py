@@ -206,3 +206,43 @@ def test_cli_bad_input_one_line_exit_2(args, env, message, tmp_path):
     assert r.returncode == 2, r.stdout[-1000:] + r.stderr[-1000:]
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------- small pieces
+def test_results_csv_trim_on_resume_and_plot(tmp_path):
+    from utils.train_outputs import TrainOutputs
+    out = TrainOutputs(tmp_path, plots=True)
+    for e in range(3):
+        out.log_epoch(e, [0.1 * e] * 13)
+    assert out.read_epochs() == [0, 1, 2]
+    out.trim_csv(1)  # resuming at epoch 1: rows 1 and 2 will be trained again
+    assert out.read_epochs() == [0]
+    out.log_epoch(1, [1.0] * 13)
+    header, data = read_csv(tmp_path / "results.csv")
+    assert header == YOLOV5_COLUMNS and data[:, 0].tolist() == [0, 1] and data[1, 5] == 1.0
+    out.finish()
+    assert (tmp_path / "results.png").is_file()
+
+
+def test_batch_split_and_early_stopping():
+    from utils.distributed import check_batch_size
+    from utils.trainer import EarlyStopping
+    assert check_batch_size(8, 2) == 4 and check_batch_size(5, 1) == 5
+    with pytest.raises(UserError, match="not a multiple of the world size 2"):
+        check_batch_size(3, 2)
+    stop = EarlyStopping(patience=2)
+    flags = [stop(e, f) for e, f in enumerate([0.1, 0.3, 0.2, 0.25, 0.29])]
+    assert flags == [False, False, False, True, True] and stop.best_epoch == 1
+
+
+def test_resume_lookup(tmp_path):
+    from utils.train_setup import find_resume_checkpoint
+    a, b = tmp_path / "exp" / "weights" / "last.pt", tmp_path / "exp2" / "weights" / "last.pt"
+    for f in (a, b):
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"x")
+    os.utime(a, (time.time() + 10, time.time() + 10))  # exp is the newest
+    assert find_resume_checkpoint(True, tmp_path) == a
+    assert find_resume_checkpoint(str(tmp_path / "exp2"), tmp_path) == b
+    with pytest.raises(UserError, match="no such checkpoint"):
+        find_resume_checkpoint(str(tmp_path / "nope.pt"), tmp_path)
