@@ -24,7 +24,8 @@ import torch  # noqa: E402
 import val as validate  # noqa: E402
 from utils.checkpoint import model_from_record  # noqa: E402
 from utils.device import select_device  # noqa: E402
-from utils.distributed import DistInfo, check_batch_size, cleanup_distributed, dist_info, init_distributed  # noqa: E402
+from utils.distributed import DistInfo, broadcast_object, check_batch_size, cleanup_distributed, dist_info, \
+    init_distributed  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import increment_path, yaml_load  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
@@ -146,6 +147,7 @@ def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), 
     opt["total_batch_size"] = opt["batch_size"]
     dev = select_device(opt["device"], batch_size=opt["batch_size"])
     init_distributed(info, dev)
+    save_dir = Path(broadcast_object(str(save_dir)))  # every rank names rank 0's run folder
     try:
         seed_everything(int(opt["seed"]) + 1 + max(info.rank, 0))
         parts = _build_parts(opt, hyp, dev, info, ckpt)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -82,6 +83,15 @@ def broadcast_flag(flag: bool, src: int = 0) -> bool:
     obj = [flag]
     dist.broadcast_object_list(obj, src=src)
     return bool(obj[0])
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank src's picklable object on every rank (e.g. the run folder rank 0 chose)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
