@@ -1,0 +1,203 @@
+"""Generate the embedded 'shapes' detection dataset: offline, deterministic from a seed, YOLO + COCO labels.
+
+Three classes that differ in both shape and colour (circle/red, rectangle/green, triangle/blue, colours jittered),
+1-6 objects per image from ~12 px to half the image, overlaps capped so no object is more than 40 % covered,
+textured low-saturation backgrounds (gradient + blotches + noise + lines) and a few background-only images.
+
+Usage:
+    python data/scripts/make_shapes.py --out datasets/shapes
+    from data.scripts.make_shapes import generate_shapes; generate_shapes(Path("datasets/shapes"))
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run from any cwd
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.coco import labels_to_coco  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
+
+NAMES = {0: "circle", 1: "rectangle", 2: "triangle"}
+HUES = {0: 0, 1: 60, 2: 115}  # OpenCV hue scale 0-179: red, green, blue
+HUE_JITTER = 8
+MAX_OBJECTS = 6
+MAX_COVER = 0.4  # an earlier object may lose at most this fraction of its pixels to later ones
+PLACE_TRIES = 20
+BACKGROUND_P = 0.05  # share of background-only images
+MIN_SIZE = 12  # px, smallest object extent
+JPEG_QUALITY = 90  # fixed, so the same seed gives byte-identical files
+SPLITS = ("train", "val")
+
+
+def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """Low-saturation textured background (BGR uint8): gradient + smooth blotches + pixel noise + thin lines."""
+    c0, c1 = rng.uniform(40, 215, 3), rng.uniform(40, 215, 3)
+    grey0, grey1 = c0.mean(), c1.mean()
+    c0, c1 = grey0 + 0.3 * (c0 - grey0), grey1 + 0.3 * (c1 - grey1)  # pull colours toward grey: objects stand out
+    ang = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / max(s - 1, 1)
+    t = (np.cos(ang) * xx + np.sin(ang) * yy)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    img = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    blotch = cv2.resize(rng.normal(0, 18, (6, 6)).astype(np.float32), (s, s), interpolation=cv2.INTER_CUBIC)
+    img += blotch[..., None] + rng.normal(0, rng.uniform(3, 10), (s, s, 3))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(2, 7))):  # distractor lines (grey-ish, thin)
+        p1, p2 = rng.integers(0, s, 2), rng.integers(0, s, 2)
+        g = float(rng.uniform(30, 225))
+        col = tuple(float(np.clip(g + rng.uniform(-20, 20), 0, 255)) for _ in range(3))
+        cv2.line(img, (int(p1[0]), int(p1[1])), (int(p2[0]), int(p2[1])), col, int(rng.integers(1, 3)), cv2.LINE_AA)
+    return img
+
+
+def _shape_mask(rng: np.random.Generator, cls: int, d: int, s: int) -> np.ndarray:
+    """uint8 mask (s, s) of one object of class cls and extent ~d px, placed fully inside the image."""
+    mask = np.zeros((s, s), np.uint8)
+    if cls == 0:  # circle
+        r = max(d // 2, 3)
+        cx, cy = rng.integers(r, s - r, 2)
+        cv2.circle(mask, (int(cx), int(cy)), int(r), 1, -1, cv2.LINE_8)
+        return mask
+    if cls == 1:  # axis-aligned rectangle, aspect 1:1 to 2:1 either way
+        w, h = d, max(int(d * rng.uniform(0.5, 1.0)), 4)
+        if rng.random() < 0.5:
+            w, h = h, w
+        x0, y0 = int(rng.integers(0, s - w + 1)), int(rng.integers(0, s - h + 1))
+        cv2.rectangle(mask, (x0, y0), (x0 + w - 1, y0 + h - 1), 1, -1, cv2.LINE_8)
+        return mask
+    # triangle: rotated, vertices jittered so not every triangle is equilateral
+    ang = rng.uniform(0, 2 * np.pi) + np.deg2rad([0, 120, 240]) + np.deg2rad(rng.uniform(-15, 15, 3))
+    pts = np.stack([np.cos(ang), np.sin(ang)], 1)
+    pts = (pts - pts.min(0)) / (pts.max(0) - pts.min(0)).max() * (d - 1)  # longest side of the box = d
+    span = pts.max(0)
+    off = np.array([rng.uniform(0, s - 1 - span[0]), rng.uniform(0, s - 1 - span[1])])
+    cv2.fillPoly(mask, [np.round(pts + off).astype(np.int32)], 1, cv2.LINE_8)
+    return mask
+
+
+def _colour(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """Saturated BGR colour around the class hue."""
+    hsv = np.array([[[(HUES[cls] + int(rng.integers(-HUE_JITTER, HUE_JITTER + 1))) % 180,
+                      int(rng.integers(170, 256)), int(rng.integers(150, 256))]]], np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
+
+
+def _place_objects(rng: np.random.Generator, s: int) -> tuple[list[np.ndarray], list[int]]:
+    """Full masks and classes of the objects of one image, in drawing order (largest first, so the small ones
+    land on top); a placement that would cover an earlier object by more than MAX_COVER is retried or dropped."""
+    n = 0 if rng.random() < BACKGROUND_P else int(rng.integers(1, MAX_OBJECTS + 1))
+    smin = min(MIN_SIZE, s // 4)
+    smax = max(s // 2, smin + 1)
+    sizes = np.sort(np.exp(rng.uniform(np.log(smin), np.log(smax), n)))[::-1]  # log-uniform: many small objects
+    masks: list[np.ndarray] = []
+    classes: list[int] = []
+    visible: list[np.ndarray] = []
+    for d in sizes:
+        cls = int(rng.integers(0, len(NAMES)))
+        for _ in range(PLACE_TRIES):
+            m = _shape_mask(rng, cls, int(round(d)), s).astype(bool)
+            keep = [v & ~m for v in visible]
+            if all(k.sum() >= (1 - MAX_COVER) * f.sum() for k, f in zip(keep, masks)):
+                visible = keep + [m]
+                masks.append(m)
+                classes.append(cls)
+                break
+    return masks, classes
+
+
+def draw_image(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """One s x s BGR image and its YOLO labels (n, 5) [cls cx cy w h] normalised, boxes tight to the object pixels."""
+    img = _background(rng, s).astype(np.float32)
+    masks, classes = _place_objects(rng, s)
+    labels = np.zeros((len(masks), 5))
+    for j, (m, cls) in enumerate(zip(masks, classes)):
+        img[m] = _colour(rng, cls)
+        x, y, w, h = cv2.boundingRect(m.astype(np.uint8))  # box of the full (pre-occlusion) object pixels
+        labels[j] = cls, (x + w / 2) / s, (y + h / 2) / s, w / s, h / s
+    img += rng.normal(0, 4, img.shape)  # light noise on objects too: no perfectly flat colours
+    return np.clip(img, 0, 255).astype(np.uint8), labels
+
+
+def _write_split(root: Path, split: str, ids: range, seed: int, s: int) -> list[tuple[Path, int, int, np.ndarray]]:
+    """Write images/<split>/<id>.jpg and labels/<split>/<id>.txt; returns (file, w, h, labels) per image."""
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in ids:
+        rng = np.random.default_rng([seed, SPLITS.index(split), i])  # per-image stream: order-independent
+        img, labels = draw_image(rng, s)
+        f = root / "images" / split / f"{i:06d}.jpg"
+        cv2.imwrite(str(f), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        rows = [f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for c, cx, cy, w, h in labels]
+        (root / "labels" / split / f"{i:06d}.txt").write_text("".join(r + "\n" for r in rows))
+        out.append((f, s, s, labels))
+    return out
+
+
+def _write_all(root: Path, n_train: int, n_val: int, imgsz: int, seed: int) -> None:
+    """Both splits and annotations/instances_val.json (image id = file stem, category id = class index)."""
+    _write_split(root, "train", range(1, n_train + 1), seed, imgsz)
+    val = _write_split(root, "val", range(n_train + 1, n_train + n_val + 1), seed, imgsz)  # ids unique over splits
+    (root / "annotations").mkdir(exist_ok=True)
+    with open(root / "annotations" / "instances_val.json", "w") as f:
+        json.dump(labels_to_coco(val, NAMES), f)
+
+
+def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgsz: int = 256, seed: int = 0) -> Path:
+    """Generate the shapes dataset under root (images/, labels/, annotations/instances_val.json); returns root.
+
+    Same arguments -> byte-identical files. Into a missing or empty root the data is written in a sibling temp
+    folder and renamed at the end, so an interrupted run never leaves a half dataset that looks complete.
+    """
+    root = Path(root).resolve()
+    if imgsz < 32 or n_train < 0 or n_val < 0:
+        raise UserError(f"generate_shapes: imgsz={imgsz} n_train={n_train} n_val={n_val} — use imgsz >= 32 "
+                        f"and non-negative image counts")
+    t0 = time.time()
+    if root.is_dir() and any(root.iterdir()):
+        _write_all(root, n_train, n_val, imgsz, seed)  # existing content: write our files in place, touch nothing else
+    else:
+        tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            _write_all(tmp, n_train, n_val, imgsz, seed)
+            os.replace(tmp, root)  # rename onto a missing or empty folder is atomic on POSIX
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    LOGGER.info(f"shapes dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
+                f"written to {root} in {time.time() - t0:.1f}s")
+    return root
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description="Generate the embedded shapes detection dataset")
+    p.add_argument("--out", "--root", dest="root", default=str(ROOT / "datasets" / "shapes"), help="output folder")
+    p.add_argument("--n-train", type=int, default=400, help="number of train images")
+    p.add_argument("--n-val", type=int, default=100, help="number of val images")
+    p.add_argument("--imgsz", type=int, default=256, help="image side in pixels (square images)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
+    return p.parse_args(argv)
+
+
+def run(root: str | Path = ROOT / "datasets" / "shapes", n_train: int = 400, n_val: int = 100, imgsz: int = 256,
+        seed: int = 0) -> Path:
+    """CLI entry: same as generate_shapes."""
+    return generate_shapes(root, n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed)
+
+
+if __name__ == "__main__":
+    cli_main(lambda: run(**vars(parse_opt())))
