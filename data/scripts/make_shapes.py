@@ -45,14 +45,14 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
     """Low-saturation textured background (BGR uint8): gradient + smooth blotches + pixel noise + thin lines."""
     c0, c1 = rng.uniform(40, 215, 3), rng.uniform(40, 215, 3)
     grey0, grey1 = c0.mean(), c1.mean()
-    c0, c1 = grey0 + 0.3 * (c0 - grey0), grey1 + 0.3 * (c1 - grey1)  # pull colours toward grey: objects stand out
+    c0, c1 = grey0 + 0.2 * (c0 - grey0), grey1 + 0.2 * (c1 - grey1)  # pull colours toward grey: objects stand out
     ang = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / max(s - 1, 1)
     t = (np.cos(ang) * xx + np.sin(ang) * yy)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     img = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
     blotch = cv2.resize(rng.normal(0, 18, (6, 6)).astype(np.float32), (s, s), interpolation=cv2.INTER_CUBIC)
-    img += blotch[..., None] + rng.normal(0, rng.uniform(3, 10), (s, s, 3))
+    img += blotch[..., None] + rng.normal(0, rng.uniform(3, 8), (s, s, 3))
     img = np.clip(img, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(2, 7))):  # distractor lines (grey-ish, thin)
         p1, p2 = rng.integers(0, s, 2), rng.integers(0, s, 2)
@@ -90,7 +90,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, d: int, s: int) -> np.ndarra
 def _colour(rng: np.random.Generator, cls: int) -> np.ndarray:
     """Saturated BGR colour around the class hue."""
     hsv = np.array([[[(HUES[cls] + int(rng.integers(-HUE_JITTER, HUE_JITTER + 1))) % 180,
-                      int(rng.integers(170, 256)), int(rng.integers(150, 256))]]], np.uint8)
+                      int(rng.integers(180, 256)), int(rng.integers(160, 256))]]], np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
