@@ -1,0 +1,165 @@
+"""Dataset yaml loading with YOLOv5's semantics: path resolution, names/nc, and `download` when val is missing.
+
+Keys: `path` (dataset root; relative -> against the repository root), `train`/`val`/`test` (a directory, a .txt
+list of images, or a list of those; relative to `path`), `names` (dict id -> name or list), optional `nc`,
+optional `download` (a zip URL, a "bash ..." command, or Python source run with `yaml` = this dict).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from utils.errors import UserError
+from utils.files import ROOT, yaml_load
+from utils.log import LOGGER
+
+SPLITS = ("train", "val", "test")
+
+
+def _find_yaml(data: str | Path) -> Path:
+    """The yaml file for --data: the path as given, else ROOT/data/<name> (so `--data coco.yaml` works)."""
+    p = Path(data)
+    if not p.exists() and (ROOT / "data" / p.name).exists() and not p.is_absolute():
+        p = ROOT / "data" / p.name
+    if p.is_dir():
+        raise UserError(f"dataset yaml {p} is a directory — pass the .yaml file that describes the dataset")
+    if not p.exists():
+        raise UserError(f"dataset yaml {data} not found (nor in {ROOT / 'data'}) — check the --data path")
+    return p.resolve()
+
+
+def _check_names(d: dict, where: str) -> tuple[dict[int, str], int]:
+    """names as {0: str, 1: str, ...} and nc; a missing/invalid names or a disagreeing nc is a UserError."""
+    names = d.get("names")
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise UserError(f"dataset yaml {where} has no 'names' (the class names) — add names: {{0: person, 1: car}} "
+                        f"or names: [person, car]")
+    try:
+        names = {int(k): str(v) for k, v in names.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"dataset yaml {where}: 'names' keys must be class ids 0, 1, 2, ... — fix the names") from None
+    if sorted(names) != list(range(len(names))):
+        raise UserError(f"dataset yaml {where}: 'names' ids must be 0..{len(names) - 1} without gaps, "
+                        f"got {sorted(names)} — renumber the classes")
+    nc = len(names)
+    if d.get("nc") is not None and str(d["nc"]).strip() not in (str(nc), f"{nc}.0"):
+        raise UserError(f"dataset yaml {where}: nc: {d['nc']} but 'names' lists {nc} classes — fix nc or names "
+                        f"(or drop nc)")
+    return names, nc
+
+
+def _resolve_root(path: Any) -> Path:
+    """Dataset root: absolute as given, relative -> against the repository root (YOLOv5), missing -> ROOT."""
+    root = Path(str(path)) if path else ROOT
+    return root if root.is_absolute() else (ROOT / root).resolve()
+
+
+def _resolve_split(root: Path, x: str) -> str:
+    """One split entry as an absolute path under root (a leading ../ that leads nowhere is dropped, as YOLOv5)."""
+    p = (root / str(x)).resolve()
+    if not p.exists() and str(x).startswith("../"):
+        p = (root / str(x)[3:]).resolve()
+    return str(p)
+
+
+def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
+    """Load and check a dataset yaml (path or dict); returns it with absolute paths, names {int: str} and nc.
+
+    When a val path is missing, runs the yaml's `download` (if autodownload) and checks again; every problem is a
+    UserError naming the yaml file. Other keys (val_json, download, ...) are kept; `yaml_file` is added.
+    """
+    if isinstance(data, dict):
+        d, where = dict(data), str(data.get("yaml_file", "<dict>"))
+    elif isinstance(data, (str, Path)):
+        file = _find_yaml(data)
+        d, where = yaml_load(file), str(file)
+        if not isinstance(d, dict):
+            raise UserError(f"dataset yaml {file} does not hold a mapping of keys (path, train, val, names) — "
+                            f"fix the file")
+        d["yaml_file"] = where
+    else:
+        raise UserError(f"data must be a dataset yaml path or dict, got {type(data).__name__} — pass --data x.yaml")
+    d["names"], d["nc"] = _check_names(d, where)
+    root = _resolve_root(d.get("path"))
+    d["path"] = str(root)
+    for k in SPLITS:
+        if d.get(k):
+            d[k] = [_resolve_split(root, x) for x in d[k]] if isinstance(d[k], (list, tuple)) \
+                else _resolve_split(root, d[k])
+    if not d.get("val"):
+        raise UserError(f"dataset yaml {where} has no 'val' split — add val: images/val (relative to path)")
+    missing = _missing_val(d)
+    if missing:
+        _download_or_fail(d, missing, where, autodownload)
+    return d
+
+
+def _missing_val(d: dict) -> list[str]:
+    vals = d["val"] if isinstance(d["val"], list) else [d["val"]]
+    return [v for v in vals if not Path(v).exists()]
+
+
+def _download_or_fail(d: dict, missing: list[str], where: str, autodownload: bool) -> None:
+    """Run `download` for missing val data, or raise the UserError that says what to do."""
+    dl = d.get("download")
+    if not dl:
+        raise UserError(f"val path {missing[0]} does not exist (data yaml {where}) — fix the path or add a "
+                        f"download: entry")
+    if not autodownload:
+        raise UserError(f"val path {missing[0]} does not exist (data yaml {where}) and automatic download is off — "
+                        f"put the dataset there or run again with download allowed")
+    LOGGER.info(f"Dataset not found ⚠️, missing path {missing[0]}: running the download of {where} ...")
+    t0 = time.time()
+    _run_download(str(dl), d, where)
+    dt = time.time() - t0
+    still = _missing_val(d)
+    if still:
+        raise UserError(f"val path {still[0]} still does not exist after the download of {where} ({dt:.1f}s) — "
+                        f"check the download: entry or fetch the data by hand")
+    LOGGER.info(f"Dataset download success ✅ ({dt:.1f}s), saved to {d['path']}")
+
+
+def _run_download(dl: str, d: dict, where: str) -> None:
+    """A zip URL (fetched next to the dataset root and unzipped there), a 'bash ...' command, or Python source."""
+    if dl.startswith(("http://", "https://")):
+        _download_url(dl, Path(d["path"]).parent, where)
+    elif dl.startswith("bash "):
+        r = subprocess.run(dl, shell=True, cwd=ROOT)
+        if r.returncode:
+            raise UserError(f"download command of {where} failed (exit {r.returncode}): {dl} — fix it or fetch "
+                            f"the data by hand")
+    else:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))  # download code imports project modules (data.scripts...)
+        try:
+            exec(dl, {"yaml": d})  # noqa: S102 — the yaml's own code, YOLOv5 semantics
+        except Exception as e:
+            raise UserError(f"download code of {where} failed: {type(e).__name__}: {e} — fix the download: "
+                            f"entry or fetch the data by hand") from None
+
+
+def _download_url(url: str, dest: Path, where: str) -> None:
+    """Fetch url into dest (torch.hub's downloader, with progress) and unzip it there when it is a zip."""
+    import torch.hub
+
+    dest.mkdir(parents=True, exist_ok=True)
+    f = dest / Path(url.split("?")[0]).name
+    try:
+        torch.hub.download_url_to_file(url, str(f), progress=True)
+    except Exception as e:
+        raise UserError(f"cannot download {url} (data yaml {where}): {e} — check the network or fetch it by hand "
+                        f"into {dest}") from None
+    if f.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(f) as z:
+                z.extractall(dest)
+        except zipfile.BadZipFile:
+            raise UserError(f"{f} downloaded from {url} is not a valid zip (data yaml {where}) — delete it and "
+                            f"retry") from None
+        f.unlink()
