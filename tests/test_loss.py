@@ -63,9 +63,12 @@ def perfect_raw(loss: ComputeLoss, targets: torch.Tensor, nc: int = 3) -> list[t
 
 
 def assignment_set(loss: ComputeLoss, targets: torch.Tensor) -> set[tuple[int, ...]]:
-    """{(level, image, anchor, gj, gi)} from build_targets."""
+    """{(level, image, anchor, gj, gi)} from build_targets; fails on a duplicated assignment (e.g. a clamped
+    off-grid neighbour landing on the target's own cell)."""
     _, _, indices, _ = loss.build_targets(blank_raw(), targets)
-    return {(i, *map(int, row)) for i, idx in enumerate(indices) for row in zip(*idx)}
+    rows = [(i, *map(int, row)) for i, idx in enumerate(indices) for row in zip(*idx)]
+    assert len(rows) == len(set(rows)), "duplicate assignments"
+    return set(rows)
 
 
 def cells(level: int, b: int, anchors: tuple[int, ...], ji: list[tuple[int, int]]) -> set[tuple[int, ...]]:
