@@ -1,0 +1,324 @@
+"""YOLO-format detection dataset (images/ + labels/ like YOLOv5), its augmentation pipeline and the dataloader."""
+from __future__ import annotations
+
+import math
+import os
+import random
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from utils import augment as aug
+from utils.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
+from utils.errors import UserError
+from utils.files import ROOT, yaml_load
+from utils.label_check import IMG_FORMATS, load_labels
+from utils.log import LOGGER
+
+__all__ = ["IMG_FORMATS", "img2label_paths", "find_images", "LoadImagesAndLabels", "create_dataloader"]
+DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+PIN_MEMORY = torch.cuda.is_available()
+
+
+def img2label_paths(img_paths: Sequence[str]) -> list[str]:
+    """.../images/x.jpg -> .../labels/x.txt (the last /images/ only, like YOLOv5)."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    out = []
+    for p in img_paths:
+        p = str(p)
+        head, sep, tail = p.rpartition(sa)
+        base = f"{head}{sb}{tail}" if sep else p
+        out.append(os.path.splitext(base)[0] + ".txt")
+    return out
+
+
+def _ext(p: str | Path) -> str:
+    return Path(p).suffix[1:].lower()
+
+
+def _from_txt(txt: Path) -> list[str]:
+    """Image paths listed in a .txt file; './x' and other relative entries resolve against the txt's folder."""
+    files = []
+    for line in txt.read_text(errors="replace").splitlines():
+        line = line.strip()
+        if line:
+            p = Path(line)
+            files.append(str(p if p.is_absolute() else (txt.parent / p).resolve()))
+    return files
+
+
+def find_images(path: str | Path | Sequence[str | Path], prefix: str = "") -> list[str]:
+    """Sorted image files of a directory (recursive), a .txt list of images, a single image, or a list of these."""
+    candidates, skipped = [], []
+    for p in path if isinstance(path, (list, tuple)) else [path]:
+        p = Path(p)
+        if p.is_dir():
+            found = [str(f) for f in p.rglob("*") if f.is_file()]
+            candidates += [f for f in found if _ext(f) in IMG_FORMATS]
+            # .npy (disk image cache) and .cache files are ours; anything else is worth one warning below
+            skipped += [f for f in found if _ext(f) not in IMG_FORMATS + ("npy", "cache")]
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            listed = _from_txt(p)
+            candidates += [f for f in listed if _ext(f) in IMG_FORMATS]
+            skipped += [f for f in listed if _ext(f) not in IMG_FORMATS]
+        elif p.is_file():
+            (candidates if _ext(p) in IMG_FORMATS else skipped).append(str(p))
+        else:
+            raise UserError(f"{prefix}dataset path not found: {p} — check the path (and 'path:' in the data yaml)")
+    if skipped:
+        LOGGER.warning(f"{prefix}WARNING ⚠️ {len(skipped)} files with unsupported extensions skipped (e.g. "
+                       f"{skipped[0]}) — supported formats: {', '.join(IMG_FORMATS)}")
+    files = sorted(set(os.path.normpath(f) for f in candidates))
+    if not files:
+        raise UserError(f"{prefix}no images found in {path} — supported formats: {', '.join(IMG_FORMATS)}")
+    return files
+
+
+def rect_batch_shapes(shapes_wh: np.ndarray, batch_size: int, img_size: int, stride: int, pad: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Aspect-ratio sort order and per-batch (h, w) shapes (YOLOv5 rule: ceil(shape * img_size / stride + pad) * stride).
+
+    Within a batch the image shape is [h/w max, 1] when all are wide, [1, w/h max] when all are tall, else square.
+    """
+    ar = shapes_wh[:, 1] / shapes_wh[:, 0]  # h / w
+    order = ar.argsort(kind="stable")
+    ar = ar[order]
+    bi = np.arange(len(ar)) // batch_size
+    shapes = np.ones((int(bi[-1]) + 1, 2))
+    for i in range(len(shapes)):
+        lo, hi = ar[bi == i].min(), ar[bi == i].max()
+        if hi < 1:
+            shapes[i] = [hi, 1]
+        elif lo > 1:
+            shapes[i] = [1, 1 / lo]
+    return order, np.ceil(shapes * img_size / stride + pad).astype(int) * stride
+
+
+class LoadImagesAndLabels(Dataset):
+    """Images + YOLO labels; __getitem__ -> (uint8 (3, H, W) RGB, (n, 6) [0, cls, cx, cy, w, h], file, shapes)."""
+
+    def __init__(self, path: Any, img_size: int = 640, batch_size: int = 16, augment: bool = False,
+                 hyp: dict | None = None, rect: bool = False, image_weights: bool = False, cache: Any = False,
+                 single_cls: bool = False, stride: int = 32, pad: float = 0.0, min_items: int = 0,
+                 prefix: str = "", nc: int | None = None):
+        self.img_size, self.augment, self.image_weights, self.rect = img_size, augment, image_weights, rect
+        self.hyp = self._full_hyp(hyp) if augment else hyp
+        self.mosaic = augment and not rect  # rect batches need one shape per batch; a mosaic is always square
+        self.mosaic_border = (-img_size // 2, -img_size // 2)
+        self.stride, self.prefix, self.path = stride, prefix, path
+        im_files = find_images(path, prefix)
+        label_files = img2label_paths(im_files)
+        lb_dirs = {os.path.dirname(f) for f in label_files}
+        have_dirs = any(os.path.isdir(d) for d in lb_dirs)
+        if not have_dirs:
+            LOGGER.warning(f"{prefix}WARNING ⚠️ labels directory {sorted(lb_dirs)[0]} not found — all "
+                           f"{len(im_files)} images are backgrounds (labels go in .../labels/ next to .../images/)")
+        ls = load_labels(im_files, label_files, nc, prefix, cache=have_dirs)
+        if not ls.im_files:
+            raise UserError(f"{prefix}no usable images in {path}: all {len(im_files)} are corrupt — see the "
+                            f"warnings above and fix or remove those files")
+        self.im_files, self.label_files = ls.im_files, ls.label_files
+        self.labels, self.shapes, self.segments = ls.labels, ls.shapes, ls.segments
+        if min_items:
+            self._keep([i for i, lb in enumerate(self.labels) if len(lb) >= min_items])
+        if single_cls:
+            for lb in self.labels:
+                lb[:, 0] = 0
+        self.n = len(self.im_files)
+        self.batch = np.arange(self.n) // batch_size  # batch index of each image
+        self.indices = np.arange(self.n)
+        self.batch_shapes = None
+        if rect:
+            order, self.batch_shapes = rect_batch_shapes(self.shapes, batch_size, img_size, stride, pad)
+            self._keep(order)
+        self.ims: list[np.ndarray | None] = [None] * self.n
+        self.im_hw0: list[tuple[int, int] | None] = [None] * self.n
+        self.im_hw: list[tuple[int, int] | None] = [None] * self.n
+        self.npy_files = [Path(f).with_suffix(".npy") for f in self.im_files]
+        self.cache_mode = None
+        if cache:
+            self.cache_images(str(cache).lower() if cache is not True else "ram")
+
+    @staticmethod
+    def _full_hyp(hyp: dict | None) -> dict:
+        """The given hyp on top of hyp.scratch-low (so a hyp file without some augmentation key still works)."""
+        full = dict(yaml_load(DEFAULT_HYP))
+        full.update(hyp or {})
+        return full
+
+    def _keep(self, idx: Sequence[int]) -> None:
+        """Keep (and reorder to) the images at idx."""
+        idx = list(idx)
+        self.im_files = [self.im_files[i] for i in idx]
+        self.label_files = [self.label_files[i] for i in idx]
+        self.labels = [self.labels[i] for i in idx]
+        self.segments = [self.segments[i] for i in idx]
+        self.shapes = self.shapes[idx].reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.im_files)
+
+    # -------------------------------------------------------------------------------------------- images
+    def cache_images(self, mode: str) -> None:
+        """--cache ram (resized images in memory) or disk (original pixels as .npy next to each image)."""
+        if mode not in ("ram", "disk"):
+            raise UserError(f"--cache {mode} is not a cache mode — use --cache ram or --cache disk")
+        self.cache_mode = mode
+        fn = self._cache_one_ram if mode == "ram" else self._cache_one_disk
+        with ThreadPool(max(1, min(8, os.cpu_count() or 1))) as pool:
+            sizes = pool.map(fn, range(self.n))
+        if mode == "disk" and not all(s >= 0 for s in sizes):
+            LOGGER.warning(f"{self.prefix}WARNING ⚠️ could not write some .npy files next to the images "
+                           f"(read-only folder?); those images are read from the originals")
+        LOGGER.info(f"{self.prefix}Caching images ({sum(max(s, 0) for s in sizes) / 1e9:.2f}GB {mode})")
+
+    def _cache_one_ram(self, i: int) -> int:
+        self.ims[i], self.im_hw0[i], self.im_hw[i] = self.load_image(i)
+        return self.ims[i].nbytes
+
+    def _cache_one_disk(self, i: int) -> int:
+        f = self.npy_files[i]
+        if not f.exists():
+            try:
+                np.save(f, self._read(i))
+            except OSError:
+                return -1
+        return f.stat().st_size
+
+    def _read(self, i: int) -> np.ndarray:
+        im = cv2.imread(self.im_files[i])  # BGR
+        if im is None:
+            raise UserError(f"cannot read image {self.im_files[i]} — it passed the check at start; was it removed?")
+        return im
+
+    def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """BGR image i resized so its long side is img_size -> (im, (h0, w0), (h, w))."""
+        if self.ims[i] is not None:
+            return self.ims[i], self.im_hw0[i], self.im_hw[i]
+        f = self.npy_files[i]
+        im = np.load(f) if (self.cache_mode == "disk" and f.exists()) else self._read(i)
+        h0, w0 = im.shape[:2]
+        r = self.img_size / max(h0, w0)
+        if r != 1:
+            # INTER_AREA is the better shrinking filter; training augments anyway, so the faster one there
+            interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
+            im = cv2.resize(im, (min(math.ceil(w0 * r), self.img_size), min(math.ceil(h0 * r), self.img_size)),
+                            interpolation=interp)
+        return im, (h0, w0), im.shape[:2]
+
+    # -------------------------------------------------------------------------------------------- samples
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
+        index = int(self.indices[index])  # --image-weights resamples through indices
+        hyp = self.hyp
+        if self.mosaic and random.random() < hyp["mosaic"]:
+            img, labels = self.load_mosaic(index)
+            shapes = None
+            if random.random() < hyp["mixup"]:
+                img, labels = aug.mixup(img, labels, *self.load_mosaic(int(random.choice(self.indices))))
+        else:
+            img, labels, shapes = self._load_letterboxed(index)
+            if self.augment:
+                img, labels = aug.random_perspective(img, labels, degrees=hyp["degrees"],
+                                                     translate=hyp["translate"], scale=hyp["scale"],
+                                                     shear=hyp["shear"], perspective=hyp["perspective"])
+        labels = np.asarray(labels, dtype=np.float32).reshape(-1, 5)
+        if len(labels):  # pixel xyxy -> normalised xywh of the output image
+            labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
+        if self.augment:
+            img, labels = self._colour_and_flips(img, labels)
+        labels_out = torch.zeros((len(labels), 6))
+        labels_out[:, 1:] = torch.from_numpy(labels)
+        img = np.ascontiguousarray(img.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
+        return torch.from_numpy(img), labels_out, self.im_files[index], shapes
+
+    def _load_letterboxed(self, index: int) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Image letterboxed to its (rect) batch shape, labels as pixel xyxy, and the shapes for rescaling."""
+        img, (h0, w0), (h, w) = self.load_image(index)
+        shape = tuple(int(x) for x in self.batch_shapes[self.batch[index]]) if self.rect else self.img_size
+        img, ratio, pad = aug.letterbox(img, shape, auto=False, scaleup=self.augment)
+        shapes = (h0, w0), ((h / h0, w / w0), (float(pad[0]), float(pad[1])))
+        labels = self.labels[index].copy()
+        if len(labels):
+            labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
+        return img, labels, shapes
+
+    def load_mosaic(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """4-image mosaic (this image + 3 random), optional copy-paste, then random perspective to img_size²."""
+        hyp, s = self.hyp, self.img_size
+        ids = [index] + [int(i) for i in random.choices(self.indices, k=3)]
+        random.shuffle(ids)
+        images, labels, segments = [], [], []
+        for i in ids:
+            img, _, (h, w) = self.load_image(i)
+            lb = self.labels[i].copy()
+            if len(lb):
+                lb[:, 1:] = xywhn2xyxy(lb[:, 1:], w, h)
+            images.append(img)
+            labels.append(lb)
+            segments.append([xyn2xy(sg, w, h) for sg in self.segments[i]])
+        img4, labels4, segments4 = aug.mosaic4(images, labels, s, segments=segments)
+        if hyp.get("copy_paste") and len(segments4) == len(labels4):  # needs one polygon per label
+            img4, labels4, segments4 = aug.copy_paste(img4, labels4, segments4, p=hyp["copy_paste"])
+        return aug.random_perspective(img4, labels4, segments4, degrees=hyp["degrees"], translate=hyp["translate"],
+                                      scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
+                                      border=self.mosaic_border)
+
+    def _colour_and_flips(self, img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """HSV jitter and up-down / left-right flips (labels normalised xywh)."""
+        hyp = self.hyp
+        aug.augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
+        if random.random() < hyp["flipud"]:
+            img, labels = aug.flip_ud(img, labels)
+        if random.random() < hyp["fliplr"]:
+            img, labels = aug.flip_lr(img, labels)
+        return img, labels
+
+    @staticmethod
+    def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
+        """Stack images; concatenate targets with the image's index in the batch written into column 0."""
+        ims, labels, paths, shapes = zip(*batch)
+        for i, lb in enumerate(labels):
+            lb[:, 0] = i
+        return torch.stack(ims, 0), torch.cat(labels, 0), paths, shapes
+
+
+# ------------------------------------------------------------------------------------------------ loader
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in each worker from torch's per-worker seed (which follows the loader generator)."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def create_dataloader(path: Any, imgsz: int, batch_size: int, stride: int, single_cls: bool = False,
+                      hyp: dict | None = None, augment: bool = False, cache: Any = False, pad: float = 0.0,
+                      rect: bool = False, rank: int = -1, workers: int = 8, image_weights: bool = False,
+                      prefix: str = "", shuffle: bool = False, seed: int = 0) -> tuple[DataLoader, LoadImagesAndLabels]:
+    """(DataLoader, dataset) with YOLOv5's worker count rule, DistributedSampler under DDP and seeded workers."""
+    if rect and shuffle:
+        LOGGER.warning(f"{prefix}WARNING ⚠️ --rect is incompatible with DataLoader shuffle, setting shuffle=False")
+        shuffle = False
+    ddp = rank != -1 and dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if ddp else 1
+    if ddp and rank not in (-1, 0):
+        dist.barrier()  # rank 0 scans the labels and writes the cache first; the others then read it
+    dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
+                                  image_weights=image_weights, cache=cache, single_cls=single_cls,
+                                  stride=int(stride), pad=pad, prefix=prefix)
+    if ddp and rank == 0:
+        dist.barrier()
+    batch_size = min(batch_size, len(dataset))
+    nw = min(os.cpu_count() // max(world, 1), batch_size if batch_size > 1 else 0, workers)
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if ddp else None
+    generator = torch.Generator()
+    generator.manual_seed(6148914691236517205 + seed + max(rank, 0))  # a different stream per rank
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
+                        sampler=sampler, pin_memory=PIN_MEMORY, collate_fn=LoadImagesAndLabels.collate_fn,
+                        worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0)
+    return loader, dataset
