@@ -24,6 +24,7 @@ from utils.log import LOGGER
 __all__ = ["IMG_FORMATS", "img2label_paths", "find_images", "LoadImagesAndLabels", "create_dataloader"]
 DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
 PIN_MEMORY = torch.cuda.is_available()
+_NOT_IMAGES = ("", "txt", "npy", "cache", "json", "yaml", "yml", "md", "csv")  # never warned about in image folders
 
 
 def img2label_paths(img_paths: Sequence[str]) -> list[str]:
@@ -61,8 +62,8 @@ def find_images(path: str | Path | Sequence[str | Path], prefix: str = "") -> li
         if p.is_dir():
             found = [str(f) for f in p.rglob("*") if f.is_file()]
             candidates += [f for f in found if _ext(f) in IMG_FORMATS]
-            # .npy (disk image cache) and .cache files are ours; anything else is worth one warning below
-            skipped += [f for f in found if _ext(f) not in IMG_FORMATS + ("npy", "cache")]
+            # labels, lists, caches and metadata often sit in the same tree: only other files are worth a warning
+            skipped += [f for f in found if _ext(f) not in IMG_FORMATS + _NOT_IMAGES and not Path(f).name.startswith(".")]
         elif p.is_file() and p.suffix.lower() == ".txt":
             listed = _from_txt(p)
             candidates += [f for f in listed if _ext(f) in IMG_FORMATS]
