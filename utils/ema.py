@@ -1,0 +1,51 @@
+"""Model exponential moving average (YOLOv5 ModelEMA): smoother weights for validation and the saved model."""
+from __future__ import annotations
+
+import math
+from copy import deepcopy
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model behind a DDP / DataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+class ModelEMA:
+    """Keeps `ema`, a moving average of a model's floating-point state (parameters and buffers).
+
+    The decay ramps up as d = decay * (1 - exp(-updates / tau)), so early updates follow the model closely.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000, updates: int = 0) -> None:
+        self.ema = deepcopy(_unwrap(model)).eval().float()
+        self.updates = int(updates)
+        self.decay_max, self.tau = float(decay), float(tau)
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    def decay(self, updates: int) -> float:
+        """The EMA weight of the old average after `updates` updates."""
+        return self.decay_max * (1 - math.exp(-updates / self.tau))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One EMA step towards the model's current state; integer buffers (BN step counters) are left alone."""
+        self.updates += 1
+        d = self.decay(self.updates)
+        msd = _unwrap(model).state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach().to(v.dtype), alpha=1 - d)
+
+    def update_attr(self, model: nn.Module, include: Iterable[str] = (),
+                    exclude: Iterable[str] = ("process_group", "reducer")) -> None:
+        """Copy plain attributes (e.g. names, nc, hyp, yaml, stride) from the model onto the EMA model."""
+        include, exclude = set(include), set(exclude)
+        for k, v in _unwrap(model).__dict__.items():
+            if (include and k not in include) or k.startswith("_") or k in exclude:
+                continue
+            setattr(self.ema, k, v)

@@ -1,0 +1,128 @@
+"""Optimizer parameter groups (incl. ConvNeXt layer-wise LR decay), LR schedule lambdas and layer freezing."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from utils.errors import UserError
+from utils.log import LOGGER, colorstr
+
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+GROUP_NAMES = ("bias", "decay", "no_decay")  # order inside each LR-scale set (YOLOv5 puts biases first)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model behind a DDP / DataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def _no_decay_module(m: nn.Module) -> bool:
+    """Norm layers (BatchNorm, LayerNorm incl. our channels-first one, GroupNorm) and GRN: weights never decay."""
+    from models.common import GRN, LayerNorm
+
+    return isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, LayerNorm, GRN))
+
+
+def param_kinds(model: nn.Module) -> dict[str, str]:
+    """Parameter name -> 'bias' / 'no_decay' / 'decay' (every parameter once, frozen ones included)."""
+    kinds: dict[str, str] = {}
+    seen: set[int] = set()
+    for mname, m in model.named_modules():
+        for pname, p in m.named_parameters(recurse=False):
+            if id(p) in seen:  # shared parameters belong to the first module that holds them
+                continue
+            seen.add(id(p))
+            full = f"{mname}.{pname}" if mname else pname
+            if pname == "bias":
+                kinds[full] = "bias"
+            elif _no_decay_module(m) or pname == "gamma":  # ConvNeXt layer scale γ is a per-channel gain
+                kinds[full] = "no_decay"
+            else:
+                kinds[full] = "decay"
+    return kinds
+
+
+def _lr_scales(model: nn.Module, names: list[str], layer_decay: float | None) -> dict[str, float]:
+    """Parameter name -> LR scale: layer_decay ** (num_layers + 1 - layer_id), or 1.0 without layer decay."""
+    if not layer_decay:
+        return dict.fromkeys(names, 1.0)
+    if not 0 < layer_decay <= 1:
+        raise UserError(f"--layer-decay {layer_decay} must be in (0, 1] — the ConvNeXt recipe uses 0.7–0.95")
+    from models.convnext import layer_decay_ids
+
+    ids, num_layers = layer_decay_ids(model)
+    return {n: float(layer_decay ** (num_layers + 1 - ids[n])) for n in names}
+
+
+def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9,
+                    decay: float = 1e-5, layer_decay: float | None = None) -> torch.optim.Optimizer:
+    """SGD (nesterov) / Adam / AdamW over bias, decay and no-decay groups, one set per layer-decay LR scale.
+
+    Each group carries `name`, `lr_scale` and `lr = lr * lr_scale`; the scale-1.0 set (the head) comes first so
+    results.csv lr0-lr2 show the head's LRs. Frozen parameters are included: --freeze-epochs may unfreeze them.
+    """
+    if name not in OPTIMIZERS:
+        raise UserError(f"--optimizer {name!r} is not supported — use one of {', '.join(OPTIMIZERS)}")
+    model = _unwrap(model)
+    kinds = param_kinds(model)
+    params = dict(model.named_parameters())
+    scales = _lr_scales(model, list(kinds), layer_decay)
+    groups = []
+    for scale in sorted(set(scales.values()), reverse=True):
+        for kind in GROUP_NAMES:
+            ps = [params[n] for n, k in kinds.items() if k == kind and scales[n] == scale]
+            if ps:  # empty groups would only clutter the optimizer state
+                groups.append({"params": ps, "name": kind, "lr_scale": scale, "lr": lr * scale,
+                               "weight_decay": decay if kind == "decay" else 0.0})
+    if name == "SGD":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    elif name == "Adam":
+        optimizer = torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999))
+    else:  # AdamW: weight_decay is decoupled from the gradient
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    n = {k: sum(len(g["params"]) for g in groups if g["name"] == k) for k in GROUP_NAMES}
+    n_scales = len({g["lr_scale"] for g in groups})
+    extra = f", layer decay {layer_decay} over {n_scales} LR scales" if layer_decay else ""
+    LOGGER.info(f"{colorstr('optimizer:')} {name}(lr={lr}) with parameter groups {n['no_decay']} weight(decay=0.0), "
+                f"{n['decay']} weight(decay={decay}), {n['bias']} bias{extra}")
+    return optimizer
+
+
+def lr_lambda(epochs: int, lrf: float, cos: bool = False) -> Callable[[int], float]:
+    """LR multiplier per epoch: linear (1 - x/E)(1 - lrf) + lrf, or cosine one-cycle 1 -> lrf."""
+    if cos:
+        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def _set_rows_grad(model: nn.Module, rows: list[int], flag: bool) -> int:
+    """requires_grad = flag for every parameter of model rows `rows`; returns how many tensors changed."""
+    prefixes = tuple(f"model.{int(i)}." for i in rows)
+    n = 0
+    for name, p in _unwrap(model).named_parameters():
+        if prefixes and name.startswith(prefixes):
+            p.requires_grad = flag
+            n += 1
+    return n
+
+
+def freeze_layers(model: nn.Module, rows: list[int]) -> None:
+    """Freeze (requires_grad False) the parameters of the given model rows."""
+    n = _set_rows_grad(model, rows, False)
+    if rows:
+        LOGGER.info(f"freezing model rows {sorted(int(i) for i in rows)} ({n} parameter tensors)")
+
+
+def unfreeze_layers(model: nn.Module, rows: list[int]) -> None:
+    """Unfreeze (requires_grad True) the parameters of the given model rows."""
+    n = _set_rows_grad(model, rows, True)
+    if rows:
+        LOGGER.info(f"unfreezing model rows {sorted(int(i) for i in rows)} ({n} parameter tensors)")
+
+
+def backbone_indices(model: nn.Module) -> list[int]:
+    """Row indices of the backbone (0 .. backbone_rows - 1)."""
+    return list(range(int(_unwrap(model).backbone_rows)))
