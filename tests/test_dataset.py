@@ -269,3 +269,19 @@ def test_ram_and_disk_cache_identical_images(tmp_path, ylog):
     assert again.n == 3
     with pytest.raises(UserError, match="--cache ssd is not a cache mode"):
         LoadImagesAndLabels(d, 128, cache="ssd")
+
+
+def test_seeded_augmenting_loader_is_deterministic(tmp_path):
+    d = rect_dataset(tmp_path, 4, wh=(64, 64))
+    hyp = {**HYP, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}
+
+    def run(seed: int, noise: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple]]:
+        random.seed(noise)  # the workers inherit this state: only the loader's own seeding may decide
+        np.random.seed(noise)
+        torch.manual_seed(noise)
+        loader, _ = create_dataloader(d, 64, 2, 32, hyp=hyp, augment=True, workers=2, shuffle=True, seed=seed)
+        return [(b[0], b[1], b[2]) for b in loader]
+
+    a, b, c = run(0, 1), run(0, 2), run(1, 1)
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2] == y[2] for x, y in zip(a, b))
+    assert any(not torch.equal(x[0], y[0]) for x, y in zip(a, c))  # another seed: other shuffle / augmentation

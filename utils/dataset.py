@@ -291,7 +291,9 @@ class LoadImagesAndLabels(Dataset):
 
 # ------------------------------------------------------------------------------------------------ loader
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in each worker from torch's per-worker seed (which follows the loader generator)."""
+    """Seed numpy and random in each worker from torch's per-worker seed, which follows the loader's seeded
+    generator (recent torch does this too; explicit here so determinism does not depend on the torch version)."""
+    cv2.setNumThreads(0)  # the workers are the parallelism; OpenCV's own threads would only oversubscribe the cores
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
