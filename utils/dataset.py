@@ -63,7 +63,8 @@ def find_images(path: str | Path | Sequence[str | Path], prefix: str = "") -> li
             found = [str(f) for f in p.rglob("*") if f.is_file()]
             candidates += [f for f in found if _ext(f) in IMG_FORMATS]
             # labels, lists, caches and metadata often sit in the same tree: only other files are worth a warning
-            skipped += [f for f in found if _ext(f) not in IMG_FORMATS + _NOT_IMAGES and not Path(f).name.startswith(".")]
+            skipped += [f for f in found
+                        if _ext(f) not in IMG_FORMATS + _NOT_IMAGES and not Path(f).name.startswith(".")]
         elif p.is_file() and p.suffix.lower() == ".txt":
             listed = _from_txt(p)
             candidates += [f for f in listed if _ext(f) in IMG_FORMATS]
@@ -83,7 +84,7 @@ def find_images(path: str | Path | Sequence[str | Path], prefix: str = "") -> li
 
 def rect_batch_shapes(shapes_wh: np.ndarray, batch_size: int, img_size: int, stride: int, pad: float
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Aspect-ratio sort order and per-batch (h, w) shapes (YOLOv5 rule: ceil(shape * img_size / stride + pad) * stride).
+    """Aspect-ratio sort order and per-batch (h, w) shapes: ceil(shape * img_size / stride + pad) * stride (YOLOv5).
 
     Within a batch the image shape is [h/w max, 1] when all are wide, [1, w/h max] when all are tall, else square.
     """

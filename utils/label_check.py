@@ -192,7 +192,8 @@ def scan_labels(im_files: list[str], label_files: list[str], nc: int | None, pre
     counts = dict(found=0, missing=0, empty=0, corrupt=0, total=len(im_files))
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPool(workers) as pool:
-        results = pool.imap(lambda a: verify_image_label(*a), [(i, l, nc, prefix) for i, l in zip(im_files, label_files)])
+        jobs = [(i, lb, nc, prefix) for i, lb in zip(im_files, label_files)]
+        results = pool.imap(lambda a: verify_image_label(*a), jobs)  # looked up at call time (tests patch it)
         bar = tqdm(results, total=len(im_files), desc=desc, bar_format="{l_bar}{bar:10}{r_bar}", leave=False,
                    disable=LOGGER.getEffectiveLevel() > 20)
         for r in bar:
