@@ -7,16 +7,17 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from tests.fixtures_train import FIXTURE_IMGSZ
 from utils.boxes import xywhn2xyxy
 
 
 def test_trained_weights_detect_new_image(trained_weights, tmp_path):
     from data.scripts.make_shapes import generate_shapes
     from utils.api import load_model
-    generate_shapes(tmp_path, n_train=0, n_val=2, imgsz=96, seed=12345)  # images the model has never seen
+    generate_shapes(tmp_path, n_train=0, n_val=4, imgsz=FIXTURE_IMGSZ, seed=12345)  # images the model has never seen
     images = sorted(p for p in tmp_path.rglob("*") if p.suffix.lower() in (".jpg", ".png") and "images" in p.parts)
     assert images
-    model = load_model(trained_weights, device="cpu", imgsz=96)
+    model = load_model(trained_weights, device="cpu", imgsz=FIXTURE_IMGSZ)
     found = total = 0
     for im in images:
         lab = Path(str(im).replace("/images/", "/labels/")).with_suffix(".txt")

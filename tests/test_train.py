@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_train import train_hyp, write_micro_cfg
+from tests.fixtures_train import FIXTURE_IMGSZ, train_hyp, write_micro_cfg
 from utils.errors import UserError
 from utils.files import ROOT
 from utils.log import LOGGER
@@ -74,29 +74,29 @@ def test_run_outputs_and_stripped_checkpoints(trained_run):
         assert (d / f).is_file(), f
     from utils.files import yaml_load
     opt = yaml_load(d / "opt.yaml")
-    assert opt["epochs"] > 0 and opt["imgsz"] == 96 and opt["batch_size"] == 8
+    assert opt["epochs"] > 0 and opt["imgsz"] == FIXTURE_IMGSZ and opt["batch_size"] == 8
     assert yaml_load(d / "hyp.yaml")["lr0"] > 0
     for name in ("best.pt", "last.pt"):  # stripped at the end: EMA weights in fp16, no optimizer, epoch -1
         ck = torch.load(d / "weights" / name, map_location="cpu", weights_only=True)
         assert ck["epoch"] == -1 and ck["optimizer"] is None and ck["ema"] is None
         floats = [v for v in ck["model"]["state_dict"].values() if v.is_floating_point()]
         assert floats and all(v.dtype == torch.float16 for v in floats)
-        assert ck["opt"]["imgsz"] == 96 and "lr0" in ck["hyp"]
+        assert ck["opt"]["imgsz"] == FIXTURE_IMGSZ and "lr0" in ck["hyp"]
 
 
 def test_weights_transfer_and_nc_mismatch(trained_weights, micro_cfg_file):
     from utils.train_setup import build_model
     with LogCapture() as log:
-        same = build_model(micro_cfg_file, trained_weights, 2, {0: "a", 1: "b"}, torch.device("cpu"))
+        same = build_model(micro_cfg_file, trained_weights, 3, {0: "a", 1: "b", 2: "c"}, torch.device("cpu"))
     n_all = len(same.state_dict())
     assert f"Transferred {n_all}/{n_all} items" in log.text
     ref = torch.load(trained_weights, weights_only=True)["model"]["state_dict"]
     assert torch.equal(same.state_dict()["model.0.downsample.0.weight"], ref["model.0.downsample.0.weight"].float())
-    with LogCapture() as log:  # 3 classes: Detect output convs differ in shape and stay at init
-        other = build_model(micro_cfg_file, trained_weights, 3, {0: "a", 1: "b", 2: "c"}, torch.device("cpu"))
-    n3 = len(other.state_dict())
-    assert f"Transferred {n3 - 6}/{n3} items" in log.text  # all but the 3 Detect output convs' weights + biases
-    assert "nc=2" in log.text and "nc=3" in log.text
+    with LogCapture() as log:  # 2 classes: Detect output convs differ in shape and stay at init
+        other = build_model(micro_cfg_file, trained_weights, 2, {0: "a", 1: "b"}, torch.device("cpu"))
+    n2 = len(other.state_dict())
+    assert f"Transferred {n2 - 6}/{n2} items" in log.text  # all but the 3 Detect output convs' weights + biases
+    assert "nc=3" in log.text and "nc=2" in log.text
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -157,9 +157,10 @@ def test_layer_decay_lr_scales(micro_model):
 
 
 def test_freeze_epochs_unfreezes_backbone(shapes_yaml, micro_cfg_file, trained_weights, tmp_path):
+    # batch 32 = the whole fixture train split: accumulation (to 64) still steps the optimizer in every epoch
     import train
     r = train.run(weights=str(trained_weights), cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(),
-                  epochs=2, batch_size=8, imgsz=64, project=str(tmp_path), name="f", workers=0, device="cpu",
+                  epochs=2, batch_size=32, imgsz=64, project=str(tmp_path), name="f", workers=0, device="cpu",
                   freeze_epochs=1, save_period=1, noplots=True, noval=True, noautoanchor=True)
     w = Path(r["save_dir"]) / "weights"
     init = torch.load(trained_weights, weights_only=True)["model"]["state_dict"]

@@ -26,6 +26,11 @@ from utils.metrics import fitness
 from utils.train_outputs import TrainOutputs
 
 NBS = 64  # nominal batch size: gradients are accumulated up to it and weight decay is scaled to it
+
+
+def nominal_batch(hyp: dict[str, Any]) -> int:
+    """The batch gradients are accumulated up to: hyp `nbs` when given (tiny datasets), else YOLOv5's 64."""
+    return max(int(hyp.get("nbs", NBS)), 1)
 CLIP_NORM = 10.0
 
 
@@ -93,7 +98,7 @@ class Trainer:
         # warmup: max(warmup_epochs, warmup_min_iters) iterations (YOLOv5: 100); tiny datasets may lower the floor
         min_iters = int(hyp.get("warmup_min_iters", 100))
         self.nw = max(round(hyp["warmup_epochs"] * self.nb), min_iters) if hyp["warmup_epochs"] > 0 else 0
-        self.accumulate = max(round(NBS / opt["total_batch_size"]), 1)
+        self.accumulate = max(round(nominal_batch(hyp) / opt["total_batch_size"]), 1)
         self.samples_per_rank: list[int] = []
         self.best, self.last = self.wdir / "best.pt", self.wdir / "last.pt"
 
@@ -192,7 +197,8 @@ class Trainer:
         if ni > self.nw:
             return
         xi = [0, self.nw]
-        self.accumulate = max(1, int(np.interp(ni, xi, [1, NBS / self.opt["total_batch_size"]]).round()))
+        full = nominal_batch(self.hyp) / self.opt["total_batch_size"]
+        self.accumulate = max(1, int(np.interp(ni, xi, [1, full]).round()))
         lf = self.p["lf"](epoch)
         for g in self.p["optimizer"].param_groups:
             scale = g.get("lr_scale", 1.0)
