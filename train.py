@@ -170,7 +170,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg", type=str, default="", help=f"model yaml (default {DEFAULT_CFG.name} when no --weights)")
     p.add_argument("--data", type=str, default=str(DEFAULT_DATA), help="dataset yaml")
     p.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters yaml")
-    p.add_argument("--epochs", type=int, default=30, help="total training epochs")
+    p.add_argument("--epochs", type=int, default=35, help="total training epochs")
     p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs/processes")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=160, help="train, val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training")
