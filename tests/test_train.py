@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +127,8 @@ def test_sigkill_then_resume_continues(shapes_yaml, micro_cfg_file, tmp_path):
     r = cli("--resume", str(w / "last.pt"), "--workers", "0", "--device", "cpu")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Resuming training from epoch 2" in r.stdout
+    # the final validation of best.pt prints the per-class rows, like YOLOv5
+    assert all(re.search(rf"^\s+{c}\s+\d+\s+\d+\s", r.stdout, re.M) for c in ("circle", "rectangle", "triangle"))
     header, data = read_csv(tmp_path / "r" / "results.csv")
     assert data[:, 0].tolist() == [0, 1, 2]
     ck2 = torch.load(w / "epoch2.pt", weights_only=True)

@@ -268,13 +268,13 @@ class Trainer:
             self._save(epoch, fi)
         return stop
 
-    def _validate(self, plots: bool, model: nn.Module | None = None) -> tuple:
+    def _validate(self, plots: bool, model: nn.Module | None = None, verbose: bool = False) -> tuple:
         p = self.p
         model = model if model is not None else (p["ema"].ema if p["ema"] is not None else unwrap(self.model))
         return p["validate"](data=p["data"], batch_size=self.opt["batch_size"] // self.info.world_size * 2,
                              imgsz=self.opt["imgsz"], half=self.amp, model=model, single_cls=self.opt["single_cls"],
                              dataloader=p["val_loader"], save_dir=self.save_dir, plots=plots,
-                             compute_loss=p["compute_loss"])
+                             compute_loss=p["compute_loss"], verbose=verbose)
 
     def _save(self, epoch: int, fi: float) -> None:
         """last.pt every epoch, best.pt when fitness improved (>=), epoch{N}.pt every --save-period epochs."""
@@ -302,7 +302,8 @@ class Trainer:
             from utils.checkpoint import load_model
             LOGGER.info(f"\nValidating {self.best}...")
             best_model = load_model(self.best, device=self.device)
-            results, maps, _ = self._validate(plots=not self.opt["noplots"], model=best_model)
+            # per-class rows at the end, like YOLOv5
+            results, maps, _ = self._validate(plots=not self.opt["noplots"], model=best_model, verbose=True)
         self.out.finish()
         LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
         keys = ("precision", "recall", "mAP50", "mAP50-95", "val_box_loss", "val_obj_loss", "val_cls_loss")
