@@ -3,6 +3,7 @@ pycocotools, with a scripted model that predicts the ground truth plus noise (so
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,20 @@ def test_pycocotools_matches_ours_with_noisy_predictions(shapes_data, tmp_path):
     assert 0.3 < ours[3] < 0.95  # the noise costs mAP50-95: the comparison below is not trivial
     assert coco[3] == pytest.approx(ours[3], abs=0.005)  # mAP50-95
     assert coco[2] == pytest.approx(ours[2], abs=0.005)  # mAP50
+
+
+def test_val_cli_save_json_end_to_end(trained_weights, shapes_yaml, tmp_path):
+    """The real command: `val.py --save-json` with trained weights on the generated data runs pycocotools."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, str(Path(val.__file__)), "--data", str(shapes_yaml), "--weights",
+                        str(trained_weights), "--img", "128", "--device", "cpu", "--workers", "0", "--save-json",
+                        "--project", str(tmp_path), "--name", "v"], capture_output=True, text=True, cwd="/", timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    m = re.search(r"mAP50-95 ours ([\d.]+)\s+pycocotools ([\d.]+)", out)
+    assert m, out[-2000:]
+    assert float(m.group(2)) > 0.2  # the fixture model detects: pycocotools scores it
+    assert abs(float(m.group(1)) - float(m.group(2))) <= 0.005
+    dets = json.loads((tmp_path / "v" / "best_predictions.json").read_text())
+    assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
