@@ -202,8 +202,16 @@ def test_collate_batch_index_single_cls_and_indices(tmp_path):
     imgs, targets, paths, shapes = next(iter(loader))
     assert imgs.shape == (3, 3, 128, 128) and len(paths) == 3 and len(shapes) == 3
     assert targets[:, 0].tolist() == [0.0, 1.0, 2.0] and (targets[:, 1] == 0).all()
-    ds.indices = np.array([4, 4, 1])
-    assert ds[0][2] == ds.im_files[4] and ds[2][2] == ds.im_files[1]
+
+
+def test_image_weights_sampler_redraws_reach_persistent_workers(tmp_path):
+    # --image-weights: the trainer redraws sampler.indices each epoch; a persistent worker must see the new draw
+    d = rect_dataset(tmp_path, 5)
+    loader, ds = create_dataloader(d, 128, 3, 32, image_weights=True, workers=1)
+    assert loader.num_workers == 1 and loader.persistent_workers
+    assert [p for b in loader for p in b[2]] == ds.im_files  # first epoch: every image once, in order
+    loader.sampler.indices = [4, 4, 1]
+    assert [p for b in loader for p in b[2]] == [ds.im_files[4], ds.im_files[4], ds.im_files[1]]
 
 
 # ------------------------------------------------------------------------------------------------ augmented path

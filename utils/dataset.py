@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from utils import augment as aug
 from utils.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
@@ -106,10 +106,10 @@ class LoadImagesAndLabels(Dataset):
     """Images + YOLO labels; __getitem__ -> (uint8 (3, H, W) RGB, (n, 6) [0, cls, cx, cy, w, h], file, shapes)."""
 
     def __init__(self, path: Any, img_size: int = 640, batch_size: int = 16, augment: bool = False,
-                 hyp: dict | None = None, rect: bool = False, image_weights: bool = False, cache: Any = False,
+                 hyp: dict | None = None, rect: bool = False, cache: Any = False,
                  single_cls: bool = False, stride: int = 32, pad: float = 0.0, min_items: int = 0,
                  prefix: str = "", nc: int | None = None):
-        self.img_size, self.augment, self.image_weights, self.rect = img_size, augment, image_weights, rect
+        self.img_size, self.augment, self.rect = img_size, augment, rect
         self.hyp = self._full_hyp(hyp) if augment else hyp
         self.mosaic = augment and not rect  # rect batches need one shape per batch; a mosaic is always square
         self.mosaic_border = (-img_size // 2, -img_size // 2)
@@ -134,7 +134,6 @@ class LoadImagesAndLabels(Dataset):
                 lb[:, 0] = 0
         self.n = len(self.im_files)
         self.batch = np.arange(self.n) // batch_size  # batch index of each image
-        self.indices = np.arange(self.n)
         self.batch_shapes = None
         if rect:
             order, self.batch_shapes = rect_batch_shapes(self.shapes, batch_size, img_size, stride, pad)
@@ -216,13 +215,12 @@ class LoadImagesAndLabels(Dataset):
 
     # -------------------------------------------------------------------------------------------- samples
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
-        index = int(self.indices[index])  # --image-weights resamples through indices
         hyp = self.hyp
         if self.mosaic and random.random() < hyp["mosaic"]:
             img, labels = self.load_mosaic(index)
             shapes = None
             if random.random() < hyp["mixup"]:
-                img, labels = aug.mixup(img, labels, *self.load_mosaic(int(random.choice(self.indices))))
+                img, labels = aug.mixup(img, labels, *self.load_mosaic(random.choice(range(self.n))))
         else:
             img, labels, shapes = self._load_letterboxed(index)
             if self.augment:
@@ -253,7 +251,7 @@ class LoadImagesAndLabels(Dataset):
     def load_mosaic(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """4-image mosaic (this image + 3 random), optional copy-paste, then random perspective to img_size²."""
         hyp, s = self.hyp, self.img_size
-        ids = [index] + [int(i) for i in random.choices(self.indices, k=3)]
+        ids = [index] + random.choices(range(self.n), k=3)
         random.shuffle(ids)
         images, labels, segments = [], [], []
         for i in ids:
@@ -300,6 +298,20 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
+class WeightedIndexSampler(Sampler):
+    """--image-weights: yields `indices`, which the trainer redraws each epoch. The sampler lives in the main process,
+    so a new draw reaches persistent workers too (an index table inside the dataset would stay stale in them)."""
+
+    def __init__(self, n: int) -> None:
+        self.indices: list[int] = list(range(n))
+
+    def __iter__(self):
+        return iter(list(self.indices))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def create_dataloader(path: Any, imgsz: int, batch_size: int, stride: int, single_cls: bool = False,
                       hyp: dict | None = None, augment: bool = False, cache: Any = False, pad: float = 0.0,
                       rect: bool = False, rank: int = -1, workers: int = 8, image_weights: bool = False,
@@ -313,13 +325,15 @@ def create_dataloader(path: Any, imgsz: int, batch_size: int, stride: int, singl
     if ddp and rank not in (-1, 0):
         dist.barrier()  # rank 0 scans the labels and writes the cache first; the others then read it
     dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
-                                  image_weights=image_weights, cache=cache, single_cls=single_cls,
+                                  cache=cache, single_cls=single_cls,
                                   stride=int(stride), pad=pad, prefix=prefix)
     if ddp and rank == 0:
         dist.barrier()
     batch_size = min(batch_size, len(dataset))
     nw = min(os.cpu_count() // max(world, 1), batch_size if batch_size > 1 else 0, workers)
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if ddp else None
+    if image_weights and not ddp:
+        sampler = WeightedIndexSampler(len(dataset))
     generator = torch.Generator()
     generator.manual_seed(6148914691236517205 + seed + max(rank, 0))  # a different stream per rank
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,

@@ -157,10 +157,10 @@ class Trainer:
         """Train mode, --image-weights resampling, DistributedSampler epoch seed."""
         self.model.train()
         p = self.p
-        if self.opt["image_weights"] and not self.info.ddp:
-            ds = p["dataset"]
-            ds.indices = image_weight_indices(ds.labels, p["data"]["nc"], self.maps, len(ds.labels))
         sampler = getattr(p["train_loader"], "sampler", None)
+        if self.opt["image_weights"] and hasattr(sampler, "indices"):  # a WeightedIndexSampler (not under DDP)
+            labels = p["dataset"].labels
+            sampler.indices = image_weight_indices(labels, p["data"]["nc"], self.maps, len(labels))
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
 
