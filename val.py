@@ -97,7 +97,7 @@ def _check_data(data: str | Path | dict, runner: _ModelRunner, single_cls: bool)
 
 
 def _make_dataloader(data: dict, task: str, imgsz: int, batch_size: int, runner: _ModelRunner, single_cls: bool,
-                     workers: int):
+                     workers: int, nc: int):
     """Letterboxed, rectangular-batch val loader for the task's split (YOLOv5's val settings)."""
     from utils.dataset import create_dataloader
     split = task if task in ("train", "val", "test") else "val"  # speed runs on val
@@ -106,7 +106,8 @@ def _make_dataloader(data: dict, task: str, imgsz: int, batch_size: int, runner:
     rect = runner.pt  # exported files run at one fixed size
     pad = 0.0 if task == "speed" else 0.5
     loader = create_dataloader(data[split], imgsz, batch_size, runner.stride, single_cls=single_cls, pad=pad,
-                               rect=rect, workers=workers, prefix=colorstr(f"{split}: "))[0]
+                               rect=rect, workers=workers, prefix=colorstr(f"{split}: "),
+                               nc=None if single_cls else nc)[0]  # classes >= nc: warned about and skipped
     return loader
 
 
@@ -243,7 +244,7 @@ def run(data: str | Path | dict, weights: str | Path | None = None, batch_size: 
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     data, nc, names = _check_data(data, runner, single_cls)
     if dataloader is None:
-        dataloader = _make_dataloader(data, task, imgsz, batch_size, runner, single_cls, workers)
+        dataloader = _make_dataloader(data, task, imgsz, batch_size, runner, single_cls, workers, nc)
     if len(dataloader.dataset) == 0:
         raise UserError(f"the {task} set has no images — check '{task}' in the data yaml")
     anno_file, class_map, name_to_id = _coco_setup(data, nc, save_json)

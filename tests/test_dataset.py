@@ -150,6 +150,15 @@ def test_bad_files_skipped_good_still_load(tmp_path, ylog):
         assert im.shape == (3, 128, 128) and len(lb) == (0 if f.endswith("empty.png") else 1)
 
 
+def test_create_dataloader_checks_classes_against_nc(tmp_path, ylog):
+    # train.py and val.py pass the yaml's nc: a label class >= nc is reported and its image skipped, not a crash
+    d = rect_dataset(tmp_path, 2)
+    rect_image(tmp_path, "train", "cls.png", (64, 64), (1, 1, 40, 40), 5)
+    assert create_dataloader(d, 128, 2, 32, workers=0, nc=3)[1].n == 2
+    assert any("cls.png" in l and "class 5 exceeds nc=3" in l for l in ylog.text.splitlines())
+    assert create_dataloader(d, 128, 2, 32, workers=0, single_cls=True)[1].n == 3  # nc=None: no class check
+
+
 def test_missing_labels_directory_all_backgrounds(tmp_path, ylog):
     d = rect_dataset(tmp_path, 3)
     for f in (tmp_path / "labels" / "train").iterdir():

@@ -315,7 +315,8 @@ class WeightedIndexSampler(Sampler):
 def create_dataloader(path: Any, imgsz: int, batch_size: int, stride: int, single_cls: bool = False,
                       hyp: dict | None = None, augment: bool = False, cache: Any = False, pad: float = 0.0,
                       rect: bool = False, rank: int = -1, workers: int = 8, image_weights: bool = False,
-                      prefix: str = "", shuffle: bool = False, seed: int = 0) -> tuple[DataLoader, LoadImagesAndLabels]:
+                      prefix: str = "", shuffle: bool = False, seed: int = 0,
+                      nc: int | None = None) -> tuple[DataLoader, LoadImagesAndLabels]:
     """(DataLoader, dataset) with YOLOv5's worker count rule, DistributedSampler under DDP and seeded workers."""
     if rect and shuffle:
         LOGGER.warning(f"{prefix}WARNING ⚠️ --rect is incompatible with DataLoader shuffle, setting shuffle=False")
@@ -326,7 +327,7 @@ def create_dataloader(path: Any, imgsz: int, batch_size: int, stride: int, singl
         dist.barrier()  # rank 0 scans the labels and writes the cache first; the others then read it
     dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
                                   cache=cache, single_cls=single_cls,
-                                  stride=int(stride), pad=pad, prefix=prefix)
+                                  stride=int(stride), pad=pad, prefix=prefix, nc=nc)
     if ddp and rank == 0:
         dist.barrier()
     batch_size = min(batch_size, len(dataset))

@@ -132,28 +132,6 @@ def make_optimizer(model: nn.Module, opt: dict[str, Any], hyp: dict[str, Any]) -
     return optimizer, scheduler, lf
 
 
-def check_labels_fit(dataset: Any, nc: int, data_file: Any) -> None:
-    """Every label class must be < nc, else the loss indexes out of range deep inside."""
-    labels = [l for l in getattr(dataset, "labels", []) if len(l)]
-    if labels:
-        mlc = int(max(float(l[:, 0].max()) for l in labels))
-        if mlc >= nc:
-            raise UserError(f"label class {mlc} exceeds nc={nc} in {data_file} — the dataset's labels must be "
-                            f"0..{nc - 1}; fix names/nc in the data yaml")
-
-
-def _supported(fn: Callable, **kwargs: Any) -> dict[str, Any]:
-    """The keyword arguments fn accepts (optional loader features such as seed= degrade gracefully)."""
-    import inspect
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    dropped = [k for k in kwargs if k not in params]
-    if dropped:
-        LOGGER.debug(f"{fn.__name__} does not take {dropped}")
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
 def make_loaders(data: dict[str, Any], opt: dict[str, Any], hyp: dict[str, Any], gs: int, batch: int,
                  info: Any) -> tuple[Any, Any, Any]:
     """(train_loader, train_dataset, val_loader or None on non-zero ranks)."""
@@ -161,16 +139,18 @@ def make_loaders(data: dict[str, Any], opt: dict[str, Any], hyp: dict[str, Any],
     from utils.log import colorstr
 
     cache = opt.get("cache") or False
-    train_loader, dataset = create_dataloader(data["train"], opt["imgsz"], batch, gs, **_supported(
-        create_dataloader, single_cls=opt["single_cls"], hyp=hyp, augment=True, cache=cache, rect=opt["rect"],
-        rank=info.local_rank, workers=opt["workers"], image_weights=opt["image_weights"], prefix=colorstr("train: "),
-        shuffle=True, seed=opt["seed"]))
-    check_labels_fit(dataset, data["nc"], opt["data"])
+    # labels whose class is >= nc are reported and skipped by the label check (single_cls maps every class to 0)
+    nc = None if opt["single_cls"] else data["nc"]
+    train_loader, dataset = create_dataloader(
+        data["train"], opt["imgsz"], batch, gs, single_cls=opt["single_cls"], hyp=hyp, augment=True, cache=cache,
+        rect=opt["rect"], rank=info.local_rank, workers=opt["workers"], image_weights=opt["image_weights"],
+        prefix=colorstr("train: "), shuffle=True, seed=opt["seed"], nc=nc)
     val_loader = None
     if info.main:
-        val_loader = create_dataloader(data["val"], opt["imgsz"], batch * 2, gs, **_supported(
-            create_dataloader, single_cls=opt["single_cls"], hyp=hyp, cache=None if opt["noval"] else cache,
-            rect=True, rank=-1, workers=opt["workers"] * 2, pad=0.5, prefix=colorstr("val: ")))[0]
+        val_loader = create_dataloader(
+            data["val"], opt["imgsz"], batch * 2, gs, single_cls=opt["single_cls"], hyp=hyp,
+            cache=None if opt["noval"] else cache, rect=True, rank=-1, workers=opt["workers"] * 2, pad=0.5,
+            prefix=colorstr("val: "), nc=nc)[0]
     return train_loader, dataset, val_loader
 
 
