@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models.common import C3, SPPF, Bottleneck, Concat, Conv, ConvNeXt_Block, DWConv  # noqa: E402
 from models.convnext import resolve_convnext  # noqa: E402
+from utils.autoanchor import check_anchor_order  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import yaml_load  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -307,11 +308,8 @@ class Model(nn.Module):
         strides = torch.tensor([s / x.shape[-3] for x in raw], device="cpu")  # from shapes: fine on meta too
         m.stride.copy_(strides)
         m.anchors /= m.stride.view(-1, 1, 1)
-        # Anchor areas must grow with stride (YOLOv5 check_anchor_order): flip them if the yaml lists them reversed.
         if m.nl > 1 and m.anchors.device.type != "meta":
-            a = m.anchors.prod(-1).mean(-1)
-            if bool((a != 0).all()) and bool((a[-1] - a[0]).sign() != (strides[-1] - strides[0]).sign()):
-                m.anchors[:] = m.anchors.flip(0)
+            check_anchor_order(m)  # anchor areas must grow with stride: a yaml listing them largest-first is flipped
         m.strides_known = True
         self.stride = strides
 

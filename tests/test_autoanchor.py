@@ -115,3 +115,14 @@ def test_check_anchor_order_flips_reversed_levels(micro_model):
     assert check_anchor_order(m) is True
     assert torch.allclose(m.anchors, good)
     assert check_anchor_order(m) is False
+
+
+def test_model_built_from_reversed_yaml_anchors_keeps_pixel_sizes():
+    # a yaml listing the anchors largest-first: the model flips the levels and keeps every anchor's pixel size
+    from models.yolo import Model
+    from tests.fixtures_models import micro_cfg
+    cfg = micro_cfg()
+    good = torch.tensor(cfg["anchors"], dtype=torch.float32).view(3, 3, 2)
+    cfg["anchors"] = cfg["anchors"][::-1]
+    m = Model(cfg).model[-1]
+    assert torch.allclose(m.anchors * m.stride.view(-1, 1, 1), good)

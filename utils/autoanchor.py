@@ -92,7 +92,6 @@ def _write_anchors(m: nn.Module, pixels: np.ndarray) -> None:
     with torch.no_grad():
         m.anchors[:] = (out / stride).to(m.anchors.device, m.anchors.dtype)
     m._grids = {}  # the decode cache holds anchor grids built from the old anchors
-    check_anchor_order(m)
 
 
 def _kmeans(x: np.ndarray, n: int, rng: np.random.Generator, iters: int = 30) -> np.ndarray:
