@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from utils.checkpoint import unwrap
 from utils.log import LOGGER, colorstr
 
 PREFIX = colorstr("AutoAnchor: ")
@@ -59,7 +60,7 @@ def check_anchor_order(detect: nn.Module) -> bool:
 
 def check_anchors(dataset: Any, model: nn.Module, thr: float = 4.0, imgsz: int = 640) -> None:
     """Log the anchors' fit to the dataset; when BPR < 0.98, evolve new anchors and keep them if they fit better."""
-    m = (model.module if hasattr(model, "module") else model).model[-1]
+    m = unwrap(model).model[-1]
     wh = label_wh(dataset, imgsz, scale_jitter=True)
     if not len(wh):
         LOGGER.warning(f"WARNING ⚠️ {PREFIX}no labels in the training set, anchors left unchanged")

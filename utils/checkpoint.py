@@ -22,8 +22,10 @@ _RECORD_KEYS = ("yaml", "state_dict", "nc")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DataParallel / DistributedDataParallel (or the model itself)."""
-    return model.module if isinstance(model, (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    """The bare model inside a DataParallel / DistributedDataParallel wrapper (or the model itself).
+
+    Duck-typed on `.module` so that any wrapper of that shape works (our Model has no `module` attribute)."""
+    return model.module if hasattr(model, "module") else model
 
 
 def model_record(model: nn.Module, half: bool = False) -> dict[str, Any]:

@@ -8,10 +8,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare model behind a DDP / DataParallel wrapper."""
-    return model.module if hasattr(model, "module") else model
+from utils.checkpoint import unwrap
 
 
 class ModelEMA:
@@ -21,7 +18,7 @@ class ModelEMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000, updates: int = 0) -> None:
-        self.ema = deepcopy(_unwrap(model)).eval().float()
+        self.ema = deepcopy(unwrap(model)).eval().float()
         self.updates = int(updates)
         self.decay_max, self.tau = float(decay), float(tau)
         for p in self.ema.parameters():
@@ -36,7 +33,7 @@ class ModelEMA:
         """One EMA step towards the model's current state; integer buffers (BN step counters) are left alone."""
         self.updates += 1
         d = self.decay(self.updates)
-        msd = _unwrap(model).state_dict()
+        msd = unwrap(model).state_dict()
         for k, v in self.ema.state_dict().items():
             if v.dtype.is_floating_point:
                 v.mul_(d).add_(msd[k].detach().to(v.dtype), alpha=1 - d)
@@ -45,7 +42,7 @@ class ModelEMA:
                     exclude: Iterable[str] = ("process_group", "reducer")) -> None:
         """Copy plain attributes (e.g. names, nc, hyp, yaml, stride) from the model onto the EMA model."""
         include, exclude = set(include), set(exclude)
-        for k, v in _unwrap(model).__dict__.items():
+        for k, v in unwrap(model).__dict__.items():
             if (include and k not in include) or k.startswith("_") or k in exclude:
                 continue
             setattr(self.ema, k, v)

@@ -13,6 +13,7 @@ import torch.nn as nn
 from torchvision.ops import complete_box_iou_loss
 
 from utils.boxes import xywh2xyxy
+from utils.checkpoint import unwrap
 from utils.errors import UserError
 
 REQUIRED_HYP = ("box", "obj", "cls", "cls_pw", "obj_pw", "anchor_t")
@@ -60,16 +61,11 @@ class FocalBCE(nn.Module):
         return (loss * alpha_t * (1.0 - p_t) ** self.gamma).mean()
 
 
-def _de_parallel(model: nn.Module) -> nn.Module:
-    """The bare model inside a DataParallel / DistributedDataParallel wrapper."""
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
-
-
 class ComputeLoss:
     """YOLOv5 loss for a Model whose last layer is Detect; hyperparameters from `model.hyp`."""
 
     def __init__(self, model: nn.Module, autobalance: bool = False) -> None:
-        model = _de_parallel(model)
+        model = unwrap(model)
         h: dict[str, Any] = getattr(model, "hyp", None) or {}
         missing = [k for k in REQUIRED_HYP if k not in h]
         if missing:

@@ -7,16 +7,23 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from utils.checkpoint import unwrap
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 GROUP_NAMES = ("bias", "decay", "no_decay")  # order inside each LR-scale set (YOLOv5 puts biases first)
+NBS = 64  # YOLOv5's nominal batch size: gradients are accumulated up to it and weight decay is scaled to it
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare model behind a DDP / DataParallel wrapper."""
-    return model.module if hasattr(model, "module") else model
+def nominal_batch(hyp: dict) -> int:
+    """The batch gradients are accumulated up to: hyp `nbs` when given (tiny datasets), else YOLOv5's 64."""
+    return max(int(hyp.get("nbs", NBS)), 1)
+
+
+def accumulate_steps(hyp: dict, total_batch_size: int) -> int:
+    """Batches per optimizer step after warmup: round(nbs / batch), at least 1."""
+    return max(round(nominal_batch(hyp) / total_batch_size), 1)
 
 
 def _no_decay_module(m: nn.Module) -> bool:
@@ -66,7 +73,7 @@ def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
     """
     if name not in OPTIMIZERS:
         raise UserError(f"--optimizer {name!r} is not supported — use one of {', '.join(OPTIMIZERS)}")
-    model = _unwrap(model)
+    model = unwrap(model)
     kinds = param_kinds(model)
     params = dict(model.named_parameters())
     scales = _lr_scales(model, list(kinds), layer_decay)
@@ -102,7 +109,7 @@ def _set_rows_grad(model: nn.Module, rows: list[int], flag: bool) -> int:
     """requires_grad = flag for every parameter of model rows `rows`; returns how many tensors changed."""
     prefixes = tuple(f"model.{int(i)}." for i in rows)
     n = 0
-    for name, p in _unwrap(model).named_parameters():
+    for name, p in unwrap(model).named_parameters():
         if prefixes and name.startswith(prefixes):
             p.requires_grad = flag
             n += 1
@@ -125,4 +132,4 @@ def unfreeze_layers(model: nn.Module, rows: list[int]) -> None:
 
 def backbone_indices(model: nn.Module) -> list[int]:
     """Row indices of the backbone (0 .. backbone_rows - 1)."""
-    return list(range(int(_unwrap(model).backbone_rows)))
+    return list(range(int(unwrap(model).backbone_rows)))

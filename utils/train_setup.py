@@ -118,13 +118,12 @@ def freeze_indices(freeze: list[int] | None, model: nn.Module) -> list[int]:
 
 
 def make_optimizer(model: nn.Module, opt: dict[str, Any], hyp: dict[str, Any]) -> tuple[Any, Any, Callable]:
-    """(optimizer, scheduler, lf): weight decay scaled to the nominal batch (64), per-group lr_scale (layer decay)."""
+    """(optimizer, scheduler, lf): weight decay scaled to the nominal batch (hyp nbs, 64), per-group lr_scale (layer decay)."""
     from utils.optim import build_optimizer, lr_lambda
-    from utils.trainer import nominal_batch
+    from utils.optim import accumulate_steps, nominal_batch
 
-    nbs = nominal_batch(hyp)
-    accumulate = max(round(nbs / opt["total_batch_size"]), 1)
-    decay = hyp["weight_decay"] * opt["total_batch_size"] * accumulate / nbs
+    accumulate = accumulate_steps(hyp, opt["total_batch_size"])
+    decay = hyp["weight_decay"] * opt["total_batch_size"] * accumulate / nominal_batch(hyp)
     optimizer = build_optimizer(model, opt["optimizer"], hyp["lr0"], hyp["momentum"], decay,
                                 layer_decay=opt.get("layer_decay") or None)
     lf = lr_lambda(opt["epochs"], hyp["lrf"], opt["cos_lr"])

@@ -23,14 +23,9 @@ from utils.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 from utils.metrics import fitness
+from utils.optim import accumulate_steps, nominal_batch
 from utils.train_outputs import TrainOutputs
 
-NBS = 64  # nominal batch size: gradients are accumulated up to it and weight decay is scaled to it
-
-
-def nominal_batch(hyp: dict[str, Any]) -> int:
-    """The batch gradients are accumulated up to: hyp `nbs` when given (tiny datasets), else YOLOv5's 64."""
-    return max(int(hyp.get("nbs", NBS)), 1)
 CLIP_NORM = 10.0
 
 
@@ -98,7 +93,8 @@ class Trainer:
         # warmup: max(warmup_epochs, warmup_min_iters) iterations (YOLOv5: 100); tiny datasets may lower the floor
         min_iters = int(hyp.get("warmup_min_iters", 100))
         self.nw = max(round(hyp["warmup_epochs"] * self.nb), min_iters) if hyp["warmup_epochs"] > 0 else 0
-        self.accumulate = max(round(nominal_batch(hyp) / opt["total_batch_size"]), 1)
+        self.accumulate = accumulate_steps(hyp, opt["total_batch_size"])
+        self.nbs_ratio = nominal_batch(hyp) / opt["total_batch_size"]  # warmup ramps accumulate 1 -> this
         self.samples_per_rank: list[int] = []
         self.best, self.last = self.wdir / "best.pt", self.wdir / "last.pt"
 
@@ -193,12 +189,11 @@ class Trainer:
         return mloss
 
     def _warmup(self, ni: int, epoch: int) -> None:
-        """Linear warmup over nw iterations: accumulate 1 -> NBS/batch, bias LR warmup_bias_lr -> lr, momentum."""
+        """Linear warmup over nw iterations: accumulate 1 -> nbs/batch, bias LR warmup_bias_lr -> lr, momentum."""
         if ni > self.nw:
             return
         xi = [0, self.nw]
-        full = nominal_batch(self.hyp) / self.opt["total_batch_size"]
-        self.accumulate = max(1, int(np.interp(ni, xi, [1, full]).round()))
+        self.accumulate = max(1, int(np.interp(ni, xi, [1, self.nbs_ratio]).round()))
         lf = self.p["lf"](epoch)
         for g in self.p["optimizer"].param_groups:
             scale = g.get("lr_scale", 1.0)
