@@ -107,9 +107,7 @@ def _build_parts(opt: dict[str, Any], hyp: dict[str, Any], device: torch.device,
     train_loader, dataset, val_loader = make_loaders(data, opt, hyp, gs, batch, info)
     if info.main and ckpt is None and not opt["noautoanchor"]:
         check_anchors(dataset, model=model, thr=hyp.get("anchor_t", 4.0), imgsz=opt["imgsz"])
-    scaled = dict(hyp)
-    ret = scale_loss_gains(scaled, model.model[-1].nl, data["nc"], opt["imgsz"])  # box/cls/obj gains for nl, nc, imgsz
-    model.hyp = ret if isinstance(ret, dict) else scaled
+    model.hyp = scale_loss_gains(hyp, model.model[-1].nl, data["nc"], opt["imgsz"])  # box/cls/obj gains: nl, nc, imgsz
     model.nc, model.names = data["nc"], data["names"]
     ema = ModelEMA(model) if info.main else None
     wrap = ddp_wrapper(info, device, opt["sync_bn"])

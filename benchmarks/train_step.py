@@ -32,9 +32,7 @@ HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "ancho
 def make_setup(cfg: str, imgsz: int, device: torch.device) -> tuple:
     """(model, loss, optimizer, amp scaler) for one config, SGD as in YOLOv5's default recipe."""
     model = Model(cfg, nc=80).to(device).train()
-    h = dict(HYP)
-    ret = scale_loss_gains(h, model.model[-1].nl, 80, imgsz)
-    model.hyp = ret if isinstance(ret, dict) else h
+    model.hyp = scale_loss_gains(HYP, model.model[-1].nl, 80, imgsz)
     opt = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     return model, ComputeLoss(model), opt, scaler

@@ -11,7 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.boxes import segment2box
+from utils.boxes import clip_boxes, segment2box
 
 
 def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color: tuple[int, int, int] = (114, 114, 114),
@@ -175,8 +175,7 @@ def random_perspective(im: np.ndarray, targets: np.ndarray = np.zeros((0, 5)), s
         corners = np.stack([np.stack(c, 1) for c in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))], 1)  # (n, 4, 2)
         xy = _apply_h(corners.reshape(-1, 2).astype(np.float64), M, bool(perspective)).reshape(n, 4, 2)
         new = np.concatenate((xy.min(1), xy.max(1)), 1)
-        new[:, [0, 2]] = new[:, [0, 2]].clip(0, width)
-        new[:, [1, 3]] = new[:, [1, 3]].clip(0, height)
+        clip_boxes(new, (height, width))
     keep = box_candidates(targets[:, 1:5].T * s, new.T, area_thr=0.01 if use_segments else 0.10)
     targets = targets[keep]
     targets[:, 1:5] = new[keep]

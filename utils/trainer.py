@@ -196,8 +196,8 @@ class Trainer:
         self.accumulate = max(1, int(np.interp(ni, xi, [1, self.nbs_ratio]).round()))
         lf = self.p["lf"](epoch)
         for g in self.p["optimizer"].param_groups:
-            scale = g.get("lr_scale", 1.0)
-            start = self.hyp["warmup_bias_lr"] * scale if _is_bias_group(g) else 0.0
+            # bias groups start from warmup_bias_lr (YOLOv5); groups come from utils.optim.build_optimizer
+            start = self.hyp["warmup_bias_lr"] * g["lr_scale"] if g["name"] == "bias" else 0.0
             g["lr"] = float(np.interp(ni, xi, [start, g["initial_lr"] * lf]))
             if "momentum" in g:
                 g["momentum"] = float(np.interp(ni, xi, [self.hyp["warmup_momentum"], self.hyp["momentum"]]))
@@ -306,9 +306,3 @@ class Trainer:
                 "last": str(self.last) if self.last.exists() else None, "epochs_trained": epoch + 1,
                 "best_fitness": float(self.best_fitness), "maps": [float(x) for x in maps],
                 "samples_per_rank": self.samples_per_rank, **{k: float(v) for k, v in zip(keys, results)}}
-
-
-def _is_bias_group(g: dict) -> bool:
-    """Bias parameter groups get the higher warmup_bias_lr start (YOLOv5)."""
-    name = str(g.get("name", g.get("group", "")))
-    return "bias" in name or bool(g.get("is_bias", False))
