@@ -190,7 +190,8 @@ def _tta_inputs(x: torch.Tensor, stride: int) -> list[tuple[torch.Tensor, float,
     for s, flip in zip(TTA_SCALES, TTA_FLIPS):
         xi = x.flip(3) if flip else x
         if s != 1.0:
-            xi = F.interpolate(xi, size=(int(h * s), int(w * s)), mode="bilinear", align_corners=False)
+            size = (max(1, int(h * s)), max(1, int(w * s)))  # each side >= 1 px
+            xi = F.interpolate(xi, size=size, mode="bilinear", align_corners=False)
             ph, pw = (-xi.shape[2]) % stride, (-xi.shape[3]) % stride
             xi = F.pad(xi, [0, pw, 0, ph], value=0.447)  # YOLOv5's grey (114/255) padding
         views.append((xi, s, flip))

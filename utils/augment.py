@@ -30,7 +30,8 @@ def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color: tup
     if not scaleup:
         r = min(r, 1.0)
     ratio = (r, r)
-    new_unpad = (int(round(shape[1] * r)), int(round(shape[0] * r)))  # (w, h)
+    # (w, h), each side >= 1 px: a 2x3000 image scaled to 640 would otherwise round its height to 0
+    new_unpad = (max(1, int(round(shape[1] * r))), max(1, int(round(shape[0] * r))))
     dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
     if auto:
         dw, dh = dw % stride, dh % stride

@@ -18,6 +18,7 @@ from utils import augment as aug
 from utils.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
 from utils.errors import UserError
 from utils.files import ROOT, yaml_load
+from utils.image_io import imread
 from utils.label_check import IMG_FORMATS, load_labels
 from utils.log import LOGGER
 
@@ -25,6 +26,11 @@ __all__ = ["IMG_FORMATS", "img2label_paths", "find_images", "LoadImagesAndLabels
 DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
 PIN_MEMORY = torch.cuda.is_available()
 _NOT_IMAGES = ("", "txt", "npy", "cache", "json", "yaml", "yml", "md", "csv")  # never warned about in image folders
+_MAX_SUBSTITUTES = 100  # training: unreadable images replaced in a row before giving up on the dataset
+
+
+class _Unreadable(Exception):
+    """An image that passed the label scan can no longer be read (deleted or changed during the run)."""
 
 
 def img2label_paths(img_paths: Sequence[str]) -> list[str]:
@@ -143,6 +149,7 @@ class LoadImagesAndLabels(Dataset):
         self.im_hw: list[tuple[int, int] | None] = [None] * self.n
         self.npy_files = [Path(f).with_suffix(".npy") for f in self.im_files]
         self.cache_mode = None
+        self.unreadable: set[int] = set()  # per process: each DataLoader worker warns once per file it meets
         if cache:
             self.cache_images(str(cache).lower() if cache is not True else "ram")
 
@@ -180,41 +187,86 @@ class LoadImagesAndLabels(Dataset):
         LOGGER.info(f"{self.prefix}Caching images ({sum(max(s, 0) for s in sizes) / 1e9:.2f}GB {mode})")
 
     def _cache_one_ram(self, i: int) -> int:
-        self.ims[i], self.im_hw0[i], self.im_hw[i] = self.load_image(i)
+        try:
+            self.ims[i], self.im_hw0[i], self.im_hw[i] = self.load_image(i)
+        except _Unreadable:  # warned; __getitem__ skips or replaces it
+            return 0
         return self.ims[i].nbytes
 
     def _cache_one_disk(self, i: int) -> int:
+        """Original pixels as .npy next to the image (atomic write); -1 when the folder refuses the write."""
         f = self.npy_files[i]
         if not f.exists():
             try:
-                np.save(f, self._read(i))
-            except OSError:
+                im = self._read(i)
+            except _Unreadable:
+                return 0
+            tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, im)
+                os.replace(tmp, f)
+            except Exception:  # read-only folder, disk full, ...: this image is read from the original
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
                 return -1
         return f.stat().st_size
 
     def _read(self, i: int) -> np.ndarray:
-        im = cv2.imread(self.im_files[i])  # BGR
-        if im is None:
-            raise UserError(f"cannot read image {self.im_files[i]} — it passed the check at start; was it removed?")
-        return im
+        """BGR pixels of image i with the label check's reader; _Unreadable (warned once) when that fails now."""
+        if i not in self.unreadable:
+            im = imread(self.im_files[i])
+            if im is not None:
+                return im
+            self.unreadable.add(i)
+            LOGGER.warning(f"{self.prefix}WARNING ⚠️ {self.im_files[i]}: cannot read the image any more "
+                           f"(removed or changed since the label scan?), skipping it")
+        raise _Unreadable(self.im_files[i])
+
+    def _read_npy(self, i: int) -> np.ndarray | None:
+        """--cache disk pixels, or None when the .npy is missing or not an image array (then the original is read)."""
+        f = self.npy_files[i]
+        try:
+            im = np.load(f, allow_pickle=False) if f.exists() else None
+        except Exception:  # truncated or foreign .npy
+            return None
+        return im if (im is not None and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3) else None
 
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
         """BGR image i resized so its long side is img_size -> (im, (h0, w0), (h, w))."""
         if self.ims[i] is not None:
             return self.ims[i], self.im_hw0[i], self.im_hw[i]
-        f = self.npy_files[i]
-        im = np.load(f) if (self.cache_mode == "disk" and f.exists()) else self._read(i)
+        im = self._read_npy(i) if self.cache_mode == "disk" else None
+        im = self._read(i) if im is None else im
         h0, w0 = im.shape[:2]
         r = self.img_size / max(h0, w0)
         if r != 1:
             # INTER_AREA is the better shrinking filter; training augments anyway, so the faster one there
             interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
-            im = cv2.resize(im, (min(math.ceil(w0 * r), self.img_size), min(math.ceil(h0 * r), self.img_size)),
-                            interpolation=interp)
+            size = (max(1, min(math.ceil(w0 * r), self.img_size)), max(1, min(math.ceil(h0 * r), self.img_size)))
+            im = cv2.resize(im, size, interpolation=interp)  # each side >= 1 px, even for a 3000x2 image
         return im, (h0, w0), im.shape[:2]
 
     # -------------------------------------------------------------------------------------------- samples
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any] | None:
+        """One sample. An image that became unreadable mid-run is replaced by another when training (the batch stays
+        full) and is None when validating (collate_fn drops it: no other image may be counted in its place)."""
+        for _ in range(_MAX_SUBSTITUTES):
+            try:
+                return self._sample(index)
+            except _Unreadable:
+                if not self.augment:
+                    return None
+                good = [j for j in range(self.n) if j not in self.unreadable]
+                if not good:
+                    break
+                index = random.choice(good)
+        raise UserError(f"{self.prefix}images of {self.path} can no longer be read ({len(self.unreadable)} failed, "
+                        f"e.g. {self.im_files[min(self.unreadable)]}) — was the dataset moved or deleted?")
+
+    def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
         hyp = self.hyp
         if self.mosaic and random.random() < hyp["mosaic"]:
             img, labels = self.load_mosaic(index)
@@ -280,8 +332,14 @@ class LoadImagesAndLabels(Dataset):
         return img, labels
 
     @staticmethod
-    def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
-        """Stack images; concatenate targets with the image's index in the batch written into column 0."""
+    def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple] | None:
+        """Stack images; concatenate targets with the image's index in the batch written into column 0.
+
+        Samples that are None (unreadable during validation) are left out; a batch with none left is None, which
+        the loader from create_dataloader skips."""
+        batch = [b for b in batch if b is not None]
+        if not batch:
+            return None
         ims, labels, paths, shapes = zip(*batch)
         for i, lb in enumerate(labels):
             lb[:, 0] = i
@@ -296,6 +354,13 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+
+
+class SkipEmptyLoader(DataLoader):
+    """DataLoader that leaves out batches that collate_fn returned as None (all their images became unreadable)."""
+
+    def __iter__(self):
+        return (b for b in super().__iter__() if b is not None)
 
 
 class WeightedIndexSampler(Sampler):
@@ -337,7 +402,7 @@ def create_dataloader(path: Any, imgsz: int, batch_size: int, stride: int, singl
         sampler = WeightedIndexSampler(len(dataset))
     generator = torch.Generator()
     generator.manual_seed(6148914691236517205 + seed + max(rank, 0))  # a different stream per rank
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
-                        sampler=sampler, pin_memory=PIN_MEMORY, collate_fn=LoadImagesAndLabels.collate_fn,
-                        worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0)
+    loader = SkipEmptyLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
+                             sampler=sampler, pin_memory=PIN_MEMORY, collate_fn=LoadImagesAndLabels.collate_fn,
+                             worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0)
     return loader, dataset

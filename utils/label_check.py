@@ -5,22 +5,27 @@ Every broken file is named with the reason and skipped; the good images always l
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from utils.boxes import segments2boxes
+from utils.image_io import MAX_PIXELS, imread, imwrite_atomic
 from utils.log import LOGGER
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
-CACHE_VERSION = "label-cache-1"  # bump when the cache content or the checks change
+CACHE_VERSION = "label-cache-2"  # bump when the cache content or the checks change
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _EXIF_ORIENTATION = 274  # EXIF tag id; values 6 and 8 mean the image is stored rotated by 90 degrees
 
 
@@ -69,32 +74,53 @@ def exif_size(img: Image.Image) -> tuple[int, int]:
     return w, h
 
 
-def _check_image(im_file: str) -> tuple[tuple[int, int], str]:
-    """Open + verify the image; returns ((w, h), warning). Truncated JPEGs are re-saved (full quality)."""
+def _open_header(im_file: str) -> tuple[tuple[int, int], str, str]:
+    """PIL integrity check without decoding: ((w, h) after EXIF rotation, format, mode)."""
     try:
         with Image.open(im_file) as im:
             im.verify()  # cheap integrity check without decoding all pixels
             fmt = (im.format or "").lower()
         with Image.open(im_file) as im:  # verify() leaves the object unusable: reopen for the size
-            shape = exif_size(im)
+            return exif_size(im), fmt, im.mode
     except Exception as e:
         raise _Corrupt(f"cannot open image ({type(e).__name__}: {e})") from None
+
+
+def _restore_truncated_jpeg(im_file: str) -> str:
+    """'' for an intact JPEG; a truncated one is decoded (libjpeg fills the rest grey) and re-saved with a valid
+    end marker, atomically."""
+    with open(im_file, "rb") as f:
+        f.seek(-2, 2)
+        if f.read() == b"\xff\xd9":
+            return ""
+    im = imread(im_file)
+    if im is None or not imwrite_atomic(im_file, im, [cv2.IMWRITE_JPEG_QUALITY, 100]):
+        raise _Corrupt("truncated JPEG that could not be restored")
+    return "corrupt JPEG restored and saved"
+
+
+def _decode_check(im_file: str, fmt: str, mode: str, shape: tuple[int, int]) -> tuple[int, int]:
+    """Decode with the loader's reader; returns (w, h) as the loader will see it. JPEG is decoded at 1/8 size (the
+    decoder still reads every block, so it fails exactly when a full decode does) within OpenCV's size limits."""
+    jpeg = fmt in ("jpeg", "mpo")  # MPO (many camera photos) is JPEG-coded; OpenCV decodes its first image
+    if jpeg and shape[0] * shape[1] > MAX_PIXELS:
+        raise _Corrupt(f"image size {shape[0]}x{shape[1]} is above OpenCV's decode limit")
+    im = imread(im_file, reduce=8 if jpeg else 1)
+    if im is None:
+        raise _Corrupt(f"OpenCV cannot decode this {fmt.upper()} (PIL mode '{mode}') as an 8-bit colour image — "
+                       f"convert it to 8-bit RGB (e.g. JPEG or PNG)")
+    return shape if jpeg else (im.shape[1], im.shape[0])
+
+
+def _check_image(im_file: str) -> tuple[tuple[int, int], str]:
+    """Verify the image as the loader will read it; returns ((w, h), warning). Truncated JPEGs are re-saved."""
+    shape, fmt, mode = _open_header(im_file)
     if shape[0] < 10 or shape[1] < 10:
         raise _Corrupt(f"image size {shape[0]}x{shape[1]} is below 10 pixels")
     if fmt not in IMG_FORMATS:
         raise _Corrupt(f"unsupported image format '{fmt}', use one of {IMG_FORMATS}")
-    msg = ""
-    if fmt in ("jpeg", "jpg"):
-        with open(im_file, "rb") as f:
-            f.seek(-2, 2)
-            intact = f.read() == b"\xff\xd9"
-        if not intact:
-            # cv2 decodes what is there (libjpeg fills the rest grey); re-saving writes a valid end marker
-            im = cv2.imread(im_file)
-            if im is None or not cv2.imwrite(im_file, im, [cv2.IMWRITE_JPEG_QUALITY, 100]):
-                raise _Corrupt("truncated JPEG that could not be restored")
-            msg = "corrupt JPEG restored and saved"
-    return shape, msg
+    msg = _restore_truncated_jpeg(im_file) if fmt == "jpeg" else ""
+    return _decode_check(im_file, fmt, mode, shape), msg
 
 
 def _parse_rows(lb_file: str) -> list[tuple[int, list[float]]]:
@@ -106,9 +132,14 @@ def _parse_rows(lb_file: str) -> list[tuple[int, list[float]]]:
             if not parts:
                 continue
             try:
-                rows.append((i, [float(x) for x in parts]))
+                values = [float(x) for x in parts]
             except ValueError:
                 raise _Corrupt(f"non-numeric value in line {i}: '{line.strip()[:60]}'") from None
+            if not all(math.isfinite(v) for v in values):  # nan / inf pass every range check below
+                raise _Corrupt(f"non-finite value (nan or inf) in line {i}: '{line.strip()[:60]}'")
+            if any(abs(v) > _FLOAT32_MAX for v in values):  # would become inf in the float32 label array
+                raise _Corrupt(f"value too large in line {i}: '{line.strip()[:60]}'")
+            rows.append((i, values))
     return rows
 
 
@@ -185,13 +216,25 @@ def cache_path_for(label_files: list[str]) -> Path:
     return Path(label_files[0]).parent.with_suffix(".cache")
 
 
+@contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's own decoder warnings off while scanning: every file it cannot read gets our one named warning."""
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        log.setLogLevel(level)
+
+
 def scan_labels(im_files: list[str], label_files: list[str], nc: int | None, prefix: str = "",
                 desc: str = "") -> LabelSet:
     """Verify every image/label pair in a thread pool (I/O bound) with a progress bar; keeps the good ones."""
     keep_im, keep_lb, labels, shapes, segments, msgs = [], [], [], [], [], []
     counts = dict(found=0, missing=0, empty=0, corrupt=0, total=len(im_files))
     workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPool(workers) as pool:
+    with ThreadPool(workers) as pool, _opencv_quiet():
         jobs = [(i, lb, nc, prefix) for i, lb in zip(im_files, label_files)]
         results = pool.imap(lambda a: verify_image_label(*a), jobs)  # looked up at call time (tests patch it)
         bar = tqdm(results, total=len(im_files), desc=desc, bar_format="{l_bar}{bar:10}{r_bar}", leave=False,
@@ -211,28 +254,100 @@ def scan_labels(im_files: list[str], label_files: list[str], nc: int | None, pre
     return LabelSet(keep_im, keep_lb, labels, shapes_arr, segments, counts, msgs, nc=nc)
 
 
-def _read_cache(path: Path, h: str, nc: int | None) -> LabelSet | None:
-    """The cached LabelSet when it matches (version, hash, nc); None when absent, stale, old or unreadable."""
+# The cache is plain arrays in one .npz read with allow_pickle=False (a downloaded cache cannot run code). Labels and
+# polygon points are concatenated with offset arrays, so 118k images load as a few arrays, not 118k objects.
+_ARRAYS = {"meta": (np.uint8, 1), "labels": (np.float32, 2), "label_index": (np.int64, 1), "shapes": (np.int64, 2),
+           "points": (np.float32, 2), "point_index": (np.int64, 1), "segment_index": (np.int64, 1)}
+_META = {"version": str, "hash": str, "counts": dict, "im_files": list, "label_files": list, "msgs": list}
+_COUNTS = ("found", "missing", "empty", "corrupt", "total")
+
+
+def _offsets(sizes: list[int]) -> np.ndarray:
+    return np.concatenate(([0], np.cumsum(sizes, dtype=np.int64))).astype(np.int64)
+
+
+def _concat(arrays: list[np.ndarray], cols: int) -> np.ndarray:
+    return np.concatenate([np.asarray(a, np.float32).reshape(-1, cols) for a in arrays] or
+                          [np.zeros((0, cols), np.float32)])
+
+
+def _pack(ls: LabelSet) -> dict[str, np.ndarray]:
+    """LabelSet -> the cache's arrays; strings, counts, hash and nc go into one JSON document stored as bytes."""
+    segs = [sg for per_image in ls.segments for sg in per_image]
+    meta = dict(version=ls.version, hash=ls.hash, nc=ls.nc, counts=ls.counts, im_files=ls.im_files,
+                label_files=ls.label_files, msgs=ls.msgs)
+    return {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            "labels": _concat(ls.labels, 5), "label_index": _offsets([len(lb) for lb in ls.labels]),
+            "shapes": np.asarray(ls.shapes, np.int64).reshape(-1, 2),
+            "points": _concat(segs, 2), "point_index": _offsets([len(sg) for sg in segs]),
+            "segment_index": _offsets([len(sgs) for sgs in ls.segments])}
+
+
+def _split(arr: np.ndarray | list, index: np.ndarray, n: int) -> list:
+    """arr (array or list) cut at the offsets in index into n pieces; ValueError when index does not fit arr."""
+    if len(index) != n + 1 or index[0] != 0 or index[-1] != len(arr) or (np.diff(index) < 0).any():
+        raise ValueError("inconsistent offsets")
+    bounds = index.tolist()
+    return [arr[bounds[i]:bounds[i + 1]] for i in range(n)]
+
+
+def _unpack(z: Any) -> LabelSet:
+    """The arrays of an opened .npz -> LabelSet; ValueError for anything _pack would not have written."""
+    if sorted(z.files) != sorted(_ARRAYS):
+        raise ValueError(f"unexpected contents {sorted(z.files)[:5]}")
+    a = {k: z[k] for k in _ARRAYS}
+    if any(a[k].dtype != dt or a[k].ndim != nd for k, (dt, nd) in _ARRAYS.items()):
+        raise ValueError("unexpected array types")
+    meta = json.loads(a["meta"].tobytes().decode())
+    if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) for k, t in _META.items()) \
+            or sorted(meta["counts"]) != sorted(_COUNTS):
+        raise ValueError("unexpected metadata")
+    if meta["version"] != CACHE_VERSION:
+        raise ValueError(f"version {meta['version'][:40]!r}, expected {CACHE_VERSION!r}")
+    n = len(meta["im_files"])
+    if len(meta["label_files"]) != n or a["shapes"].shape != (n, 2) or a["labels"].shape[1] != 5 \
+            or a["points"].shape[1] != 2:
+        raise ValueError("inconsistent sizes")
+    segs = _split(a["points"], a["point_index"], len(a["point_index"]) - 1)
+    per_image = _split(segs, a["segment_index"], n)
+    return LabelSet([str(f) for f in meta["im_files"]], [str(f) for f in meta["label_files"]],
+                    _split(a["labels"], a["label_index"], n), a["shapes"], per_image,
+                    {k: int(v) for k, v in meta["counts"].items()}, [str(m) for m in meta["msgs"]],
+                    hash=meta["hash"], nc=meta.get("nc"), version=meta["version"])
+
+
+def _read_cache(path: Path, h: str, nc: int | None, prefix: str = "") -> LabelSet | None:
+    """The cached LabelSet when it matches (hash, nc); None when absent or stale (silently: the dataset changed)
+    or unreadable / foreign / old (with one warning naming the file). It never runs code from the file."""
     if not path.is_file():
         return None
     try:
-        d = torch.load(path, weights_only=False)  # our own file: plain dict of lists/arrays
-        ls = LabelSet(**d)
-    except Exception:  # corrupt, truncated or written by an older layout: rebuild
+        with np.load(path, allow_pickle=False) as z:
+            ls = _unpack(z)
+    except Exception as e:  # a pickle, a torch file, truncated, another layout: scan again and replace it
+        LOGGER.warning(f"{prefix}WARNING ⚠️ {path}: ignoring unusable label cache ({type(e).__name__}: "
+                       f"{str(e)[:120]}), rebuilding it")
         return None
-    return ls if (ls.version == CACHE_VERSION and ls.hash == h and ls.nc == nc) else None
+    return ls if (ls.hash == h and ls.nc == nc) else None
+
+
+def _save_arrays(file: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(file, "wb") as f:  # a file object: np.savez would append .npz to a path
+        np.savez(f, **arrays)
 
 
 def _write_cache(path: Path, ls: LabelSet, prefix: str) -> None:
-    """Atomic write (temp file + os.replace); an unwritable folder only warns."""
+    """Atomic write (temp file + os.replace); any failure to write only warns and the run goes on."""
+    arrays = _pack(ls)  # outside the try: a packing error is a bug, not a write failure
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(vars(ls), tmp)
+        _save_arrays(tmp, arrays)
         os.replace(tmp, path)
         LOGGER.info(f"{prefix}New cache created: {path}")
-    except OSError as e:
+    except Exception as e:  # read-only folder, disk full, a file system that refuses renames, ...
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
         LOGGER.warning(f"{prefix}WARNING ⚠️ cache directory {path.parent} is not writeable, cache not saved "
-                       f"({e.strerror or e})")
+                       f"({why})")
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
@@ -248,7 +363,7 @@ def load_labels(im_files: list[str], label_files: list[str], nc: int | None, pre
     path = cache_path_for(label_files) if label_files else None
     where = Path(label_files[0]).parent if label_files else ""
     h = files_hash(im_files, label_files)
-    ls = _read_cache(path, h, nc) if (cache and path) else None
+    ls = _read_cache(path, h, nc, prefix) if (cache and path) else None
     from_cache = ls is not None
     if ls is None:
         ls = scan_labels(im_files, label_files, nc, prefix, desc=f"{prefix}Scanning {where}")

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError
+from utils.image_io import imread  # the one reader (label check, loaders, detect)
 from utils.log import LOGGER
 
 IMG_SUFFIXES = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
@@ -50,16 +51,6 @@ def is_stream(source: str) -> bool:
     """Webcam index ("0"), a .streams list file, or a URL (rtsp/rtmp/http/https)."""
     s = str(source)
     return s.isnumeric() or s.endswith(".streams") or s.lower().startswith(URL_PREFIXES)
-
-
-def imread(path: str | Path) -> np.ndarray | None:
-    """BGR image or None when the file is not a decodable image (works with non-ASCII paths, unlike cv2.imread)."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    im = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return im
 
 
 def _safe_fps(cap: cv2.VideoCapture) -> float:
