@@ -2,7 +2,7 @@
 
     from models.pretrained import load_backbone_weights
     report = load_backbone_weights(model, "convnext_tiny_1k")        # official name: downloaded to the torch hub cache
-    report = load_backbone_weights(model, "weights/convnext_tiny_1k_224_ema.pth")
+    report = load_backbone_weights(model, "weights/convnext_tiny_1k_224_ema.pth", sha256="<64 hex digits>")
     report = load_backbone_weights(model, torchvision_model.state_dict())
 
 Every source format is first rewritten to the official key names ("canonical" here), then mapped onto the rows that
@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from models.common import ConvNeXt_Block
 from models.convnext import CONVNEXT_SIZES
+from utils.download import download_file, file_sha256, normalise_sha256
 from utils.errors import UserError
 from utils.log import LOGGER
 
@@ -66,27 +67,68 @@ def official_url(name: str) -> str:
     return f"{V1_URL}convnext_{size}_{data}_{res}{ema}.pth"
 
 
-def _read_source(source: Any) -> tuple[dict[str, torch.Tensor], str]:
+def _torch_load(path: Path) -> Any:
+    """torch.load that cannot run code (weights_only); any failure is one UserError line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many exception types for corrupt / foreign files
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read weights file {path}: {first} — pass a ConvNeXt .pth/.pt state dict") from None
+
+
+def _read_source(source: Any, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """A flat state dict and a display name from a path, an official name or an (optionally wrapped) dict."""
     if isinstance(source, dict):
+        if sha256:
+            LOGGER.warning("WARNING ⚠️ a SHA-256 was given for an in-memory state dict: nothing to check")
         return _unwrap(source, "state dict"), "state dict"
     path = Path(source)
     if path.is_file():
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many exception types for corrupt / foreign files
-            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot read weights file {path}: {first} — pass a ConvNeXt .pth/.pt state dict") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{path} holds a {type(obj).__name__}, not a state dict — pass ConvNeXt ImageNet weights")
-        return _unwrap(obj, str(path)), str(path)
-    url = official_url(str(source))  # UserError for names that are neither files nor official names
+        if sha256 and (got := file_sha256(path)) != sha256:
+            raise UserError(f"{path} has sha256 {got}, not the expected {sha256} — use the right file or hash")
+        obj, where = _torch_load(path), str(path)
+    else:
+        where = official_url(str(source))  # UserError for names that are neither files nor official names
+        obj = _download_official(where, sha256)
+    if not isinstance(obj, dict):
+        raise UserError(f"{where} holds a {type(obj).__name__}, not a state dict — pass ConvNeXt ImageNet weights")
+    return _unwrap(obj, where), where
+
+
+def _download_official(url: str, sha256: str | None) -> Any:
+    """The loaded object of an official weights file: from the torch hub cache when that copy is good, else
+    downloaded there (utils.download: time limit, retries, moved into place only once complete and loadable)."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if cache.is_file():
+        obj = _cached(cache, sha256)
+        if obj is not None:
+            return obj
+    loaded: dict[str, Any] = {}
+
+    def check(p: Path) -> None:  # load once, on the temp file, so a file that cannot load never lands in the cache
+        loaded["obj"] = torch.load(p, map_location="cpu", weights_only=True)
+
+    download_file(url, cache, sha256=sha256, check=check, context="--backbone-weights")
+    return loaded["obj"]
+
+
+def _cached(cache: Path, sha256: str | None) -> Any:
+    """The cached file's object, or None (after one warning) when it cannot be read or has another SHA-256.
+
+    An unreadable file is deleted (a truncated copy from an older downloader must not be trusted forever); a copy
+    with another hash stays until a good download replaces it.
+    """
+    if sha256 and (got := file_sha256(cache)) != sha256:
+        LOGGER.warning(f"WARNING ⚠️ cached {cache} has sha256 {got}, not the expected {sha256}: "
+                       f"downloading again")
+        return None
     try:
-        obj = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True)
-    except Exception as e:  # no network, 404, interrupted download
-        raise UserError(f"cannot download {url} ({type(e).__name__}: {str(e)[:100]}) — download it by hand "
-                        f"and pass the file path") from None
-    return _unwrap(obj, url), url
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or truncated: any torch error
+        first = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        LOGGER.warning(f"WARNING ⚠️ cached {cache} cannot be read ({first}): deleting it and downloading again")
+        cache.unlink(missing_ok=True)
+        return None
 
 
 def _unwrap(obj: dict, where: str) -> dict[str, torch.Tensor]:
@@ -231,13 +273,14 @@ def _targets(stages: dict[int, ConvNeXt_Block]) -> dict[str, tuple[str, torch.Te
     return out
 
 
-def load_backbone_weights(model: nn.Module, source: Any) -> LoadReport:
+def load_backbone_weights(model: nn.Module, source: Any, sha256: str | None = None) -> LoadReport:
     """Copy ImageNet ConvNeXt weights onto the model's ConvNeXt stages; returns a LoadReport and logs one line.
 
-    source: file path, state dict, or official name (e.g. 'convnext_tiny_1k', downloaded via the torch hub cache).
+    source: file path, state dict, or official name (e.g. 'convnext_tiny_1k', downloaded into the torch hub cache,
+    torch.hub.get_dir()/checkpoints). sha256: the file's expected SHA-256, checked on files and downloads.
     Refuses (UserError, model untouched) unreadable files, unknown key formats and size / version mismatches.
     """
-    sd, where = _read_source(source)
+    sd, where = _read_source(source, normalise_sha256(sha256, "--backbone-sha256"))
     canon, skipped, fmt = to_canonical(sd, where)
     stages = _stages_of(model)
     have, want = describe_canonical(canon), _model_desc(stages)

@@ -156,29 +156,34 @@ def test_failing_download(tmp_path, download, match):
 
 
 def test_zip_url_download(tmp_path, monkeypatch):
-    # a YOLOv5-style zip (ds/images/val/...) fetched "from the web" into the parent of path and unzipped there
+    # a YOLOv5-style zip (ds/images/val/...) fetched "from the web" into the parent of path and unzipped there;
+    # the real network path (time limits, retries, checks) is covered against a local server in test_download.py
     src = tmp_path / "src.zip"
     with zipfile.ZipFile(src, "w") as z:
         z.writestr("ds/images/val/readme.txt", "x")
     fetched = []
 
-    def fake_download(url, dst, progress=True):
-        fetched.append((url, dst))
+    def fake_download(url, dst, sha256=None, check=None, context="", **kw):
+        fetched.append((url, str(dst), sha256))
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
         Path(dst).write_bytes(src.read_bytes())
+        check(Path(dst))  # the zip check utils.data_yaml hands to the downloader
+        return Path(dst)
 
-    monkeypatch.setattr("torch.hub.download_url_to_file", fake_download)
+    monkeypatch.setattr(dy, "download_file", fake_download)
     root = tmp_path / "datasets" / "ds"
     f = _write(tmp_path, {"path": str(root), "val": "images/val", "names": ["a"],
-                          "download": "https://example.com/files/ds.zip"})
+                          "download": "https://example.com/files/ds.zip", "download_sha256": "AB" * 32})
     d = check_dataset(f)
-    assert fetched == [("https://example.com/files/ds.zip", str(tmp_path / "datasets" / "ds.zip"))]
+    assert fetched == [("https://example.com/files/ds.zip", str(tmp_path / "datasets" / "ds.zip"), "ab" * 32)]
     assert (Path(d["val"]) / "readme.txt").read_text() == "x" and not (tmp_path / "datasets" / "ds.zip").exists()
 
-    def broken(url, dst, progress=True):
-        raise OSError("unreachable")
+    def broken(url, dst, **kw):
+        raise UserError(f"cannot download {url} ({kw['context']}): connection failed (unreachable) — check it")
 
-    monkeypatch.setattr("torch.hub.download_url_to_file", broken)
+    monkeypatch.setattr(dy, "download_file", broken)
     f = _write(tmp_path, {"path": str(tmp_path / "other"), "val": "v", "names": ["a"],
                           "download": "https://example.com/o.zip"})
-    with pytest.raises(UserError, match=r"cannot download https://example.com/o.zip .*unreachable"):
+    with pytest.raises(UserError, match=r"cannot download https://example.com/o.zip \(data yaml .*d\.yaml\): "
+                                        r"connection failed \(unreachable\)"):
         check_dataset(f)

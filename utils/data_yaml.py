@@ -2,7 +2,8 @@
 
 Keys: `path` (dataset root; relative -> against the repository root), `train`/`val`/`test` (a directory, a .txt
 list of images, or a list of those; relative to `path`), `names` (dict id -> name or list), optional `nc`,
-optional `download` (a zip URL, a "bash ..." command, or Python source run with `yaml` = this dict).
+optional `download` (a zip URL, a "bash ..." command, or Python source run with `yaml` = this dict), optional
+`download_sha256` (the expected SHA-256 of the `download` URL's file, checked before it is used).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from utils.download import check_zip, download_file, normalise_sha256
 from utils.errors import UserError
 from utils.files import ROOT, yaml_load
 from utils.log import LOGGER
@@ -128,7 +130,8 @@ def _download_or_fail(d: dict, missing: list[str], where: str, autodownload: boo
 def _run_download(dl: str, d: dict, where: str) -> None:
     """A zip URL (fetched next to the dataset root and unzipped there), a 'bash ...' command, or Python source."""
     if dl.startswith(("http://", "https://")):
-        _download_url(dl, Path(d["path"]).parent, where)
+        sha = normalise_sha256(d.get("download_sha256"), f"download_sha256 of data yaml {where}:")
+        _download_url(dl, Path(d["path"]).parent, where, sha)
     elif dl.startswith("bash "):
         r = subprocess.run(dl, shell=True, cwd=ROOT)
         if r.returncode:
@@ -139,27 +142,27 @@ def _run_download(dl: str, d: dict, where: str) -> None:
             sys.path.insert(0, str(ROOT))  # download code imports project modules (data.scripts...)
         try:
             exec(dl, {"yaml": d})  # noqa: S102 — the yaml's own code, YOLOv5 semantics
+        except UserError:  # already one line (e.g. utils.download from data/coco.yaml)
+            raise
         except Exception as e:
             raise UserError(f"download code of {where} failed: {type(e).__name__}: {e} — fix the download: "
                             f"entry or fetch the data by hand") from None
 
 
-def _download_url(url: str, dest: Path, where: str) -> None:
-    """Fetch url into dest (torch.hub's downloader, with progress) and unzip it there when it is a zip."""
-    import torch.hub
+def _download_url(url: str, dest: Path, where: str, sha256: str | None = None) -> None:
+    """Fetch url into dest (utils.download: time limit, retries, atomic) and unzip it there when it is a zip.
 
-    dest.mkdir(parents=True, exist_ok=True)
+    A zip is CRC-checked before it is moved into place, so a broken one is refused with nothing extracted;
+    it is removed after extraction (YOLOv5).
+    """
     f = dest / Path(url.split("?")[0]).name
-    try:
-        torch.hub.download_url_to_file(url, str(f), progress=True)
-    except Exception as e:
-        raise UserError(f"cannot download {url} (data yaml {where}): {e} — check the network or fetch it by hand "
-                        f"into {dest}") from None
-    if f.suffix == ".zip":
+    is_zip = f.suffix == ".zip"
+    download_file(url, f, sha256=sha256, check=check_zip if is_zip else None, context=f"data yaml {where}")
+    if is_zip:
         try:
             with zipfile.ZipFile(f) as z:
                 z.extractall(dest)
-        except zipfile.BadZipFile:
-            raise UserError(f"{f} downloaded from {url} is not a valid zip (data yaml {where}) — delete it and "
-                            f"retry") from None
+        except (zipfile.BadZipFile, OSError) as e:  # disk full or unwritable folder while extracting
+            raise UserError(f"cannot unzip {f} downloaded from {url} (data yaml {where}): {e} — free disk space "
+                            f"or unzip it by hand into {dest}") from None
         f.unlink()
