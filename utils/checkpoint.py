@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from utils.errors import UserError
+from utils.files import user_writes
 from utils.log import LOGGER
 
 CHECKPOINT_VERSION = 1
@@ -54,20 +55,45 @@ def model_from_record(rec: dict[str, Any]) -> nn.Module:
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
-    """Write ckpt to path atomically: a crash mid-write leaves the previous file intact."""
+    """Write ckpt to path atomically: a crash mid-write leaves the previous file intact. A full disk or a
+    read-only folder is a one-line UserError naming path (the temp file is removed, the old file kept)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with user_writes(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with user_writes(path):
+            with open(tmp, "wb") as f:
+                _torch_save(ckpt, f, path)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+_MIN_FREE_BYTES = 1 << 20  # less than this left after a failed write: the disk was full
+
+
+def _torch_save(ckpt: dict[str, Any], f: Any, path: Path) -> None:
+    """torch.save to an open file; its zip writer reports a failed write as a RuntimeError ("inline_container.cc
+    ... unexpected pos" / "file write failed") rather than OSError: tell the user which disk problem it was."""
+    try:
+        torch.save(ckpt, f)
+    except RuntimeError as e:
+        msg = str(e)
+        if "inline_container" not in msg and "write failed" not in msg:
+            raise  # not a write failure: a bug
+        try:
+            st = os.statvfs(path.parent)
+            full = st.f_bavail * st.f_frsize < _MIN_FREE_BYTES
+        except OSError:
+            full = False
+        cause = "no space left on device" if full else f"write failed ({msg.strip().splitlines()[0][:80]})"
+        raise UserError(f"cannot write {path}: {cause} — free some disk space (the previous {path.name}, if any, "
+                        f"is kept)") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,10 @@ import torch.distributed as dist
 from utils.errors import UserError
 from utils.log import LOGGER
 
-DEFAULT_TIMEOUT_S = 1800  # a dead rank makes the others fail after this long instead of hanging forever
+# a dead rank makes the others fail after this long instead of hanging forever; it also bounds every barrier and
+# collective, e.g. ranks waiting for rank 0's first dataset download / label scan: 3 h like YOLOv5 (train --ddp-timeout)
+DEFAULT_TIMEOUT_S = 10800
+_timeout_s = float(DEFAULT_TIMEOUT_S)  # the group's timeout, for messages
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = DE
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    global _timeout_s
+    _timeout_s = float(timeout_s)
+    # the group's timeout bounds init, every barrier and every collective (gloo and NCCL alike)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     LOGGER.info(f"DDP: {backend} process group, world size {info.world_size}, timeout {timeout_s:.0f}s")
 
@@ -71,9 +77,16 @@ def cleanup_distributed() -> None:
 
 
 def barrier() -> None:
-    """Wait for all ranks (no-op outside DDP)."""
+    """Wait for all ranks (no-op outside DDP); waiting past the group's timeout is one clear line."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as e:  # DistBackendError is a RuntimeError; only a timeout is the user's to fix
+            if "timed out" not in str(e).lower() and "timeout" not in str(e).lower():
+                raise
+            raise UserError(f"DDP: rank {dist.get_rank()} waited longer than {_timeout_s:.0f}s for the other ranks "
+                            f"(a rank died, or rank 0's dataset download / label scan is slow) — check the other "
+                            f"ranks' output, or raise --ddp-timeout") from None
 
 
 def broadcast_flag(flag: bool, src: int = 0) -> bool:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from utils.files import yaml_save
+from utils.files import atomic_write_text, user_writes, yaml_save
 from utils.log import LOGGER
 
 RESULT_KEYS = ("train/box_loss", "train/obj_loss", "train/cls_loss",  # YOLOv5 results.csv columns after 'epoch'
@@ -24,6 +24,27 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _header() -> list[str]:
+    return ["%20s" % "epoch"] + ["%20s" % k for k in RESULT_KEYS]
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
 class TrainOutputs:
     """Writer for one run folder; every method is a no-op when enabled is False (non-zero DDP ranks)."""
 
@@ -32,7 +53,8 @@ class TrainOutputs:
         self.csv = self.save_dir / "results.csv"
         self.tb = None
         if enabled:
-            (self.save_dir / "weights").mkdir(parents=True, exist_ok=True)
+            with user_writes(self.save_dir / "weights"):
+                (self.save_dir / "weights").mkdir(parents=True, exist_ok=True)
             self.tb = self._tensorboard()
 
     def _tensorboard(self):
@@ -42,7 +64,8 @@ class TrainOutputs:
         except Exception:  # tensorboard missing or broken: training goes on without it
             return None
         LOGGER.info(f"TensorBoard: tensorboard --logdir {self.save_dir.parent}")
-        return SummaryWriter(str(self.save_dir))
+        with user_writes(self.save_dir):
+            return SummaryWriter(str(self.save_dir))
 
     def save_settings(self, opt: dict[str, Any], hyp: dict[str, Any]) -> None:
         """opt.yaml and hyp.yaml: what this run was started with (used again by --resume)."""
@@ -50,15 +73,26 @@ class TrainOutputs:
             yaml_save(self.save_dir / "hyp.yaml", _plain(hyp))
             yaml_save(self.save_dir / "opt.yaml", _plain(opt))
 
+    def _rows(self) -> tuple[list[list[str]], int]:
+        """(well-formed data rows of results.csv, number of malformed ones): a row cut off by a crash or a full
+        disk has too few columns or a half-written number."""
+        with open(self.csv, newline="", errors="replace") as f:
+            rows = [r for r in csv.reader(f) if r][1:]
+        if rows and not _ends_with_newline(self.csv):
+            rows[-1] = []  # every row we write ends with a newline: a last row without one was cut off
+        good = [r for r in rows if len(r) == len(RESULT_KEYS) + 1 and all(_is_number(v) for v in r)]
+        return good, len(rows) - len(good)
+
     def trim_csv(self, start_epoch: int) -> None:
-        """On resume: drop rows of epochs that will be trained again, so each epoch appears once."""
+        """On resume: drop rows of epochs that will be trained again, so each epoch appears once; malformed rows
+        (a row cut off when the run died) are dropped with a warning. Rewritten atomically."""
         if not (self.enabled and self.csv.is_file()):
             return
-        with open(self.csv, newline="") as f:
-            rows = [r for r in csv.reader(f) if r]
-        keep = rows[:1] + [r for r in rows[1:] if int(float(r[0])) < start_epoch]
-        with open(self.csv, "w", newline="") as f:
-            csv.writer(f).writerows(keep)
+        good, bad = self._rows()
+        if bad:
+            LOGGER.warning(f"WARNING ⚠️ {self.csv}: dropped {bad} malformed row(s) (cut off when the run stopped?)")
+        keep = [r for r in good if int(float(r[0])) < start_epoch]
+        atomic_write_text(self.csv, "\n".join(",".join(r) for r in [_header(), *keep]) + "\n")
 
     def log_epoch(self, epoch: int, values: Sequence[float]) -> None:
         """Append one results.csv row (and TensorBoard scalars): epoch then RESULT_KEYS."""
@@ -66,20 +100,21 @@ class TrainOutputs:
             return
         values = [float(v) for v in values]
         new = not self.csv.is_file()
-        with open(self.csv, "a", newline="") as f:
-            if new:
-                f.write(",".join(["%20s" % "epoch"] + ["%20s" % k for k in RESULT_KEYS]) + "\n")
-            f.write(",".join(["%20d" % epoch] + ["%20.5g" % v for v in values]) + "\n")
+        with user_writes(self.csv):
+            # a file that ends mid-line (cut off by a crash) must not glue this row onto the broken one
+            lead = "" if new or _ends_with_newline(self.csv) else "\n"
+            with open(self.csv, "a", newline="") as f:
+                f.write(lead + (",".join(_header()) + "\n" if new else ""))
+                f.write(",".join(["%20d" % epoch] + ["%20.5g" % v for v in values]) + "\n")
         if self.tb is not None:
             for k, v in zip(RESULT_KEYS, values):
                 self.tb.add_scalar(k, v, epoch)
 
     def read_epochs(self) -> list[int]:
-        """Epoch column of results.csv (empty when none yet)."""
+        """Epoch column of results.csv's well-formed rows (empty when none yet)."""
         if not self.csv.is_file():
             return []
-        with open(self.csv, newline="") as f:
-            return [int(float(r[0])) for r in list(csv.reader(f))[1:] if r]
+        return [int(float(r[0])) for r in self._rows()[0]]
 
     def plot_labels(self, labels: Sequence[np.ndarray], names: dict[int, str]) -> None:
         """labels.jpg from the training set's labels (each (n, 5) cls cx cy w h)."""

@@ -31,14 +31,67 @@ def find_resume_checkpoint(resume: str | bool, project: str | Path) -> Path:
     return found[-1]
 
 
-def load_resume(resume: str | bool, project: str | Path) -> tuple[Path, dict[str, Any]]:
-    """(checkpoint path, checkpoint) of an unfinished run; a finished (stripped) run is a clear UserError."""
+def load_resume(resume: str | bool, project: str | Path,
+                opt_defaults: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint path, checkpoint) of an unfinished run, checked before any heavy work.
+
+    Settings keys the checkpoint lacks (it was written by older code) are filled from opt_defaults (train.py's flag
+    defaults; utils cannot import train.py) and hyp.scratch-low.yaml, with one warning listing them. What really
+    cannot be resumed (finished, no optimizer state, newer checkpoint version, no dataset recorded) is a UserError.
+    """
     path = find_resume_checkpoint(resume, project)
     ckpt = load_checkpoint(path)
-    if ckpt.get("epoch", -1) == -1 or not ckpt.get("optimizer") or not ckpt.get("opt"):
-        raise UserError(f"{path} is from a finished run (training completed, optimizer stripped) — nothing to "
+    _check_resumable(path, ckpt)
+    filled = _fill_settings(path, ckpt, opt_defaults or {})
+    if filled:
+        LOGGER.warning(f"WARNING ⚠️ {path} lacks settings this code expects (older version?): using the current "
+                       f"defaults for {', '.join(filled)}")
+    epochs = ckpt["opt"].get("epochs")
+    if isinstance(epochs, int) and ckpt["epoch"] + 1 >= epochs:
+        raise UserError(f"{path}: the run already trained {ckpt['epoch'] + 1} of {epochs} epochs — nothing to "
                         f"resume; start a new run, e.g. --weights {path} to fine-tune from it")
     return path, ckpt
+
+
+def _check_resumable(path: Path, ckpt: dict[str, Any]) -> None:
+    """UserError for a checkpoint --resume cannot continue: newer format, finished, or missing optimizer state."""
+    from utils.checkpoint import CHECKPOINT_VERSION
+
+    version = ckpt.get("version", 0)  # absent: written before versions were recorded (older, fine)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise UserError(f"{path} has checkpoint version {version!r}, newer than this code reads "
+                        f"({CHECKPOINT_VERSION}) — update the code to resume it, or start a new run")
+    epoch = ckpt.get("epoch")
+    if epoch == -1:
+        raise UserError(f"{path} is from a finished run (training completed, optimizer stripped) — nothing to "
+                        f"resume; start a new run, e.g. --weights {path} to fine-tune from it")
+    if not isinstance(epoch, int) or epoch < 0 or not isinstance(ckpt.get("optimizer"), dict):
+        what = "no epoch" if not isinstance(epoch, int) or epoch < 0 else "no optimizer state"
+        raise UserError(f"{path} cannot be resumed: it records {what} — start a new run, e.g. --weights {path} "
+                        f"to fine-tune from its weights")
+
+
+def _fill_settings(path: Path, ckpt: dict[str, Any], opt_defaults: dict[str, Any]) -> list[str]:
+    """Fill missing ckpt['opt'] / ckpt['hyp'] keys in place from the defaults; returns the filled keys. A
+    section missing entirely comes from the run folder's opt.yaml / hyp.yaml (written when the run started)."""
+    from utils.dataset import DEFAULT_HYP  # the base utils/dataset.py also uses for missing augmentation keys
+    from utils.files import yaml_load
+
+    filled = []
+    for name, defaults in (("opt", opt_defaults), ("hyp", yaml_load(DEFAULT_HYP))):
+        section = ckpt.get(name)
+        saved = path.parent.parent / f"{name}.yaml"
+        if not isinstance(section, dict) and saved.is_file():
+            section = yaml_load(saved)
+        if not isinstance(section, dict):
+            raise UserError(f"{path} cannot be resumed: it records no training settings ({name}) and {saved} is "
+                            f"missing — start a new run, e.g. --weights {path}")
+        if name == "opt" and not section.get("data"):  # a default dataset would silently train the wrong data
+            raise UserError(f"{path} cannot be resumed: its settings name no dataset (opt.data) — start a new run")
+        missing = [k for k in defaults if k not in section]
+        ckpt[name] = {**section, **{k: defaults[k] for k in missing}}
+        filled += [f"{name}.{k}" for k in missing]
+    return filled
 
 
 def transfer_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
@@ -67,9 +120,9 @@ def resolve_cfg(cfg: str | Path | dict | None) -> str | Path | dict | None:
 
 
 def build_model(cfg: Any, weights: str | Path | None, nc: int, names: dict[int, str], device: torch.device,
-                backbone_weights: str | None = None) -> nn.Module:
+                backbone_weights: str | None = None, backbone_sha256: str | None = None) -> nn.Module:
     """Model for training: from --cfg (or the checkpoint's own yaml), with --weights transferred by name+shape
-    and --backbone-weights loaded onto the ConvNeXt stages."""
+    and --backbone-weights loaded onto the ConvNeXt stages (backbone_sha256: the download's expected SHA-256)."""
     from models.yolo import Model  # train-time only; utils/checkpoint does the same
 
     cfg = resolve_cfg(cfg)
@@ -85,7 +138,7 @@ def build_model(cfg: Any, weights: str | Path | None, nc: int, names: dict[int, 
         transfer_state(model, record["state_dict"], str(weights))
     if backbone_weights:
         from models.pretrained import load_backbone_weights
-        load_backbone_weights(model, backbone_weights)
+        load_backbone_weights(model, backbone_weights, sha256=backbone_sha256)
     model.names = dict(names)
     model.nc = nc
     return model.to(device)

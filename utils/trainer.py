@@ -27,6 +27,7 @@ from utils.optim import accumulate_steps, nominal_batch
 from utils.train_outputs import TrainOutputs
 
 CLIP_NORM = 10.0
+NONFINITE_PATIENCE = 10  # with AMP, consecutive non-finite steps the GradScaler may skip before training stops
 
 
 class EarlyStopping:
@@ -89,6 +90,7 @@ class Trainer:
         self.results: tuple = (0.0,) * 7
         self.model = parts["model"]
         self.last_opt_step = -1
+        self.nonfinite_steps = 0  # consecutive steps with a non-finite loss (AMP only; CPU stops at the first)
         self.nb = len(parts["train_loader"])
         # warmup: max(warmup_epochs, warmup_min_iters) iterations (YOLOv5: 100); tiny datasets may lower the floor
         min_iters = int(hyp.get("warmup_min_iters", 100))
@@ -102,7 +104,12 @@ class Trainer:
     def restore(self, ckpt: dict[str, Any]) -> None:
         """--resume: optimizer, scaler, EMA (+updates), best fitness and the next epoch from a last.pt."""
         p = self.p
-        p["optimizer"].load_state_dict(ckpt["optimizer"])
+        try:
+            p["optimizer"].load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:  # parameter groups differ: the model or code changed since the run
+            src = self.opt.get("resume") or self.last
+            raise UserError(f"{src}: the saved optimizer state does not fit this model ({e}) — cannot be "
+                            f"resumed; start a new run with --weights {src}") from None
         if ckpt.get("scaler") and self.amp:
             p["scaler"].load_state_dict(ckpt["scaler"])
         if ckpt.get("ema") and p["ema"] is not None:
@@ -163,7 +170,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> torch.Tensor:
         """One pass over the training loader; returns the mean (box, obj, cls) loss."""
         self._prepare_epoch(epoch)
-        p, mloss, seen = self.p, torch.zeros(3, device=self.device), 0
+        p, mloss, seen, n_ok = self.p, torch.zeros(3, device=self.device), 0, 0
         LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
         pbar = enumerate(p["train_loader"])
         if self.info.main:
@@ -175,7 +182,9 @@ class Trainer:
             self._warmup(ni, epoch)
             imgs = self._multi_scale(imgs)
             items = self._step(imgs, targets.to(self.device), ni, epoch)
-            mloss = (mloss * i + items) / (i + 1)
+            if torch.isfinite(items).all():  # a step AMP skipped for a non-finite loss does not enter the mean
+                n_ok += 1
+                mloss = mloss + (items - mloss) / n_ok
             seen += imgs.shape[0]
             if self.info.main:
                 mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
@@ -225,10 +234,8 @@ class Trainer:
             loss, items = p["compute_loss"](pred, targets)
         if self.info.ddp:
             loss = loss * self.info.world_size  # DDP averages gradients over ranks; YOLOv5 keeps the sum
-        if any_rank(not bool(torch.isfinite(loss).all()), self.device):
-            raise UserError(f"non-finite training loss at epoch {epoch}, batch {ni - self.nb * epoch} (loss items "
-                            f"{[round(float(x), 4) for x in items]}) — training stopped; the last good checkpoint "
-                            f"is {self.last}. Lower lr0 in --hyp, or check the labels")
+        finite = not any_rank(not bool(torch.isfinite(loss).all()), self.device)  # every rank decides alike
+        self.nonfinite_guard(finite, epoch, ni - self.nb * epoch, items)
         p["scaler"].scale(loss).backward()
         if ni - self.last_opt_step >= self.accumulate:
             p["scaler"].unscale_(p["optimizer"])
@@ -240,6 +247,23 @@ class Trainer:
                 p["ema"].update(self.model)
             self.last_opt_step = ni
         return items.detach().to(self.device)
+
+    def nonfinite_guard(self, finite: bool, epoch: int, batch: int, items: torch.Tensor) -> None:
+        """Stop (UserError) on a non-finite loss. With AMP the GradScaler skips such a step and lowers its scale,
+        which is how fp16 overflow recovers: stop only after NONFINITE_PATIENCE consecutive ones."""
+        if finite:
+            self.nonfinite_steps = 0
+            return
+        self.nonfinite_steps += 1
+        amp = bool(getattr(self.p["scaler"], "is_enabled", lambda: False)())
+        if amp and self.nonfinite_steps < NONFINITE_PATIENCE:
+            return  # scaler.step() sees the inf/NaN gradients and skips this optimizer step
+        how = f"for {self.nonfinite_steps} consecutive steps (AMP's GradScaler skipped them without recovering) " \
+            if amp else ""
+        saved = f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"
+        raise UserError(f"non-finite training loss {how}at epoch {epoch}, batch {batch} (loss items "
+                        f"{[round(float(x), 4) for x in items]}) — training stopped; {saved}. Lower lr0 in --hyp, "
+                        f"or check the labels")
 
     # ------------------------------------------------------------------------------------------------ epoch end
     def _end_epoch(self, epoch: int, mloss: torch.Tensor) -> bool:
