@@ -28,8 +28,10 @@ if str(FILE.parent) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from utils import args as A  # noqa: E402
 from utils.api import Detector, ImageResult  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
+from utils.device import check_device  # noqa: E402
+from utils.errors import NoUsableInputError, UserError, cli_main  # noqa: E402
 from utils.files import ROOT, increment_path  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 from utils.sources import Frame, load_source  # noqa: E402
@@ -84,26 +86,57 @@ def _stem(frame: Frame) -> str:
     return name or f"source{frame.index}"
 
 
+class OutputNames:
+    """One output name (stem) per input, unique within the run: a/img.jpg, b/img.jpg -> img, img_2.
+
+    The image, its label file and its crops all use that stem, so nothing is overwritten and the log's counts are
+    the files on disk. Keyed by (path, source index): every frame of a video shares its stem, and a file listed
+    twice is saved twice, as the log counts it.
+    """
+
+    def __init__(self):
+        self.by_source: dict[tuple[str, int], str] = {}
+        self.taken: set[str] = set()  # casefolded: img.jpg and IMG.JPG collide on case-insensitive disks
+
+    def stem(self, frame: Frame) -> str:
+        key = (frame.path, frame.index)
+        if key not in self.by_source:
+            base = stem = _stem(frame)
+            n = 1
+            while stem.casefold() in self.taken:
+                n += 1
+                stem = f"{base}_{n}"
+            self.taken.add(stem.casefold())
+            self.by_source[key] = stem
+            if stem != base:
+                LOGGER.info(f"{frame.path}: an earlier input is also named {base}, results saved as {stem}.*")
+        return self.by_source[key]
+
+
 class Outputs:
     """Everything detect.py writes for each frame: annotated image/video, labels, crops, CSV rows."""
 
     def __init__(self, save_dir: Path, opt: dict[str, Any]):
-        self.dir, self.opt = save_dir, opt
-        self.videos, self.n_labels, self.csv_rows = VideoSaver(), 0, []
+        self.dir, self.opt, self.names = save_dir, opt, OutputNames()
+        self.videos, self.label_files, self.csv_rows, self.n_frames = VideoSaver(), set(), [], 0
         if opt["save_txt"]:
             (save_dir / "labels").mkdir(parents=True, exist_ok=True)
 
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_files)
+
     def save(self, frame: Frame, result: ImageResult, annotated: np.ndarray | None) -> None:
-        o, stem = self.opt, _stem(frame)
+        o, stem = self.opt, self.names.stem(frame)
+        self.n_frames += 1
         if annotated is not None:
             if frame.kind == "image":
-                cv2.imwrite(str(self.dir / Path(frame.path).name), annotated)
+                cv2.imwrite(str(self.dir / f"{stem}{Path(frame.path).suffix}"), annotated)
             else:
                 self.videos.write(self.dir / stem, annotated, frame.fps)
         if o["save_txt"]:  # one file per image / frame, empty when nothing was found
             name = stem if frame.kind == "image" else f"{stem}_{frame.frame}"
-            result.save_txt(self.dir / "labels" / f"{name}.txt", o["save_conf"])
-            self.n_labels += 1
+            self.label_files.add(result.save_txt(self.dir / "labels" / f"{name}.txt", o["save_conf"]))
         if o["save_crop"]:
             for c, crop in result.crops():
                 folder = self.dir / "crops" / result.names.get(c, str(c))
@@ -114,7 +147,7 @@ class Outputs:
 
     def close(self) -> None:
         self.videos.close()
-        if self.opt["save_csv"]:
+        if self.opt["save_csv"] and self.n_frames:
             cols = ["image", "frame", "xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
             with open(self.dir / "predictions.csv", "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=cols)
@@ -122,10 +155,56 @@ class Outputs:
                 writer.writerows(self.csv_rows)
 
 
+def _drop_empty(save_dir: Path, created: bool) -> None:
+    """Remove the run folder (and its empty labels/) when nothing was written into it and this run made it."""
+    labels = save_dir / "labels"
+    if labels.is_dir() and not any(labels.iterdir()):
+        labels.rmdir()
+    if created and save_dir.is_dir() and not any(save_dir.iterdir()):
+        save_dir.rmdir()
+
+
 def _show(frame: Frame, im: np.ndarray) -> bool:
     """Show a frame in its window; False when the user pressed q."""
     cv2.imshow(str(frame.path), im)
     return cv2.waitKey(1) & 0xFF != ord("q")
+
+
+def check_opts(imgsz: Any, conf_thres: float, iou_thres: float, max_det: int, device: str, classes: Any,
+               line_thickness: int | None, vid_stride: int) -> dict[str, Any]:
+    """Every numeric and choice flag, checked before the model is loaded; returns normalised device and classes."""
+    A.check_imgsz(imgsz, counts=(1, 2), multiple=None)  # rounded up to the model's stride once it is loaded
+    A.check_float("conf_thres", conf_thres, 0.0, 1.0, todo="e.g. --conf-thres 0.25")
+    A.check_float("iou_thres", iou_thres, 0.0, 1.0, todo="e.g. --iou-thres 0.45")
+    A.check_int("max_det", max_det, lo=1, todo="e.g. --max-det 1000")
+    if line_thickness is not None:  # None: scaled to the image size
+        A.check_int("line_thickness", line_thickness, lo=1, todo="e.g. --line-thickness 3")
+    A.check_int("vid_stride", vid_stride, lo=1, todo="1 keeps every frame, 2 every second one")
+    return {"device": check_device(device), "classes": A.check_int_list("classes", classes, lo=0,
+                                                                      todo="class indices start at 0")}
+
+
+def _detect_frames(loader: Any, detector: Detector, out: Outputs, view_img: bool, nosave: bool,
+                   style: tuple[int | None, bool, bool]) -> tuple[list[dict], dict[str, float], tuple]:
+    """Run every batch of the loader: save, log and (optionally) show each frame; (frames, times, input shape)."""
+    frames, totals, shape = [], {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}, ()
+    for batch in loader:
+        dets = detector([f.image for f in batch], bgr=True)
+        shape, keep_going = dets.shape, True
+        for k in totals:
+            totals[k] += dets.times[k]
+        for f, r in zip(batch, dets):
+            r.path = f.path
+            annotated = r.plot(*style) if view_img or not nosave else None
+            out.save(f, r, None if nosave else annotated)
+            frames.append({"path": f.path, "frame": f.frame, "boxes": r.boxes})
+            h, w = f.image.shape[:2]
+            LOGGER.info(f"{f.describe()}{h}x{w} {r.summary()}, {dets.times['inference'] / len(batch):.1f}ms")
+            if view_img and annotated is not None:
+                keep_going = _show(f, annotated) and keep_going
+        if not keep_going:
+            break
+    return frames, totals, shape
 
 
 def run(weights: str | Path | None = None, source: str | Path | list = ROOT / "data" / "images",
@@ -136,42 +215,37 @@ def run(weights: str | Path | None = None, source: str | Path | list = ROOT / "d
         project: str | Path = ROOT / "runs" / "detect", name: str = "exp", exist_ok: bool = False,
         line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
         vid_stride: int = 1) -> dict[str, Any]:
-    """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms)."""
-    detector = Detector(weights or newest_weights(), device=device, imgsz=imgsz, conf=conf_thres, iou=iou_thres,
-                        classes=classes, agnostic=agnostic_nms, max_det=max_det, fp16=half, augment=augment)
+    """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms).
+
+    NoUsableInputError (CLI exit code 1) when not a single input could be read."""
+    o = check_opts(imgsz, conf_thres, iou_thres, max_det, device, classes, line_thickness, vid_stride)
+    classes = o["classes"]
+    detector = Detector(weights or newest_weights(), device=o["device"], imgsz=imgsz, conf=conf_thres,
+                        iou=iou_thres, classes=classes, agnostic=agnostic_nms, max_det=max_det, fp16=half,
+                        augment=augment)
     if classes and max(classes) >= detector.nc:
         LOGGER.warning(f"WARNING: --classes {classes}: the model has only {detector.nc} classes (0..{detector.nc - 1})")
     loader = load_source(source, vid_stride=vid_stride)
     if view_img and not display_available():
         LOGGER.warning("WARNING: --view-img needs a display and OpenCV GUI support; not showing results")
         view_img = False
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    created = not save_dir.exists()
+    save_dir.mkdir(parents=True, exist_ok=True)
     out = Outputs(save_dir, {"save_txt": save_txt, "save_conf": save_conf, "save_crop": save_crop,
                              "save_csv": save_csv})
     detector.warmup()
-    frames, totals, shape, keep_going = [], {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}, (), True
     try:
-        for batch in loader:
-            dets = detector([f.image for f in batch], bgr=True)
-            shape = dets.shape
-            for k in totals:
-                totals[k] += dets.times[k]
-            for f, r in zip(batch, dets):
-                r.path = f.path
-                draw = view_img or not nosave
-                annotated = r.plot(line_thickness, hide_labels, hide_conf) if draw else None
-                out.save(f, r, None if nosave else annotated)
-                frames.append({"path": f.path, "frame": f.frame, "boxes": r.boxes})
-                h, w = f.image.shape[:2]
-                LOGGER.info(f"{f.describe()}{h}x{w} {r.summary()}, {dets.times['inference'] / len(batch):.1f}ms")
-                if view_img and annotated is not None:
-                    keep_going = _show(f, annotated) and keep_going
-            if not keep_going:
-                break
+        frames, totals, shape = _detect_frames(loader, detector, out, view_img, nosave,
+                                               (line_thickness, hide_labels, hide_conf))
     finally:
         out.close()
         if hasattr(loader, "close"):
             loader.close()
+    if not frames:
+        _drop_empty(save_dir, created)
+        raise NoUsableInputError(f"--source {source}: not one of its {len(loader)} input(s) could be read (see the "
+                                 f"warnings above) — check that they are valid image or video files")
     return _finish(save_dir, frames, totals, shape, out, nosave)
 
 
@@ -189,7 +263,7 @@ def _finish(save_dir: Path, frames: list[dict], totals: dict[str, float], shape:
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=str, default=None, help="model .pt/.torchscript/.onnx (default: newest best.pt)")
     p.add_argument("--source", type=str, default=str(ROOT / "data" / "images"),
                    help="file/dir/glob/.txt list/video/webcam index/URL/.streams")

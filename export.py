@@ -23,14 +23,16 @@ if str(FILE.parent) not in sys.path:
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+from utils import args as A  # noqa: E402
 from utils.backend import METADATA_FILE, check_imgsz, export_metadata  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.device import select_device  # noqa: E402
+from utils.device import check_device, select_device  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import file_size_mb  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 
 FORMATS = ("torchscript", "onnx")
+DEFAULT_OPSET = 17
 
 
 class PredOnly(nn.Module):
@@ -56,7 +58,7 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata:
     return f
 
 
-def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str], opset: int = 17,
+def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str], opset: int = DEFAULT_OPSET,
                 dynamic: bool = False, simplify: bool = False) -> Path:
     """Export with the TorchScript-based ONNX exporter, check the graph, and store metadata_props."""
     try:
@@ -67,8 +69,15 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[s
     LOGGER.info(f"{colorstr('ONNX:')} exporting with onnx {onnx.__version__} opset {opset}...")
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}} if dynamic else None
     # dynamo=False: the TorchScript exporter needs no onnxscript and handles our plain conv graph well.
-    torch.onnx.export(model, (im,), str(f), dynamo=False, opset_version=opset, do_constant_folding=True,
-                      input_names=["images"], output_names=["output0"], dynamic_axes=axes)
+    try:
+        torch.onnx.export(model, (im,), str(f), dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=["images"], output_names=["output0"], dynamic_axes=axes)
+    except torch.onnx.OnnxExporterError as e:
+        if opset == DEFAULT_OPSET:
+            raise  # the default opset must work: that is a bug, not a flag to change
+        first = str(e).strip().splitlines()[0].split(". ")[0][:200]  # e.g. "Unsupported: ONNX export of ..."
+        raise UserError(f"--opset {opset}: the ONNX exporter cannot write this model at that opset ({first}) — "
+                        f"use a newer one, e.g. --opset {DEFAULT_OPSET}") from None
     proto = onnx.load(str(f))
     onnx.checker.check_model(proto)
     if simplify:
@@ -105,6 +114,33 @@ def _check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
     return fmts
 
 
+def onnx_opset_range() -> tuple[int, int]:
+    """(lowest, highest) opset the installed torch's TorchScript-based ONNX exporter (dynamo=False) can write."""
+    try:
+        from torch.onnx import _constants as c  # private, but the only place torch states its supported range
+        hi = getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or c.ONNX_MAX_OPSET
+        return int(c.ONNX_MIN_OPSET), int(hi)
+    except (ImportError, AttributeError):  # older/newer torch without the table: let the exporter judge
+        return 1, 10**6
+
+
+def check_opts(include: list[str] | tuple[str, ...] | str, imgsz: int | list[int] | tuple[int, ...], batch_size: int,
+               device: str, opset: int, half: bool, dynamic: bool) -> tuple[list[str], str]:
+    """Every flag, checked before the checkpoint is loaded; returns (formats, device spec)."""
+    fmts = _check_include(include)
+    A.check_imgsz(imgsz, counts=(1, 2), multiple=None)  # rounded up to the model's stride once it is loaded
+    A.check_int("batch_size", batch_size, lo=1, todo="e.g. --batch-size 1 (or --dynamic for any batch)")
+    if "onnx" in fmts:
+        lo, hi = onnx_opset_range()
+        A.check_int("opset", opset, lo=lo, hi=hi, todo=f"torch {torch.__version__} exports ONNX opsets {lo}..{hi}")
+    spec = check_device(device)
+    if half and (spec == "cpu" or (spec == "" and not torch.cuda.is_available())):
+        raise UserError("--half export needs a CUDA device — add --device 0, or drop --half")
+    if half and dynamic and "onnx" in fmts:
+        raise UserError("--half and --dynamic cannot be combined for ONNX — drop one of them")
+    return fmts, spec
+
+
 def _prepare(model: nn.Module, dynamic: bool) -> None:
     """Put the model in export mode: eval, no grads, and Detect rebuilding its grids from the input shape."""
     model.eval()
@@ -117,15 +153,11 @@ def _prepare(model: nn.Module, dynamic: bool) -> None:
 
 def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | int = (640, 640), batch_size: int = 1,
         device: str = "cpu", include: tuple[str, ...] | list[str] = ("torchscript", "onnx"), half: bool = False,
-        dynamic: bool = False, opset: int = 17, simplify: bool = False) -> dict[str, Path]:
+        dynamic: bool = False, opset: int = DEFAULT_OPSET, simplify: bool = False) -> dict[str, Path]:
     """Export weights to each format in include; returns {format: path}."""
     t0 = time.time()
-    fmts = _check_include(include)
-    dev = select_device(device)
-    if half and dev.type != "cuda":
-        raise UserError("--half export needs a CUDA device — add --device 0, or drop --half")
-    if half and dynamic and "onnx" in fmts:
-        raise UserError("--half and --dynamic cannot be combined for ONNX — drop one of them")
+    fmts, spec = check_opts(include, imgsz, batch_size, device, opset, half, dynamic)
+    dev = select_device(spec)
     weights = Path(weights)
     model = load_model(weights, device=dev, fuse=True)
     stride = int(max(float(s) for s in model.stride))
@@ -154,7 +186,7 @@ def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | in
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=str, required=True, help="checkpoint .pt to export")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="h w")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size baked into a non-dynamic export")
@@ -162,7 +194,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help="torchscript, onnx")
     parser.add_argument("--half", action="store_true", help="FP16 export (CUDA only)")
     parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch and image size")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify with onnxsim if installed")
     return parser.parse_args(argv)
 

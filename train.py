@@ -22,10 +22,11 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import val as validate  # noqa: E402
+from utils import args as A  # noqa: E402
 from utils.checkpoint import model_from_record  # noqa: E402
-from utils.device import select_device  # noqa: E402
-from utils.distributed import DistInfo, broadcast_object, check_batch_size, cleanup_distributed, dist_info, \
-    init_distributed  # noqa: E402
+from utils.device import check_device, select_device  # noqa: E402
+from utils.distributed import DEFAULT_TIMEOUT_S, DistInfo, broadcast_object, check_batch_size, \
+    cleanup_distributed, dist_info, init_distributed  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import increment_path, yaml_load  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
@@ -36,6 +37,9 @@ from utils.trainer import Trainer, seed_everything  # noqa: E402
 DEFAULT_CFG = ROOT / "models" / "yolov5_ConvNeXt-atto.yaml"
 DEFAULT_DATA = ROOT / "data" / "shapes.yaml"
 DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.shapes.yaml"
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+CACHE_MODES = ("ram", "disk")
+MAX_SEED = 2**31 - 1  # numpy seeds must fit 32 bits; ranks add 1 + rank
 HYP_KEYS = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr")
 
 
@@ -57,16 +61,26 @@ def load_hyp(hyp: str | Path | dict, label_smoothing: float) -> dict[str, Any]:
 
 
 def _resolve_run(opt: dict[str, Any], info: DistInfo) -> tuple[dict[str, Any], dict[str, Any], Path, dict | None]:
-    """(opt, hyp, save_dir, resume checkpoint or None): a new run folder, or the resumed run's own settings."""
+    """(opt, hyp, save_dir, resume checkpoint or None): a new run folder, or the resumed run's own settings.
+    Checked before any heavy work: the checkpoint can be resumed, and rank 0 can write the run folder."""
+    from utils.files import check_writable
+
     if opt["resume"]:
-        path, ckpt = load_resume(opt["resume"], opt["project"])
-        keep = {k: opt[k] for k in ("device", "workers")}  # the machine may differ on resume
+        # the machine may differ on resume: these come from the command line, not the checkpoint
+        keep = {k: opt[k] for k in ("device", "workers", "ddp_timeout") if k in opt}
+        # settings an older checkpoint lacks are filled from the flag defaults (load_resume warns)
+        defaults = {k: v for k, v in vars(parse_opt([])).items() if k not in (*keep, "resume", "weights")}
+        path, ckpt = load_resume(opt["resume"], opt["project"], opt_defaults=defaults)
         opt = {**ckpt["opt"], **keep, "resume": str(path), "weights": str(path)}
         save_dir = path.parent.parent
+        if info.main:
+            check_writable(save_dir / "weights")
         LOGGER.info(f"Resuming training from {path}")
         return opt, dict(ckpt["hyp"]), save_dir, ckpt
     hyp = load_hyp(opt["hyp"], opt["label_smoothing"])
     save_dir = increment_path(Path(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"])
+    if info.main:
+        check_writable(save_dir)  # a read-only or full --project fails now, not after the data scan
     opt["save_dir"] = str(save_dir)
     return opt, hyp, save_dir, None
 
@@ -78,7 +92,8 @@ def _model_for_run(opt: dict[str, Any], data: dict[str, Any], device: torch.devi
         model.names = dict(data["names"])
         return model
     cfg = opt["cfg"] or (None if opt["weights"] else DEFAULT_CFG)
-    return build_model(cfg, opt["weights"] or None, data["nc"], data["names"], device, opt["backbone_weights"])
+    return build_model(cfg, opt["weights"] or None, data["nc"], data["names"], device, opt["backbone_weights"],
+                       backbone_sha256=opt.get("backbone_sha256") or None)
 
 
 def _set_frozen(model: torch.nn.Module, rows: list[int], frozen: bool) -> None:
@@ -99,9 +114,8 @@ def _build_parts(opt: dict[str, Any], hyp: dict[str, Any], device: torch.device,
     model = _model_for_run(opt, data, device, ckpt)
     if freeze_indices(opt["freeze"], model):
         _set_frozen(model, freeze_indices(opt["freeze"], model), True)
-    gs = max(int(model.stride.max()), 32)
-    if opt["imgsz"] % gs:
-        raise UserError(f"--imgsz {opt['imgsz']} must be a multiple of the max stride {gs}")
+    gs = max(int(model.stride.max()), A.SIZE_MULTIPLE)
+    A.check_stride_multiple(opt["imgsz"], gs)  # the same rule as val.py
     batch = check_batch_size(opt["batch_size"], info.world_size)
     optimizer, scheduler, lf = make_optimizer(model, opt, hyp)
     train_loader, dataset, val_loader = make_loaders(data, opt, hyp, gs, batch, info)
@@ -119,6 +133,38 @@ def _build_parts(opt: dict[str, Any], hyp: dict[str, Any], device: torch.device,
             "set_backbone_frozen": lambda frozen: _set_frozen(model, rows, frozen)}
 
 
+def check_opts(o: dict[str, Any]) -> dict[str, Any]:
+    """Every numeric and choice option, checked before any data scan, model build, download or run folder.
+
+    Returns the normalised values to use (device spec, lower-case SHA-256, freeze list, imgsz int). One UserError
+    line per problem.
+    """
+    A.check_int("epochs", o["epochs"], lo=1, todo="e.g. --epochs 30")
+    if isinstance(o["batch_size"], int) and o["batch_size"] == -1:
+        A.fail("batch_size", -1, "AutoBatch is not supported", "pass a batch size, e.g. --batch-size 16")
+    A.check_int("batch_size", o["batch_size"], lo=1, todo="e.g. --batch-size 16")
+    imgsz = A.check_imgsz(o["imgsz"], counts=(1,))[0]
+    A.check_int("workers", o["workers"], lo=0, todo="0 loads data in the main process")
+    A.check_choice("optimizer", o["optimizer"], OPTIMIZERS)
+    A.check_choice("cache", o["cache"] if o["cache"] is not True else "ram", (None, False, *CACHE_MODES))
+    A.check_float("label_smoothing", o["label_smoothing"], 0.0, 1.0, hi_open=True, todo="e.g. 0.1 (0 = off)")
+    A.check_int("patience", o["patience"], lo=0, todo="0 disables early stopping")
+    raw = o["freeze"]
+    freeze = A.check_int_list("freeze", [0] if raw is None or (isinstance(raw, (list, tuple)) and not raw) else raw,
+                              todo="--freeze N freezes rows 0..N-1, --freeze 0 2 5 those rows, 0 none")
+    A.check_int("freeze_epochs", o["freeze_epochs"], lo=0, hi=o["epochs"] - 1,
+                todo=f"fewer than --epochs {o['epochs']}, so the backbone trains unfrozen at least one epoch (0 = off)")
+    A.check_float("layer_decay", o["layer_decay"], 0.0, 1.0, todo="e.g. 0.8 (0 = off)")
+    A.check_int("save_period", o["save_period"], lo=-1, todo="N saves epochN.pt every N epochs, -1 = off")
+    A.check_int("seed", o["seed"], lo=0, hi=MAX_SEED, todo="e.g. --seed 0")
+    A.check_int("ddp_timeout", o["ddp_timeout"], lo=1, hi=7 * 24 * 3600, todo="seconds, e.g. 10800 (3 h)")
+    sha = A.check_sha256("backbone_sha256", o["backbone_sha256"])
+    if sha and not o["backbone_weights"]:
+        A.fail("backbone_sha256", o["backbone_sha256"], "given without --backbone-weights",
+               "add --backbone-weights FILE_OR_URL, or drop --backbone-sha256")
+    return {"device": check_device(o["device"]), "backbone_sha256": sha, "freeze": freeze, "imgsz": imgsz}
+
+
 def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), hyp: str | dict = str(DEFAULT_HYP),
         epochs: int = 30, batch_size: int = 16, imgsz: int = 160, rect: bool = False, resume: str | bool = False,
         nosave: bool = False, noval: bool = False, noautoanchor: bool = False, noplots: bool = False,
@@ -127,7 +173,8 @@ def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), 
         exist_ok: bool = False, cos_lr: bool = False, label_smoothing: float = 0.0, patience: int = 100,
         freeze: Sequence[int] = (0,), freeze_epochs: int = 0, layer_decay: float = 0.0, backbone_weights: str = "",
         save_period: int = -1, seed: int = 0, image_weights: bool = False, cache: str | None = None,
-        local_rank: int = -1, **unused: Any) -> dict[str, Any]:
+        ddp_timeout: int = DEFAULT_TIMEOUT_S, backbone_sha256: str = "", local_rank: int = -1,
+        **unused: Any) -> dict[str, Any]:
     """Train and return {save_dir, best, last, precision, recall, mAP50, mAP50-95, val losses, epochs_trained, ...}.
 
     Every flag of the CLI is a keyword here (see parse_opt). Under torchrun each process calls run(); only rank 0
@@ -136,7 +183,7 @@ def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), 
     if unused:
         LOGGER.warning(f"WARNING ⚠️ train.run: ignoring unknown options {sorted(unused)}")
     opt = {k: v for k, v in locals().items() if k not in ("unused",)}
-    opt["freeze"] = list(freeze or [])
+    opt.update(check_opts(opt))  # bad flags fail here, before any data scan, download or run folder
     info = dist_info()  # torchrun's LOCAL_RANK/RANK/WORLD_SIZE; --local-rank is ignored
     check_batch_size(batch_size, info.world_size)
     if not resume:
@@ -144,7 +191,7 @@ def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), 
     opt, hyp, save_dir, ckpt = _resolve_run(opt, info)
     opt["total_batch_size"] = opt["batch_size"]
     dev = select_device(opt["device"], batch_size=opt["batch_size"])
-    init_distributed(info, dev)
+    init_distributed(info, dev, timeout_s=ddp_timeout)
     save_dir = Path(broadcast_object(str(save_dir)))  # every rank names rank 0's run folder
     try:
         seed_everything(int(opt["seed"]) + 1 + max(info.rank, 0))
@@ -162,8 +209,8 @@ def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), 
 
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """YOLOv5's train.py flags, plus --freeze-epochs, --layer-decay and --backbone-weights."""
-    p = argparse.ArgumentParser(description="Train a YOLOv5 / ConvNeXt-YOLOv5 detector")
+    """YOLOv5's train.py flags, plus --freeze-epochs, --layer-decay, --backbone-weights/-sha256 and --ddp-timeout."""
+    p = A.ArgParser(description="Train a YOLOv5 / ConvNeXt-YOLOv5 detector")
     p.add_argument("--weights", type=str, default="", help="detector checkpoint to start from ('' = from scratch)")
     p.add_argument("--cfg", type=str, default="", help=f"model yaml (default {DEFAULT_CFG.name} when no --weights)")
     p.add_argument("--data", type=str, default=str(DEFAULT_DATA), help="dataset yaml")
@@ -180,7 +227,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="AdamW", help="optimizer")
+    p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default="AdamW", help="optimizer")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm, only in DDP mode on CUDA")
     p.add_argument("--workers", type=int, default=2, help="max dataloader workers (per process in DDP)")
     p.add_argument("--project", default=str(ROOT / "runs" / "train"), help="save to project/name")
@@ -193,11 +240,14 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze-epochs", type=int, default=0, help="train with the backbone frozen for N epochs")
     p.add_argument("--layer-decay", type=float, default=0.0, help="ConvNeXt layer-wise LR decay rate (0 = off)")
     p.add_argument("--backbone-weights", type=str, default="", help="ImageNet ConvNeXt weights: file or name")
+    p.add_argument("--backbone-sha256", type=str, default="", help="expected SHA-256 of the --backbone-weights file")
     p.add_argument("--save-period", type=int, default=-1, help="save epoch{N}.pt every N epochs (-1 = off)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     p.add_argument("--image-weights", action="store_true", help="weighted image selection for training")
-    p.add_argument("--cache", type=str, nargs="?", const="ram", default=None, choices=["ram", "disk"],
+    p.add_argument("--cache", type=str, nargs="?", const="ram", default=None, choices=CACHE_MODES,
                    help="cache images in ram (default) or disk")
+    p.add_argument("--ddp-timeout", type=int, default=DEFAULT_TIMEOUT_S,
+                   help="seconds a DDP rank waits for the others before failing (torchrun)")
     p.add_argument("--local-rank", "--local_rank", type=int, default=-1, help="ignored: torchrun sets LOCAL_RANK")
     return p.parse_args(argv)
 

@@ -23,9 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from utils import args as A  # noqa: E402
 from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
 from utils.coco import class_to_category_map, coco_evaluate, detections_to_coco, image_id_for, \
     load_annotations  # noqa: E402
+from utils.device import check_device  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import increment_path  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
@@ -34,6 +36,7 @@ from utils.nms import non_max_suppression  # noqa: E402
 from utils.plots import output_to_target, plot_images  # noqa: E402
 
 COCO_DEFAULT_JSON = "annotations/instances_val2017.json"  # where the COCO dataset keeps its val annotations
+TASKS = ("train", "val", "test", "speed")
 
 
 class _ModelRunner:
@@ -195,6 +198,21 @@ def _process_image(si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch
         ctx["image_ids"].append(image_id)
 
 
+def check_opts(batch_size: int, imgsz: int, conf_thres: float, iou_thres: float, max_det: int, task: str,
+               device: str, workers: int) -> str:
+    """The numeric and choice flags, checked before any model load, data scan or run folder; returns the device spec.
+
+    --imgsz follows train.py's rule (>= 32 and a multiple of 32; of the model's max stride once it is loaded)."""
+    A.check_int("batch_size", batch_size, lo=1, todo="e.g. --batch-size 32")
+    A.check_imgsz(imgsz, counts=(1,))
+    A.check_float("conf_thres", conf_thres, 0.0, 1.0, todo="e.g. 0.001 for mAP")
+    A.check_float("iou_thres", iou_thres, 0.0, 1.0, todo="e.g. 0.6")
+    A.check_int("max_det", max_det, lo=1, todo="e.g. --max-det 300")
+    A.check_choice("task", task, TASKS)
+    A.check_int("workers", workers, lo=0, todo="0 loads data in the main process")
+    return check_device(device)
+
+
 def _warn_flags(conf_thres: float, task: str, training: bool) -> None:
     """Flags that give numbers nobody else would get."""
     if conf_thres > 0.001 and task != "speed" and not training:
@@ -234,19 +252,22 @@ def run(data: str | Path | dict, weights: str | Path | None = None, batch_size: 
         dataloader=None, save_dir: Path = Path(""), plots: bool = True, compute_loss=None):
     """Validate and return ((mp, mr, map50, map, *val_losses), maps (per-class mAP50-95, nc), times (ms/image:
     pre-process, inference, NMS)). See the module docstring for the CLI."""
+    device = check_opts(batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres, iou_thres=iou_thres,
+                        max_det=max_det, task=task, device=device, workers=workers)
     runner = _load_runner(weights, model, device, half, batch_size)
     if task == "speed":  # YOLOv5's speed benchmark settings
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
     _warn_flags(conf_thres, task, runner.training)
-    if not runner.training:
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    save_dir = Path(save_dir)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     data, nc, names = _check_data(data, runner, single_cls)
     if dataloader is None:
+        A.check_stride_multiple(imgsz, runner.stride)  # the same rule as train.py
         dataloader = _make_dataloader(data, task, imgsz, batch_size, runner, single_cls, workers, nc)
     if len(dataloader.dataset) == 0:
         raise UserError(f"the {task} set has no images — check '{task}' in the data yaml")
+    if not runner.training:  # only now that data, model and flags are checked: no empty run folders on errors
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    save_dir = Path(save_dir)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     anno_file, class_map, name_to_id = _coco_setup(data, nc, save_json)
     ctx = {"stats": DetectionStats(), "confusion": ConfusionMatrix(nc=nc), "image_counts": np.zeros(nc, dtype=int),
            "single_cls": single_cls, "plots": plots, "save_txt": save_txt, "save_conf": save_conf,
@@ -302,7 +323,7 @@ def _finish(ctx: dict, seen: int, dt: list[float], loss: torch.Tensor, n_batches
 
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Validate a detector on a dataset split")
+    p = A.ArgParser(description="Validate a detector on a dataset split")
     p.add_argument("--data", type=str, default=str(ROOT / "data" / "coco128.yaml"), help="dataset yaml")
     p.add_argument("--weights", type=str, default="best.pt", help="model .pt / .torchscript / .onnx")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
@@ -310,7 +331,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold (0.001 for mAP)")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
-    p.add_argument("--task", default="val", choices=("train", "val", "test", "speed"), help="split, or speed")
+    p.add_argument("--task", default="val", choices=TASKS, help="split, or speed")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     p.add_argument("--single-cls", action="store_true", help="treat as a single-class dataset")
