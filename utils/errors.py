@@ -23,6 +23,13 @@ class NoUsableInputError(UserError):
 
 EXIT_USER_ERROR = 2
 
+
+def first_line(e: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message (cut to limit characters), or its type name when it has none: enough
+    to say why in a one-line error without a wall of library text."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
 # OSErrors that are the machine's state, not a bug: a full disk, or a folder/file we may not write
 _DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 _NOT_WRITABLE = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
