@@ -207,15 +207,16 @@ def _detect_frames(loader: Any, detector: Detector, out: Outputs, view_img: bool
     return frames, totals, shape
 
 
-def run(weights: str | Path | None = None, source: str | Path | list = ROOT / "data" / "images",
+def run(weights: str | Path | None = None, source: str | Path | list = str(ROOT / "data" / "images"),
         imgsz: int | list[int] | tuple[int, ...] = (640, 640), conf_thres: float = 0.25, iou_thres: float = 0.45,
         max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
         save_conf: bool = False, save_crop: bool = False, save_csv: bool = False, nosave: bool = False,
         classes: list[int] | None = None, agnostic_nms: bool = False, augment: bool = False,
-        project: str | Path = ROOT / "runs" / "detect", name: str = "exp", exist_ok: bool = False,
+        project: str | Path = str(ROOT / "runs" / "detect"), name: str = "exp", exist_ok: bool = False,
         line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
         vid_stride: int = 1) -> dict[str, Any]:
-    """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms).
+    """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms). The CLI's
+    defaults are these.
 
     NoUsableInputError (CLI exit code 1) when not a single input could be read."""
     o = check_opts(imgsz, conf_thres, iou_thres, max_det, device, classes, line_thickness, vid_stride)
@@ -263,15 +264,16 @@ def _finish(save_dir: Path, frames: list[dict], totals: dict[str, float], shape:
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    p = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=str, default=None, help="model .pt/.torchscript/.onnx (default: newest best.pt)")
-    p.add_argument("--source", type=str, default=str(ROOT / "data" / "images"),
-                   help="file/dir/glob/.txt list/video/webcam index/URL/.streams")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
-    p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
-    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    """detect.py's flags; every default is run()'s."""
+    p = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    defaults=A.signature_defaults(run))
+    p.add_argument("--weights", type=str, help="model .pt/.torchscript/.onnx (default: newest best.pt)")
+    p.add_argument("--source", type=str, help="file/dir/glob/.txt list/video/webcam index/URL/.streams")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, help="inference size h,w")
+    p.add_argument("--conf-thres", type=float, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, help="maximum detections per image")
+    p.add_argument("--device", help="cuda device, i.e. 0 or 0,1 or cpu")
     p.add_argument("--view-img", action="store_true", help="show results (needs a display)")
     p.add_argument("--save-txt", action="store_true", help="save results to labels/*.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
@@ -281,14 +283,14 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
     p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     p.add_argument("--augment", action="store_true", help="test-time augmentation (scales and flip)")
-    p.add_argument("--project", default=str(ROOT / "runs" / "detect"), help="save results to project/name")
-    p.add_argument("--name", default="exp", help="save results to project/name")
+    p.add_argument("--project", help="save results to project/name")
+    p.add_argument("--name", help="save results to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    p.add_argument("--line-thickness", type=int, help="bounding box thickness (pixels)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
-    p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    p.add_argument("--vid-stride", type=int, help="video frame-rate stride")
     return p.parse_args(argv)
 
 

@@ -27,9 +27,10 @@ from utils import args as A  # noqa: E402
 from utils.backend import METADATA_FILE, check_imgsz, export_metadata  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.device import check_device, select_device  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
+from utils.errors import UserError, cli_main, first_line  # noqa: E402
 from utils.files import file_size_mb  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
+from utils.names import names_dict  # noqa: E402
 
 FORMATS = ("torchscript", "onnx")
 DEFAULT_OPSET = 17
@@ -75,7 +76,7 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[s
     except torch.onnx.OnnxExporterError as e:
         if opset == DEFAULT_OPSET:
             raise  # the default opset must work: that is a bug, not a flag to change
-        first = str(e).strip().splitlines()[0].split(". ")[0][:200]  # e.g. "Unsupported: ONNX export of ..."
+        first = first_line(e, limit=200).split(". ")[0]  # e.g. "Unsupported: ONNX export of ..."
         raise UserError(f"--opset {opset}: the ONNX exporter cannot write this model at that opset ({first}) — "
                         f"use a newer one, e.g. --opset {DEFAULT_OPSET}") from None
     proto = onnx.load(str(f))
@@ -92,7 +93,7 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[s
 def _simplify_onnx(proto):  # type: ignore[no-untyped-def]
     """Run onnx-simplifier when it is installed; otherwise warn and keep the graph as exported."""
     try:
-        import onnxsim
+        import onnxsim  # optional: only --simplify needs onnx-simplifier
     except ImportError:
         LOGGER.warning("WARNING: --simplify needs onnxsim (pip install onnxsim); exported without simplifying")
         return proto
@@ -117,7 +118,7 @@ def _check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
 def onnx_opset_range() -> tuple[int, int]:
     """(lowest, highest) opset the installed torch's TorchScript-based ONNX exporter (dynamo=False) can write."""
     try:
-        from torch.onnx import _constants as c  # private, but the only place torch states its supported range
+        from torch.onnx import _constants as c  # optional: private, but the only place torch states its range
         hi = getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or c.ONNX_MAX_OPSET
         return int(c.ONNX_MIN_OPSET), int(hi)
     except (ImportError, AttributeError):  # older/newer torch without the table: let the exporter judge
@@ -154,7 +155,7 @@ def _prepare(model: nn.Module, dynamic: bool) -> None:
 def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | int = (640, 640), batch_size: int = 1,
         device: str = "cpu", include: tuple[str, ...] | list[str] = ("torchscript", "onnx"), half: bool = False,
         dynamic: bool = False, opset: int = DEFAULT_OPSET, simplify: bool = False) -> dict[str, Path]:
-    """Export weights to each format in include; returns {format: path}."""
+    """Export weights to each format in include; returns {format: path}. The CLI's defaults are these."""
     t0 = time.time()
     fmts, spec = check_opts(include, imgsz, batch_size, device, opset, half, dynamic)
     dev = select_device(spec)
@@ -162,8 +163,8 @@ def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | in
     model = load_model(weights, device=dev, fuse=True)
     stride = int(max(float(s) for s in model.stride))
     size = check_imgsz(imgsz, stride)
-    names = getattr(model, "names", None) or {i: str(i) for i in range(model.nc)}
-    metadata = export_metadata(stride, dict(enumerate(names)) if isinstance(names, (list, tuple)) else names)
+    names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
+    metadata = export_metadata(stride, names)
     _prepare(model, dynamic)
     im = torch.zeros(batch_size, 3, *size, device=dev)
     if half:
@@ -186,15 +187,16 @@ def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | in
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         defaults=A.signature_defaults(run))  # every default is run()'s
     parser.add_argument("--weights", type=str, required=True, help="checkpoint .pt to export")
-    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="h w")
-    parser.add_argument("--batch-size", type=int, default=1, help="batch size baked into a non-dynamic export")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda device, i.e. 0")
-    parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help="torchscript, onnx")
+    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, help="h w")
+    parser.add_argument("--batch-size", type=int, help="batch size baked into a non-dynamic export")
+    parser.add_argument("--device", help="cpu or cuda device, i.e. 0")
+    parser.add_argument("--include", nargs="+", help="torchscript, onnx")
     parser.add_argument("--half", action="store_true", help="FP16 export (CUDA only)")
     parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch and image size")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version")
+    parser.add_argument("--opset", type=int, help="ONNX opset version")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify with onnxsim if installed")
     return parser.parse_args(argv)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,20 +24,23 @@ import torch  # noqa: E402
 
 import val as validate  # noqa: E402
 from utils import args as A  # noqa: E402
+from utils.autoanchor import check_anchors  # noqa: E402
 from utils.checkpoint import model_from_record  # noqa: E402
 from utils.device import check_device, select_device  # noqa: E402
-from utils.distributed import DEFAULT_TIMEOUT_S, DistInfo, broadcast_object, check_batch_size, \
-    cleanup_distributed, dist_info, init_distributed  # noqa: E402
+from utils.distributed import DistInfo, broadcast_object, check_batch_size, cleanup_distributed, dist_info, \
+    init_distributed  # noqa: E402
+from utils.ema import ModelEMA  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
-from utils.files import increment_path, yaml_load  # noqa: E402
+from utils.files import check_writable, increment_path, yaml_load  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
+from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
+from utils.optim import backbone_indices, freeze_layers, unfreeze_layers  # noqa: E402
+from utils.train_options import MACHINE_KEYS, TrainOptions, flag_defaults  # noqa: E402
 from utils.train_setup import build_model, ddp_wrapper, freeze_indices, load_resume, make_loaders, \
     make_optimizer, prepare_data, resolve_cfg  # noqa: E402
-from utils.trainer import Trainer, seed_everything  # noqa: E402
+from utils.trainer import Trainer, TrainParts, seed_everything  # noqa: E402
 
 DEFAULT_CFG = ROOT / "models" / "yolov5_ConvNeXt-atto.yaml"
-DEFAULT_DATA = ROOT / "data" / "shapes.yaml"
-DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.shapes.yaml"
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 CACHE_MODES = ("ram", "disk")
 MAX_SEED = 2**31 - 1  # numpy seeds must fit 32 bits; ranks add 1 + rank
@@ -60,148 +64,127 @@ def load_hyp(hyp: str | Path | dict, label_smoothing: float) -> dict[str, Any]:
     return hyp
 
 
-def _resolve_run(opt: dict[str, Any], info: DistInfo) -> tuple[dict[str, Any], dict[str, Any], Path, dict | None]:
+def _resolve_run(opt: TrainOptions, info: DistInfo) -> tuple[TrainOptions, dict[str, Any], Path, dict | None]:
     """(opt, hyp, save_dir, resume checkpoint or None): a new run folder, or the resumed run's own settings.
     Checked before any heavy work: the checkpoint can be resumed, and rank 0 can write the run folder."""
-    from utils.files import check_writable
-
-    if opt["resume"]:
-        # the machine may differ on resume: these come from the command line, not the checkpoint
-        keep = {k: opt[k] for k in ("device", "workers", "ddp_timeout") if k in opt}
-        # settings an older checkpoint lacks are filled from the flag defaults (load_resume warns)
-        defaults = {k: v for k, v in vars(parse_opt([])).items() if k not in (*keep, "resume", "weights")}
-        path, ckpt = load_resume(opt["resume"], opt["project"], opt_defaults=defaults)
-        opt = {**ckpt["opt"], **keep, "resume": str(path), "weights": str(path)}
+    if opt.resume:
+        # settings an older checkpoint lacks are filled from TrainOptions' defaults (load_resume warns)
+        path, ckpt = load_resume(opt.resume, opt.project)
+        keep = {k: getattr(opt, k) for k in MACHINE_KEYS}  # the machine may differ: from the command line
+        opt = TrainOptions.from_dict({**ckpt["opt"], **keep, "resume": str(path), "weights": str(path)})
         save_dir = path.parent.parent
         if info.main:
             check_writable(save_dir / "weights")
         LOGGER.info(f"Resuming training from {path}")
         return opt, dict(ckpt["hyp"]), save_dir, ckpt
-    hyp = load_hyp(opt["hyp"], opt["label_smoothing"])
-    save_dir = increment_path(Path(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"])
+    hyp = load_hyp(opt.hyp, opt.label_smoothing)
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
     if info.main:
         check_writable(save_dir)  # a read-only or full --project fails now, not after the data scan
-    opt["save_dir"] = str(save_dir)
-    return opt, hyp, save_dir, None
+    return replace(opt, save_dir=str(save_dir)), hyp, save_dir, None
 
 
-def _model_for_run(opt: dict[str, Any], data: dict[str, Any], device: torch.device, ckpt: dict | None):
+def _model_for_run(opt: TrainOptions, data: dict[str, Any], device: torch.device, ckpt: dict | None):
     """The bare model: restored from the resume checkpoint, or built from --cfg/--weights/--backbone-weights."""
     if ckpt is not None:
         model = model_from_record(ckpt["model"]).to(device)
         model.names = dict(data["names"])
         return model
-    cfg = opt["cfg"] or (None if opt["weights"] else DEFAULT_CFG)
-    return build_model(cfg, opt["weights"] or None, data["nc"], data["names"], device, opt["backbone_weights"],
-                       backbone_sha256=opt.get("backbone_sha256") or None)
+    cfg = opt.cfg or (None if opt.weights else DEFAULT_CFG)
+    return build_model(cfg, opt.weights or None, data["nc"], data["names"], device, opt.backbone_weights,
+                       backbone_sha256=opt.backbone_sha256 or None)
 
 
 def _set_frozen(model: torch.nn.Module, rows: list[int], frozen: bool) -> None:
     """Freeze/unfreeze the parameters of the given model rows."""
-    from utils.optim import freeze_layers, unfreeze_layers
     (freeze_layers if frozen else unfreeze_layers)(model, rows)
 
 
-def _build_parts(opt: dict[str, Any], hyp: dict[str, Any], device: torch.device, info: DistInfo,
-                 ckpt: dict | None) -> dict[str, Any]:
+def _build_parts(opt: TrainOptions, hyp: dict[str, Any], device: torch.device, info: DistInfo,
+                 ckpt: dict | None) -> TrainParts:
     """Model, data, loss, optimizer, schedule, EMA, scaler and loaders for the Trainer."""
-    from utils.autoanchor import check_anchors
-    from utils.ema import ModelEMA
-    from utils.loss import ComputeLoss, scale_loss_gains
-    from utils.optim import backbone_indices
-
-    data = prepare_data(opt["data"], opt["single_cls"], info.main)
+    data = prepare_data(opt.data, opt.single_cls, info.main)
     model = _model_for_run(opt, data, device, ckpt)
-    if freeze_indices(opt["freeze"], model):
-        _set_frozen(model, freeze_indices(opt["freeze"], model), True)
+    if freeze_indices(opt.freeze, model):
+        _set_frozen(model, freeze_indices(opt.freeze, model), True)
     gs = max(int(model.stride.max()), A.SIZE_MULTIPLE)
-    A.check_stride_multiple(opt["imgsz"], gs)  # the same rule as val.py
-    batch = check_batch_size(opt["batch_size"], info.world_size)
+    A.check_stride_multiple(opt.imgsz, gs)  # the same rule as val.py
+    batch = check_batch_size(opt.batch_size, info.world_size)
     optimizer, scheduler, lf = make_optimizer(model, opt, hyp)
     train_loader, dataset, val_loader = make_loaders(data, opt, hyp, gs, batch, info)
-    if info.main and ckpt is None and not opt["noautoanchor"]:
-        check_anchors(dataset, model=model, thr=hyp.get("anchor_t", 4.0), imgsz=opt["imgsz"])
-    model.hyp = scale_loss_gains(hyp, model.model[-1].nl, data["nc"], opt["imgsz"])  # box/cls/obj gains: nl, nc, imgsz
+    if info.main and ckpt is None and not opt.noautoanchor:
+        check_anchors(dataset, model=model, thr=hyp.get("anchor_t", 4.0), imgsz=opt.imgsz)
+    model.hyp = scale_loss_gains(hyp, model.model[-1].nl, data["nc"], opt.imgsz)  # box/cls/obj gains: nl, nc, imgsz
     model.nc, model.names = data["nc"], data["names"]
-    ema = ModelEMA(model) if info.main else None
-    wrap = ddp_wrapper(info, device, opt["sync_bn"])
+    ema = ModelEMA(model) if info.main else None  # of the bare model, before DDP / SyncBatchNorm wrapping
+    wrap = ddp_wrapper(info, device, opt.sync_bn)
     rows = backbone_indices(model)
-    return {"model": wrap(model), "data": data, "train_loader": train_loader, "dataset": dataset,
-            "val_loader": val_loader, "compute_loss": ComputeLoss(model), "optimizer": optimizer,
-            "scheduler": scheduler, "lf": lf, "ema": ema, "gs": gs, "validate": validate.run, "ddp_wrap": wrap,
-            "scaler": torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
-            "set_backbone_frozen": lambda frozen: _set_frozen(model, rows, frozen)}
+    return TrainParts(model=wrap(model), data=data, train_loader=train_loader, dataset=dataset,
+                      val_loader=val_loader, compute_loss=ComputeLoss(model), optimizer=optimizer,
+                      scheduler=scheduler, lf=lf, ema=ema, gs=gs, validate=validate.run, ddp_wrap=wrap,
+                      scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
+                      set_backbone_frozen=lambda frozen: _set_frozen(model, rows, frozen))
 
 
-def check_opts(o: dict[str, Any]) -> dict[str, Any]:
+def check_opts(o: TrainOptions) -> dict[str, Any]:
     """Every numeric and choice option, checked before any data scan, model build, download or run folder.
 
     Returns the normalised values to use (device spec, lower-case SHA-256, freeze list, imgsz int). One UserError
     line per problem.
     """
-    A.check_int("epochs", o["epochs"], lo=1, todo="e.g. --epochs 30")
-    if isinstance(o["batch_size"], int) and o["batch_size"] == -1:
+    A.check_int("epochs", o.epochs, lo=1, todo="e.g. --epochs 30")
+    if isinstance(o.batch_size, int) and o.batch_size == -1:
         A.fail("batch_size", -1, "AutoBatch is not supported", "pass a batch size, e.g. --batch-size 16")
-    A.check_int("batch_size", o["batch_size"], lo=1, todo="e.g. --batch-size 16")
-    imgsz = A.check_imgsz(o["imgsz"], counts=(1,))[0]
-    A.check_int("workers", o["workers"], lo=0, todo="0 loads data in the main process")
-    A.check_choice("optimizer", o["optimizer"], OPTIMIZERS)
-    A.check_choice("cache", o["cache"] if o["cache"] is not True else "ram", (None, False, *CACHE_MODES))
-    A.check_float("label_smoothing", o["label_smoothing"], 0.0, 1.0, hi_open=True, todo="e.g. 0.1 (0 = off)")
-    A.check_int("patience", o["patience"], lo=0, todo="0 disables early stopping")
-    raw = o["freeze"]
+    A.check_int("batch_size", o.batch_size, lo=1, todo="e.g. --batch-size 16")
+    imgsz = A.check_imgsz(o.imgsz, counts=(1,))[0]
+    A.check_int("workers", o.workers, lo=0, todo="0 loads data in the main process")
+    A.check_choice("optimizer", o.optimizer, OPTIMIZERS)
+    A.check_choice("cache", o.cache if o.cache is not True else "ram", (None, False, *CACHE_MODES))
+    A.check_float("label_smoothing", o.label_smoothing, 0.0, 1.0, hi_open=True, todo="e.g. 0.1 (0 = off)")
+    A.check_int("patience", o.patience, lo=0, todo="0 disables early stopping")
+    raw = o.freeze
     freeze = A.check_int_list("freeze", [0] if raw is None or (isinstance(raw, (list, tuple)) and not raw) else raw,
                               todo="--freeze N freezes rows 0..N-1, --freeze 0 2 5 those rows, 0 none")
-    A.check_int("freeze_epochs", o["freeze_epochs"], lo=0, hi=o["epochs"] - 1,
-                todo=f"fewer than --epochs {o['epochs']}, so the backbone trains unfrozen at least one epoch (0 = off)")
-    A.check_float("layer_decay", o["layer_decay"], 0.0, 1.0, todo="e.g. 0.8 (0 = off)")
-    A.check_int("save_period", o["save_period"], lo=-1, todo="N saves epochN.pt every N epochs, -1 = off")
-    A.check_int("seed", o["seed"], lo=0, hi=MAX_SEED, todo="e.g. --seed 0")
-    A.check_int("ddp_timeout", o["ddp_timeout"], lo=1, hi=7 * 24 * 3600, todo="seconds, e.g. 10800 (3 h)")
-    sha = A.check_sha256("backbone_sha256", o["backbone_sha256"])
-    if sha and not o["backbone_weights"]:
-        A.fail("backbone_sha256", o["backbone_sha256"], "given without --backbone-weights",
+    A.check_int("freeze_epochs", o.freeze_epochs, lo=0, hi=o.epochs - 1,
+                todo=f"fewer than --epochs {o.epochs}, so the backbone trains unfrozen at least one epoch (0 = off)")
+    A.check_float("layer_decay", o.layer_decay, 0.0, 1.0, todo="e.g. 0.8 (0 = off)")
+    A.check_int("save_period", o.save_period, lo=-1, todo="N saves epochN.pt every N epochs, -1 = off")
+    A.check_int("seed", o.seed, lo=0, hi=MAX_SEED, todo="e.g. --seed 0")
+    A.check_int("ddp_timeout", o.ddp_timeout, lo=1, hi=7 * 24 * 3600, todo="seconds, e.g. 10800 (3 h)")
+    sha = A.check_sha256("backbone_sha256", o.backbone_sha256)
+    if sha and not o.backbone_weights:
+        A.fail("backbone_sha256", o.backbone_sha256, "given without --backbone-weights",
                "add --backbone-weights FILE_OR_URL, or drop --backbone-sha256")
-    return {"device": check_device(o["device"]), "backbone_sha256": sha, "freeze": freeze, "imgsz": imgsz}
+    return {"device": check_device(o.device), "backbone_sha256": sha, "freeze": freeze, "imgsz": imgsz}
 
 
-def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), hyp: str | dict = str(DEFAULT_HYP),
-        epochs: int = 30, batch_size: int = 16, imgsz: int = 160, rect: bool = False, resume: str | bool = False,
-        nosave: bool = False, noval: bool = False, noautoanchor: bool = False, noplots: bool = False,
-        device: str = "", multi_scale: bool = False, single_cls: bool = False, optimizer: str = "AdamW",
-        sync_bn: bool = False, workers: int = 2, project: str = str(ROOT / "runs" / "train"), name: str = "exp",
-        exist_ok: bool = False, cos_lr: bool = False, label_smoothing: float = 0.0, patience: int = 100,
-        freeze: Sequence[int] = (0,), freeze_epochs: int = 0, layer_decay: float = 0.0, backbone_weights: str = "",
-        save_period: int = -1, seed: int = 0, image_weights: bool = False, cache: str | None = None,
-        ddp_timeout: int = DEFAULT_TIMEOUT_S, backbone_sha256: str = "", local_rank: int = -1,
-        **unused: Any) -> dict[str, Any]:
+def run(**kwargs: Any) -> dict[str, Any]:
     """Train and return {save_dir, best, last, precision, recall, mAP50, mAP50-95, val losses, epochs_trained, ...}.
 
-    Every flag of the CLI is a keyword here (see parse_opt). Under torchrun each process calls run(); only rank 0
-    returns the full results.
+    The keywords are the CLI flags' names (batch_size for --batch-size), i.e. the fields of
+    utils.train_options.TrainOptions, whose defaults are the CLI's. Under torchrun each process calls run(); only
+    rank 0 returns the full results.
     """
-    if unused:
-        LOGGER.warning(f"WARNING ⚠️ train.run: ignoring unknown options {sorted(unused)}")
-    opt = {k: v for k, v in locals().items() if k not in ("unused",)}
-    opt.update(check_opts(opt))  # bad flags fail here, before any data scan, download or run folder
+    opt = TrainOptions.from_kwargs(kwargs)  # unknown keywords: one warning, ignored
+    opt = replace(opt, **check_opts(opt))  # bad flags fail here, before any data scan, download or run folder
     info = dist_info()  # torchrun's LOCAL_RANK/RANK/WORLD_SIZE; --local-rank is ignored
-    check_batch_size(batch_size, info.world_size)
-    if not resume:
-        resolve_cfg(cfg)  # a wrong --cfg fails now, before any data is prepared
+    check_batch_size(opt.batch_size, info.world_size)
+    if not opt.resume:
+        resolve_cfg(opt.cfg)  # a wrong --cfg fails now, before any data is prepared
     opt, hyp, save_dir, ckpt = _resolve_run(opt, info)
-    opt["total_batch_size"] = opt["batch_size"]
-    dev = select_device(opt["device"], batch_size=opt["batch_size"])
-    init_distributed(info, dev, timeout_s=ddp_timeout)
+    opt = replace(opt, total_batch_size=opt.batch_size)
+    dev = select_device(opt.device, batch_size=opt.batch_size)
+    init_distributed(info, dev, timeout_s=opt.ddp_timeout)
     save_dir = Path(broadcast_object(str(save_dir)))  # every rank names rank 0's run folder
     try:
-        seed_everything(int(opt["seed"]) + 1 + max(info.rank, 0))
+        seed_everything(int(opt.seed) + 1 + max(info.rank, 0))
         parts = _build_parts(opt, hyp, dev, info, ckpt)
         trainer = Trainer(opt, hyp, parts, dev, info, save_dir)
         if ckpt is not None:
             trainer.restore(ckpt)
         else:
-            trainer.out.save_settings(opt, hyp)
-            trainer.out.plot_labels(getattr(parts["dataset"], "labels", []), parts["data"]["names"])
+            trainer.out.save_settings(opt.to_dict(), hyp)
+            trainer.out.plot_labels(getattr(parts.dataset, "labels", []), parts.data["names"])
         LOGGER.info(f"{colorstr('hyperparameters: ')}" + ", ".join(f"{k}={v}" for k, v in hyp.items()))
         return trainer.train()
     finally:
@@ -209,46 +192,46 @@ def run(weights: str = "", cfg: str = "", data: str | dict = str(DEFAULT_DATA), 
 
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """YOLOv5's train.py flags, plus --freeze-epochs, --layer-decay, --backbone-weights/-sha256 and --ddp-timeout."""
-    p = A.ArgParser(description="Train a YOLOv5 / ConvNeXt-YOLOv5 detector")
-    p.add_argument("--weights", type=str, default="", help="detector checkpoint to start from ('' = from scratch)")
-    p.add_argument("--cfg", type=str, default="", help=f"model yaml (default {DEFAULT_CFG.name} when no --weights)")
-    p.add_argument("--data", type=str, default=str(DEFAULT_DATA), help="dataset yaml")
-    p.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters yaml")
-    p.add_argument("--epochs", type=int, default=35, help="total training epochs")
-    p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs/processes")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=160, help="train, val image size (pixels)")
+    """YOLOv5's train.py flags, plus --freeze-epochs, --layer-decay, --backbone-weights/-sha256 and --ddp-timeout.
+    Every default comes from TrainOptions, the same table run() uses."""
+    p = A.ArgParser(description="Train a YOLOv5 / ConvNeXt-YOLOv5 detector", defaults=flag_defaults())
+    p.add_argument("--weights", type=str, help="detector checkpoint to start from ('' = from scratch)")
+    p.add_argument("--cfg", type=str, help=f"model yaml (default {DEFAULT_CFG.name} when no --weights)")
+    p.add_argument("--data", type=str, help="dataset yaml")
+    p.add_argument("--hyp", type=str, help="hyperparameters yaml")
+    p.add_argument("--epochs", type=int, help="total training epochs")
+    p.add_argument("--batch-size", type=int, help="total batch size for all GPUs/processes")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, help="train, val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training")
-    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the newest run, or a last.pt")
+    p.add_argument("--resume", nargs="?", const=True, help="resume the newest run, or a last.pt")
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate the final epoch")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--device", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, default="AdamW", help="optimizer")
+    p.add_argument("--optimizer", type=str, choices=OPTIMIZERS, help="optimizer")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm, only in DDP mode on CUDA")
-    p.add_argument("--workers", type=int, default=2, help="max dataloader workers (per process in DDP)")
-    p.add_argument("--project", default=str(ROOT / "runs" / "train"), help="save to project/name")
-    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--workers", type=int, help="max dataloader workers (per process in DDP)")
+    p.add_argument("--project", help="save to project/name")
+    p.add_argument("--name", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
-    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
-    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze rows: first N (one value) or indices")
-    p.add_argument("--freeze-epochs", type=int, default=0, help="train with the backbone frozen for N epochs")
-    p.add_argument("--layer-decay", type=float, default=0.0, help="ConvNeXt layer-wise LR decay rate (0 = off)")
-    p.add_argument("--backbone-weights", type=str, default="", help="ImageNet ConvNeXt weights: file or name")
-    p.add_argument("--backbone-sha256", type=str, default="", help="expected SHA-256 of the --backbone-weights file")
-    p.add_argument("--save-period", type=int, default=-1, help="save epoch{N}.pt every N epochs (-1 = off)")
-    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing epsilon")
+    p.add_argument("--patience", type=int, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=int, help="freeze rows: first N (one value) or indices")
+    p.add_argument("--freeze-epochs", type=int, help="train with the backbone frozen for N epochs")
+    p.add_argument("--layer-decay", type=float, help="ConvNeXt layer-wise LR decay rate (0 = off)")
+    p.add_argument("--backbone-weights", type=str, help="ImageNet ConvNeXt weights: file or name")
+    p.add_argument("--backbone-sha256", type=str, help="expected SHA-256 of the --backbone-weights file")
+    p.add_argument("--save-period", type=int, help="save epoch{N}.pt every N epochs (-1 = off)")
+    p.add_argument("--seed", type=int, help="global training seed")
     p.add_argument("--image-weights", action="store_true", help="weighted image selection for training")
-    p.add_argument("--cache", type=str, nargs="?", const="ram", default=None, choices=CACHE_MODES,
+    p.add_argument("--cache", type=str, nargs="?", const="ram", choices=CACHE_MODES,
                    help="cache images in ram (default) or disk")
-    p.add_argument("--ddp-timeout", type=int, default=DEFAULT_TIMEOUT_S,
-                   help="seconds a DDP rank waits for the others before failing (torchrun)")
-    p.add_argument("--local-rank", "--local_rank", type=int, default=-1, help="ignored: torchrun sets LOCAL_RANK")
+    p.add_argument("--ddp-timeout", type=int, help="seconds a DDP rank waits for the others before failing (torchrun)")
+    p.add_argument("--local-rank", "--local_rank", type=int, help="ignored: torchrun sets LOCAL_RANK")
     return p.parse_args(argv)
 
 

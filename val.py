@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,19 +25,43 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from utils import args as A  # noqa: E402
+from utils.api import tta_forward  # noqa: E402
+from utils.backend import DetectBackend  # noqa: E402
 from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.coco import class_to_category_map, coco_evaluate, detections_to_coco, image_id_for, \
+from utils.coco import class_to_category_map, coco_evaluate, coco_summary, detections_to_coco, image_id_for, \
     load_annotations  # noqa: E402
-from utils.device import check_device  # noqa: E402
+from utils.data_yaml import check_dataset  # noqa: E402
+from utils.dataset import create_dataloader  # noqa: E402
+from utils.device import check_device, select_device  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import increment_path  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 from utils.metrics import ConfusionMatrix, DetectionStats  # noqa: E402
+from utils.names import names_dict  # noqa: E402
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.plots import output_to_target, plot_images  # noqa: E402
 
 COCO_DEFAULT_JSON = "annotations/instances_val2017.json"  # where the COCO dataset keeps its val annotations
 TASKS = ("train", "val", "test", "speed")
+
+
+@dataclass
+class ValState:
+    """What one val run accumulates image by image, and the outputs it was asked for."""
+
+    stats: DetectionStats
+    confusion: ConfusionMatrix
+    image_counts: np.ndarray  # per class: images with at least one label of it
+    single_cls: bool
+    plots: bool
+    save_txt: bool
+    save_conf: bool
+    save_json: bool
+    save_dir: Path
+    name_to_id: dict[str, int]  # --save-json: image file name -> COCO image id
+    class_map: list[int]  # --save-json: class index -> COCO category id
+    jdict: list[dict] = field(default_factory=list)  # --save-json: COCO detection records
+    image_ids: list[int] = field(default_factory=list)  # --save-json: the images scored
 
 
 class _ModelRunner:
@@ -50,8 +75,7 @@ class _ModelRunner:
     def infer(self, im: torch.Tensor, augment: bool = False) -> tuple[torch.Tensor, Any]:
         """(decoded pred (B, N, 5+nc), raw head outputs for the loss or None)."""
         if augment:
-            from utils.api import tta_forward  # scaled + flipped views merged, the same TTA as detect.py
-            return tta_forward(self, im), None
+            return tta_forward(self, im), None  # scaled + flipped views merged, the same TTA as detect.py
         # autocast rather than model.half() for an in-memory model: the caller's EMA weights must stay float32
         with torch.autocast("cuda", enabled=self.half and self.training):
             y = self.model(im)
@@ -62,10 +86,6 @@ class _ModelRunner:
         return self.infer(im)[0]
 
 
-def _names_dict(names: Any) -> dict[int, str]:
-    return dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): str(v) for k, v in names.items()}
-
-
 def _load_runner(weights: str | Path | None, model: torch.nn.Module | None, device: str, half: bool,
                  batch_size: int) -> _ModelRunner:
     """The model to validate: the caller's (training) or one loaded from --weights via DetectBackend."""
@@ -73,24 +93,21 @@ def _load_runner(weights: str | Path | None, model: torch.nn.Module | None, devi
         dev = next(model.parameters()).device
         model.eval()
         stride = int(max(float(s) for s in model.stride))
-        return _ModelRunner(model, stride, _names_dict(model.names), int(model.nc), True, dev,
+        return _ModelRunner(model, stride, names_dict(model.names), int(model.nc), True, dev,
                             bool(half) and dev.type == "cuda", True)
     if not weights:
         raise UserError("no model given — pass --weights path/to/best.pt (or .torchscript / .onnx)")
-    from utils.backend import DetectBackend  # local: it imports models.yolo, which training calls don't need
-    from utils.device import select_device
     dev = select_device(device, batch_size=batch_size)
     backend = DetectBackend(weights, device=dev, fp16=half)
-    return _ModelRunner(backend, int(backend.stride), _names_dict(backend.names), int(backend.nc), backend.pt, dev,
+    return _ModelRunner(backend, int(backend.stride), names_dict(backend.names), int(backend.nc), backend.pt, dev,
                         backend.fp16, False)
 
 
 def _check_data(data: str | Path | dict, runner: _ModelRunner, single_cls: bool) -> tuple[dict, int, dict]:
     """(data dict, nc, names) after checking that the model's classes fit the dataset."""
     if not isinstance(data, dict):
-        from utils.data_yaml import check_dataset
         data = check_dataset(data)
-    names = {0: "item"} if single_cls else _names_dict(data["names"])
+    names = {0: "item"} if single_cls else names_dict(data["names"])
     nc = 1 if single_cls else int(data.get("nc", len(names)))
     if not runner.training and runner.nc != nc:
         where = getattr(runner.model, "weights", "the weights")
@@ -102,7 +119,6 @@ def _check_data(data: str | Path | dict, runner: _ModelRunner, single_cls: bool)
 def _make_dataloader(data: dict, task: str, imgsz: int, batch_size: int, runner: _ModelRunner, single_cls: bool,
                      workers: int, nc: int):
     """Letterboxed, rectangular-batch val loader for the task's split (YOLOv5's val settings)."""
-    from utils.dataset import create_dataloader
     split = task if task in ("train", "val", "test") else "val"  # speed runs on val
     if not data.get(split):
         raise UserError(f"the data yaml has no '{split}' split — add {split}: images/... or use --task val")
@@ -176,26 +192,26 @@ def _sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _process_image(si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch.Tensor, paths, shapes, ctx: dict
-                   ) -> None:
+def _process_image(si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch.Tensor, paths, shapes,
+                   state: ValState) -> None:
     """Scale one image's predictions and labels to original pixels and feed metrics, confusion matrix, txt, json."""
     path = Path(paths[si])
     shape0, ratio_pad = (shapes[si][0], shapes[si][1]) if shapes[si] is not None else (im.shape[2:], None)
     labelsn = _labels_in_pixels(targets, si, im.shape[2:], shape0, ratio_pad)
-    if ctx["single_cls"]:
+    if state.single_cls:
         pred[:, 5] = 0
     predn = pred.clone()
     scale_boxes(im.shape[2:], predn[:, :4], shape0, ratio_pad)
-    ctx["stats"].update(predn, labelsn)
-    ctx["image_counts"][np.unique(labelsn[:, 0].long().cpu().numpy())] += 1
-    if ctx["plots"]:
-        ctx["confusion"].process_batch(predn, labelsn)
-    if ctx["save_txt"]:
-        _save_one_txt(predn, ctx["save_conf"], shape0, ctx["save_dir"] / "labels" / f"{path.stem}.txt")
-    if ctx["save_json"]:
-        image_id = image_id_for(path, ctx["name_to_id"])
-        ctx["jdict"] += detections_to_coco(predn, image_id, ctx["class_map"])
-        ctx["image_ids"].append(image_id)
+    state.stats.update(predn, labelsn)
+    state.image_counts[np.unique(labelsn[:, 0].long().cpu().numpy())] += 1
+    if state.plots:
+        state.confusion.process_batch(predn, labelsn)
+    if state.save_txt:
+        _save_one_txt(predn, state.save_conf, shape0, state.save_dir / "labels" / f"{path.stem}.txt")
+    if state.save_json:
+        image_id = image_id_for(path, state.name_to_id)
+        state.jdict += detections_to_coco(predn, image_id, state.class_map)
+        state.image_ids.append(image_id)
 
 
 def check_opts(batch_size: int, imgsz: int, conf_thres: float, iou_thres: float, max_det: int, task: str,
@@ -220,38 +236,45 @@ def _warn_flags(conf_thres: float, task: str, training: bool) -> None:
                        f"(they use 0.001)")
 
 
-def _coco_score(ctx: dict, anno_file: Path | None, res: dict, weights: Any) -> None:
+def _coco_score(state: ValState, anno_file: Path | None, res: dict, weights: Any) -> None:
     """Write the predictions json and, with an annotation file, replace our mAP by pycocotools' (both logged)."""
     w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else ""
-    pred_json = ctx["save_dir"] / f"{w}_predictions.json"
-    pred_json.write_text(json.dumps(ctx["jdict"]))
-    LOGGER.info(f"COCO json with {len(ctx['jdict'])} detections saved to {pred_json}")
+    pred_json = state.save_dir / f"{w}_predictions.json"
+    pred_json.write_text(json.dumps(state.jdict))
+    LOGGER.info(f"COCO json with {len(state.jdict)} detections saved to {pred_json}")
     if anno_file is None:
         return
+    summary = coco_summary(load_annotations(anno_file), state.jdict, state.image_ids)
+    LOGGER.info(f"COCO summary (our evaluator, COCOeval's rules) against {anno_file}:")
+    for line in summary.lines():  # the 12 numbers, laid out as pycocotools' summarize() prints them
+        LOGGER.info(line)
     LOGGER.info(f"Evaluating pycocotools mAP against {anno_file}...")
-    coco_map, coco_map50 = coco_evaluate(anno_file, pred_json, ctx["image_ids"])
+    coco_map, coco_map50 = coco_evaluate(anno_file, pred_json, state.image_ids)
     LOGGER.info(f"mAP50-95 ours {res['map']:.4f}  pycocotools {coco_map:.4f} | "
                 f"mAP50 ours {res['map50']:.4f}  pycocotools {coco_map50:.4f}  (pycocotools reported)")
     res["map"], res["map50"] = coco_map, coco_map50
 
 
-def _val_plots(ctx: dict, batch_i: int, im: torch.Tensor, targets: torch.Tensor, paths, preds, names) -> None:
+def _val_plots(state: ValState, batch_i: int, im: torch.Tensor, targets: torch.Tensor, paths, preds, names) -> None:
     """First three batches: labels and predictions side by side as val_batch{i}_labels.jpg / _pred.jpg."""
-    if ctx["plots"] and batch_i < 3:
-        d = ctx["save_dir"]
+    if state.plots and batch_i < 3:
+        d = state.save_dir
         plot_images(im, targets, paths, d / f"val_batch{batch_i}_labels.jpg", names)
         plot_images(im, output_to_target(preds, max_det=15), paths, d / f"val_batch{batch_i}_pred.jpg", names)
 
 
 @torch.no_grad()
-def run(data: str | Path | dict, weights: str | Path | None = None, batch_size: int = 32, imgsz: int = 640,
-        conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "",
-        workers: int = 8, single_cls: bool = False, augment: bool = False, verbose: bool = False,
-        save_txt: bool = False, save_conf: bool = False, save_json: bool = False, project: str | Path = "runs/val",
-        name: str = "exp", exist_ok: bool = False, half: bool = True, model: torch.nn.Module | None = None,
-        dataloader=None, save_dir: Path = Path(""), plots: bool = True, compute_loss=None):
+def run(data: str | Path | dict = str(ROOT / "data" / "coco128.yaml"), weights: str | Path | None = None,
+        batch_size: int = 32, imgsz: int = 640, conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300,
+        task: str = "val", device: str = "", workers: int = 8, single_cls: bool = False, augment: bool = False,
+        verbose: bool = False, save_txt: bool = False, save_conf: bool = False, save_json: bool = False,
+        project: str | Path = str(ROOT / "runs" / "val"), name: str = "exp", exist_ok: bool = False,
+        half: bool = False, model: torch.nn.Module | None = None, dataloader=None, save_dir: Path = Path(""),
+        plots: bool = True, compute_loss=None):
     """Validate and return ((mp, mr, map50, map, *val_losses), maps (per-class mAP50-95, nc), times (ms/image:
-    pre-process, inference, NMS)). See the module docstring for the CLI."""
+    pre-process, inference, NMS)). See the module docstring for the CLI, whose defaults are these.
+
+    model, dataloader, save_dir, plots and compute_loss are for train.py's in-memory calls (no CLI flags)."""
     device = check_opts(batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres, iou_thres=iou_thres,
                         max_det=max_det, task=task, device=device, workers=workers)
     runner = _load_runner(weights, model, device, half, batch_size)
@@ -269,10 +292,8 @@ def run(data: str | Path | dict, weights: str | Path | None = None, batch_size: 
     save_dir = Path(save_dir)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     anno_file, class_map, name_to_id = _coco_setup(data, nc, save_json)
-    ctx = {"stats": DetectionStats(), "confusion": ConfusionMatrix(nc=nc), "image_counts": np.zeros(nc, dtype=int),
-           "single_cls": single_cls, "plots": plots, "save_txt": save_txt, "save_conf": save_conf,
-           "save_json": save_json, "save_dir": save_dir, "name_to_id": name_to_id, "class_map": class_map,
-           "jdict": [], "image_ids": []}
+    state = ValState(DetectionStats(), ConfusionMatrix(nc=nc), np.zeros(nc, dtype=int), single_cls, plots, save_txt,
+                   save_conf, save_json, save_dir, name_to_id, class_map)
     dt, seen, loss = [0.0, 0.0, 0.0], 0, torch.zeros(3, device=runner.device)
     desc = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
     for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=desc, leave=not runner.training)):
@@ -292,29 +313,29 @@ def run(data: str | Path | dict, weights: str | Path | None = None, batch_size: 
         t3 = _sync(runner.device)
         dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
         for si, pred in enumerate(preds):
-            _process_image(si, pred, im, targets, paths, shapes, ctx)
+            _process_image(si, pred, im, targets, paths, shapes, state)
         seen += len(preds)
-        _val_plots(ctx, batch_i, im, targets, paths, preds, names)
-    return _finish(ctx, seen, dt, loss, len(dataloader), names, nc, (verbose or (not runner.training and nc < 50)) and nc > 1,
-                   anno_file, weights, runner, task)
+        _val_plots(state, batch_i, im, targets, paths, preds, names)
+    verbose = (verbose or (not runner.training and nc < 50)) and nc > 1
+    return _finish(state, seen, dt, loss, len(dataloader), names, nc, verbose, anno_file, weights, runner, task)
 
 
-def _finish(ctx: dict, seen: int, dt: list[float], loss: torch.Tensor, n_batches: int, names: dict[int, str], nc: int,
-            verbose: bool, anno_file: Path | None, weights: Any, runner: _ModelRunner, task: str):
+def _finish(state: ValState, seen: int, dt: list[float], loss: torch.Tensor, n_batches: int, names: dict[int, str],
+            nc: int, verbose: bool, anno_file: Path | None, weights: Any, runner: _ModelRunner, task: str):
     """Compute and print the summary, plots, COCO eval; build run()'s return value."""
-    res = ctx["stats"].compute(plot=ctx["plots"], save_dir=ctx["save_dir"], names=names)
-    nt = np.bincount(np.concatenate(ctx["stats"].target_cls).astype(int), minlength=nc) if ctx["stats"].target_cls \
+    res = state.stats.compute(plot=state.plots, save_dir=state.save_dir, names=names)
+    nt = np.bincount(np.concatenate(state.stats.target_cls).astype(int), minlength=nc) if state.stats.target_cls \
         else np.zeros(nc, dtype=int)
-    _print_table(res, seen, nt, names, ctx["image_counts"], verbose)
+    _print_table(res, seen, nt, names, state.image_counts, verbose)
     times = tuple(x / max(seen, 1) * 1e3 for x in dt)  # ms per image
     if not runner.training:
         LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image" % times)
-    if ctx["plots"]:
-        ctx["confusion"].plot(save_dir=ctx["save_dir"], names=names)
-    if ctx["save_json"] and seen:
-        _coco_score(ctx, anno_file, res, weights)
+    if state.plots:
+        state.confusion.plot(save_dir=state.save_dir, names=names)
+    if state.save_json and seen:
+        _coco_score(state, anno_file, res, weights)
     if not runner.training and task != "speed":
-        LOGGER.info(f"Results saved to {colorstr('bold', ctx['save_dir'])}")
+        LOGGER.info(f"Results saved to {colorstr('bold', state.save_dir)}")
     maps = np.zeros(nc) + res["map"]
     for i, c in enumerate(res["classes"]):
         maps[c] = res["ap"][i]
@@ -323,25 +344,26 @@ def _finish(ctx: dict, seen: int, dt: list[float], loss: torch.Tensor, n_batches
 
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = A.ArgParser(description="Validate a detector on a dataset split")
-    p.add_argument("--data", type=str, default=str(ROOT / "data" / "coco128.yaml"), help="dataset yaml")
-    p.add_argument("--weights", type=str, default="best.pt", help="model .pt / .torchscript / .onnx")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
-    p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold (0.001 for mAP)")
-    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
-    p.add_argument("--task", default="val", choices=TASKS, help="split, or speed")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    """val.py's flags; every default is run()'s."""
+    p = A.ArgParser(description="Validate a detector on a dataset split", defaults=A.signature_defaults(run))
+    p.add_argument("--data", type=str, help="dataset yaml")
+    p.add_argument("--weights", type=str, help="model .pt / .torchscript / .onnx")
+    p.add_argument("--batch-size", type=int, help="batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, help="inference size (pixels)")
+    p.add_argument("--conf-thres", type=float, help="confidence threshold (0.001 for mAP)")
+    p.add_argument("--iou-thres", type=float, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, help="maximum detections per image")
+    p.add_argument("--task", choices=TASKS, help="split, or speed")
+    p.add_argument("--device", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--workers", type=int, help="max dataloader workers")
     p.add_argument("--single-cls", action="store_true", help="treat as a single-class dataset")
     p.add_argument("--augment", action="store_true", help="test-time augmentation")
     p.add_argument("--verbose", action="store_true", help="report mAP by class")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
     p.add_argument("--save-json", action="store_true", help="save a COCO results json (and score it)")
-    p.add_argument("--project", default=str(ROOT / "runs" / "val"), help="save to project/name")
-    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--project", help="save to project/name")
+    p.add_argument("--name", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
     opt = p.parse_args(argv)

@@ -22,9 +22,13 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from utils.boxes import xywhn2xyxy  # noqa: E402
 from utils.coco import detections_to_coco, image_id_for, labels_to_coco  # noqa: E402
+from utils.data_yaml import check_dataset  # noqa: E402
+from utils.dataset import LoadImagesAndLabels  # noqa: E402
 from utils.errors import cli_main  # noqa: E402
 from utils.metrics import DetectionStats  # noqa: E402
 
@@ -42,8 +46,6 @@ def synthetic_labels(n_images: int, nc: int, rng: np.random.Generator, size: int
 
 def dataset_labels(data: str) -> tuple[list[tuple], int]:
     """The val split's labels of a dataset yaml (needs the data pipeline: utils.data_yaml / utils.dataset)."""
-    from utils.data_yaml import check_dataset
-    from utils.dataset import LoadImagesAndLabels
     d = check_dataset(data)
     ds = LoadImagesAndLabels(d["val"], img_size=640, augment=False)
     return [(f, int(s[0]), int(s[1]), lb) for f, s, lb in zip(ds.im_files, ds.shapes, ds.labels)], len(d["names"])
@@ -87,8 +89,6 @@ def ours(labels: list[torch.Tensor], preds: list[torch.Tensor]) -> float:
 
 def pycocotools_map(anno: dict, results: list[dict]) -> float:
     """mAP50-95 with pycocotools COCOeval from in-memory annotation and result dicts (its prints silenced)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = anno

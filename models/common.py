@@ -38,9 +38,6 @@ class Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
 
-    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv(x))
-
 
 class DWConv(Conv):
     """Depth-wise Conv (groups = gcd of channels)."""

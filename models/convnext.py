@@ -13,20 +13,27 @@ from models.common import ConvNeXt_Block
 from utils.errors import UserError
 
 # depths / dims per size; drop_path = the default network-wide drop-path rate when a yaml does not set one
-# (ImageNet-1k values where the papers give them); versions = which official releases exist for the size.
+# (ImageNet-1k values where the papers give them); official = the versions with official facebookresearch ImageNet
+# weights (V1: tiny..xlarge, V2: atto..huge without small / xlarge). Every size builds in either version: the
+# atto..nano V1 yamls exist for timm's V1 weights of those sizes, which are not official releases.
 CONVNEXT_SIZES: dict[str, dict[str, Any]] = {
-    "atto": {"depths": (2, 2, 6, 2), "dims": (40, 80, 160, 320), "drop_path": 0.0, "versions": (1, 2)},
-    "femto": {"depths": (2, 2, 6, 2), "dims": (48, 96, 192, 384), "drop_path": 0.0, "versions": (1, 2)},
-    "pico": {"depths": (2, 2, 6, 2), "dims": (64, 128, 256, 512), "drop_path": 0.0, "versions": (1, 2)},
-    "nano": {"depths": (2, 2, 8, 2), "dims": (80, 160, 320, 640), "drop_path": 0.1, "versions": (1, 2)},
-    "tiny": {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768), "drop_path": 0.1, "versions": (1, 2)},
-    "small": {"depths": (3, 3, 27, 3), "dims": (96, 192, 384, 768), "drop_path": 0.4, "versions": (1,)},
-    "base": {"depths": (3, 3, 27, 3), "dims": (128, 256, 512, 1024), "drop_path": 0.5, "versions": (1, 2)},
-    "large": {"depths": (3, 3, 27, 3), "dims": (192, 384, 768, 1536), "drop_path": 0.5, "versions": (1, 2)},
-    "xlarge": {"depths": (3, 3, 27, 3), "dims": (256, 512, 1024, 2048), "drop_path": 0.5, "versions": (1,)},
-    "huge": {"depths": (3, 3, 27, 3), "dims": (352, 704, 1408, 2816), "drop_path": 0.5, "versions": (2,)},
+    "atto": {"depths": (2, 2, 6, 2), "dims": (40, 80, 160, 320), "drop_path": 0.0, "official": (2,)},
+    "femto": {"depths": (2, 2, 6, 2), "dims": (48, 96, 192, 384), "drop_path": 0.0, "official": (2,)},
+    "pico": {"depths": (2, 2, 6, 2), "dims": (64, 128, 256, 512), "drop_path": 0.0, "official": (2,)},
+    "nano": {"depths": (2, 2, 8, 2), "dims": (80, 160, 320, 640), "drop_path": 0.1, "official": (2,)},
+    "tiny": {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768), "drop_path": 0.1, "official": (1, 2)},
+    "small": {"depths": (3, 3, 27, 3), "dims": (96, 192, 384, 768), "drop_path": 0.4, "official": (1,)},
+    "base": {"depths": (3, 3, 27, 3), "dims": (128, 256, 512, 1024), "drop_path": 0.5, "official": (1, 2)},
+    "large": {"depths": (3, 3, 27, 3), "dims": (192, 384, 768, 1536), "drop_path": 0.5, "official": (1, 2)},
+    "xlarge": {"depths": (3, 3, 27, 3), "dims": (256, 512, 1024, 2048), "drop_path": 0.5, "official": (1,)},
+    "huge": {"depths": (3, 3, 27, 3), "dims": (352, 704, 1408, 2816), "drop_path": 0.5, "official": (2,)},
 }
 SPEC_KEYS = ("size", "version", "depths", "dims", "drop_path", "layer_scale_init")
+
+
+def official_sizes(version: int) -> tuple[str, ...]:
+    """Sizes with official ImageNet weights for ConvNeXt `version` (1 or 2), smallest first."""
+    return tuple(size for size, s in CONVNEXT_SIZES.items() if version in s["official"])
 
 
 def resolve_convnext(spec: Any, where: str = "model yaml") -> dict[str, Any]:

@@ -21,15 +21,15 @@ import torch
 import torch.nn as nn
 
 from models.common import ConvNeXt_Block
-from models.convnext import CONVNEXT_SIZES
+from models.convnext import CONVNEXT_SIZES, official_sizes
 from utils.download import download_file, file_sha256, normalise_sha256
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.log import LOGGER
+from utils.parallel import unwrap
 
 V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
 V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
-V1_SIZES = ("tiny", "small", "base", "large", "xlarge")
-V2_SIZES = ("atto", "femto", "pico", "nano", "tiny", "base", "large", "huge")
+V1_SIZES, V2_SIZES = official_sizes(1), official_sizes(2)  # names official_url accepts
 _CLASSIFIER = re.compile(r"^(norm|head|classifier|fc)\.|^head$")  # ImageNet classifier parts of every format
 
 
@@ -72,8 +72,8 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many exception types for corrupt / foreign files
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read weights file {path}: {first} — pass a ConvNeXt .pth/.pt state dict") from None
+        raise UserError(f"cannot read weights file {path}: {first_line(e)} — pass a ConvNeXt .pth/.pt state dict") \
+            from None
 
 
 def _read_source(source: Any, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
@@ -125,8 +125,8 @@ def _cached(cache: Path, sha256: str | None) -> Any:
     try:
         return torch.load(cache, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or truncated: any torch error
-        first = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
-        LOGGER.warning(f"WARNING ⚠️ cached {cache} cannot be read ({first}): deleting it and downloading again")
+        LOGGER.warning(f"WARNING ⚠️ cached {cache} cannot be read ({first_line(e, 100)}): deleting it and "
+                       f"downloading again")
         cache.unlink(missing_ok=True)
         return None
 
@@ -246,8 +246,7 @@ def _size_name(depths: list[int], dims: list[int], version: int) -> str:
 
 
 def _stages_of(model: nn.Module) -> dict[int, ConvNeXt_Block]:
-    model = getattr(model, "module", model)  # DDP / DataParallel
-    stages = {m.stage: m for m in model.modules() if isinstance(m, ConvNeXt_Block)}
+    stages = {m.stage: m for m in unwrap(model).modules() if isinstance(m, ConvNeXt_Block)}
     if not stages:
         raise UserError("the model has no ConvNeXt_Block stages — backbone weights only load onto ConvNeXt yamls")
     return stages

@@ -18,16 +18,16 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models.common import C3, SPPF, Bottleneck, Concat, Conv, ConvNeXt_Block, DWConv  # noqa: E402
 from models.convnext import resolve_convnext  # noqa: E402
-from utils.autoanchor import check_anchor_order  # noqa: E402
+from utils.device import select_device  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import yaml_load  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+from utils.log import LOGGER, colorstr  # noqa: E402
+from utils.names import names_dict  # noqa: E402
 
 
 class Detect(nn.Module):
@@ -86,6 +86,25 @@ class Detect(nn.Module):
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> nn.Module:
         self._grids = {}  # cached grids follow device / dtype changes lazily
         return super()._apply(fn, *args, **kwargs)
+
+
+def check_anchor_order(detect: Detect) -> bool:
+    """Make anchor areas grow with stride (flip the levels if they are reversed); True when it flipped.
+
+    Works on the stored grid-unit anchors: the comparison and the flip are done in pixels (anchor * stride).
+    Lives next to Detect because it rewrites Detect's anchors and clears its grid cache.
+    """
+    stride = detect.stride.to(detect.anchors.device).view(-1, 1, 1)
+    pixels = detect.anchors * stride
+    a = pixels.prod(-1).mean(-1).view(-1)
+    da, ds = a[-1] - a[0], stride.view(-1)[-1] - stride.view(-1)[0]
+    if bool(da != 0) and bool(da.sign() != ds.sign()):
+        LOGGER.info(f"{colorstr('AutoAnchor: ')}Reversing anchor order")
+        with torch.no_grad():
+            detect.anchors[:] = pixels.flip(0) / stride
+        detect._grids = {}
+        return True
+    return False
 
 
 MODULES: dict[str, type[nn.Module]] = {
@@ -239,28 +258,26 @@ def _short_args(m: type, args: list) -> list:
     return args
 
 
-def scale_img(img: torch.Tensor, ratio: float = 1.0, same_shape: bool = False, gs: int = 32) -> torch.Tensor:
-    """Resize a (B, 3, H, W) batch by ratio and pad to a multiple of gs (YOLOv5 grey 0.447) for TTA."""
-    if ratio == 1.0:
-        return img
-    h, w = img.shape[2:]
-    s = (int(h * ratio), int(w * ratio))
-    img = F.interpolate(img, size=s, mode="bilinear", align_corners=False)
-    if not same_shape:
-        h, w = (math.ceil(x * ratio / gs) * gs for x in (h, w))
-    return F.pad(img, [0, w - s[1], 0, h - s[0]], value=0.447)
+def find_cfg(cfg: str | Path, flag: str = "") -> Path:
+    """The model yaml file for a path, or for a bare name (or any path's file name) under models/.
+
+    The one lookup of model yamls (Model and train's --cfg check both use it); a miss is a UserError that lists the
+    yamls under models/, prefixed with the flag (e.g. '--cfg') when one is given."""
+    path = Path(cfg)
+    if path.is_file():
+        return path
+    if (ROOT / "models" / path.name).is_file():
+        return ROOT / "models" / path.name
+    found = ", ".join(sorted(p.name for p in (ROOT / "models").glob("*.yaml")))
+    where = f"{flag} {cfg}" if flag else str(cfg)
+    raise UserError(f"{where}: model yaml not found — pass a path or one of models/: {found}")
 
 
 def _load_cfg(cfg: str | Path | dict) -> tuple[dict, str]:
     """A model dict and a name for messages from a yaml path, a bare name under models/, or a dict."""
     if isinstance(cfg, dict):
         return deepcopy(cfg), str(cfg.get("yaml_file", "model dict"))
-    path = Path(cfg)
-    if not path.is_file() and (ROOT / "models" / path.name).is_file():
-        path = ROOT / "models" / path.name
-    if not path.is_file():
-        found = ", ".join(sorted(p.name for p in (ROOT / "models").glob("*.yaml")))
-        raise UserError(f"model yaml not found: {cfg} — use a path or one of: {found}")
+    path = find_cfg(cfg)
     d = yaml_load(path)
     if not isinstance(d, dict):
         raise UserError(f"{path}: a model yaml must be a mapping with nc, anchors, backbone and head")
@@ -290,9 +307,8 @@ class Model(nn.Module):
         self.model, self.save, self.backbone_rows = parse_model(deepcopy(self.yaml), ch=self.yaml["ch"], where=where,
                                                                 verbose=verbose)
         self.nc = int(self.yaml["nc"])
-        names = self.yaml.get("names")
-        self.names = dict(enumerate(names)) if isinstance(names, list) else dict(names or {})
-        self.names = self.names if len(self.names) == self.nc else {i: str(i) for i in range(self.nc)}
+        names = names_dict(self.yaml.get("names"))
+        self.names = names if len(names) == self.nc else {i: str(i) for i in range(self.nc)}
         self._init_strides_and_anchors()
         self._initialize_biases()
         _initialize_weights(self)
@@ -314,17 +330,17 @@ class Model(nn.Module):
         self.stride = strides
 
     @torch.no_grad()
-    def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
-        """YOLOv5 prior: ~8 objects per 640 image per level, class prior 0.6 / nc (or cf = class frequencies)."""
+    def _initialize_biases(self) -> None:
+        """YOLOv5 prior: ~8 objects per 640 image per level, class prior 0.6 / nc."""
         m: Detect = self.model[-1]
         for mi, s in zip(m.m, self.stride.tolist()):
             b = mi.bias.view(m.na, -1)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
-            b[:, 5:5 + m.nc] += math.log(0.6 / (m.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())
+            b[:, 5:5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
 
-    def forward(self, x: torch.Tensor, augment: bool = False) -> Any:
-        """Training: list of raw level outputs. Eval: (pred, raw). augment=True: TTA (eval only), (pred, None)."""
-        return self._forward_augment(x) if augment else self._forward_once(x)
+    def forward(self, x: torch.Tensor) -> Any:
+        """Training: list of raw level outputs. Eval: (pred, raw). Test-time augmentation is utils.api.tta_forward."""
+        return self._forward_once(x)
 
     def _forward_once(self, x: torch.Tensor) -> Any:
         y: list[torch.Tensor | None] = []
@@ -334,31 +350,6 @@ class Model(nn.Module):
             x = m(x)
             y.append(x if m.i in self.save else None)
         return x
-
-    def _forward_augment(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """YOLOv5 TTA: scales 1, 0.83, 0.67 (middle one flipped left-right), de-scaled and concatenated.
-
-        The largest-object level is dropped from the full-size pass and the smallest-object level from the 0.67
-        pass, where those levels see objects at sizes they were not trained for.
-        """
-        if self.training:
-            raise RuntimeError("Model(augment=True) needs eval mode — call model.eval() first")
-        h, w = x.shape[-2:]
-        gs = int(self.stride.max())
-        outs = []
-        for k, (si, flip) in enumerate(zip((1.0, 0.83, 0.67), (False, True, False))):
-            pred, raw = self._forward_once(scale_img(x.flip(-1) if flip else x, si, gs=gs))
-            pred = pred.clone()
-            pred[..., :4] /= si
-            if flip:
-                pred[..., 0] = w - pred[..., 0]
-            counts = [r.shape[1] * r.shape[2] * r.shape[3] for r in raw]
-            if k == 0:
-                pred = pred[:, :pred.shape[1] - counts[-1]]
-            elif k == 2:
-                pred = pred[:, counts[0]:]
-            outs.append(pred)
-        return torch.cat(outs, 1), None
 
     def fuse(self) -> "Model":
         """Fold each Conv's BatchNorm into its conv weights (inference only); returns self."""
@@ -428,8 +419,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def run(cfg: str | Path | dict = "yolov5s.yaml", nc: int | None = None, imgsz: int = 640, device: str = "cpu",
         verbose: bool = False) -> dict[str, Any]:
     """Build the model, print the layer table and summary; returns {'model', 'layers', 'params', 'gflops'}."""
-    from utils.device import select_device
-
     model = Model(cfg, nc=nc, verbose=True).to(select_device(device))
     layers, n_p, _, gflops = model.info(verbose=verbose, imgsz=imgsz)
     return {"model": model, "layers": layers, "params": n_p, "gflops": gflops}

@@ -1,6 +1,7 @@
 """Training fixtures: a micro ConvNeXt-YOLOv5 trained briefly on the shapes fixture dataset (session-wide)."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ def train_hyp(**over: Any) -> dict[str, Any]:
     hyp.update(warmup_min_iters=10, nbs=8)
     hyp.update(over)
     return hyp
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it), for a DDP rendezvous that must not collide with
+    another run on the same machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_micro_cfg(path: Path, nc: int = 2) -> Path:

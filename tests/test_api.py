@@ -110,6 +110,47 @@ def test_tta_views_map_back_to_the_same_box() -> None:
         torch.testing.assert_close(row[:4], torch.tensor([35.0, 25.0, 30.0, 30.0]), atol=2.0, rtol=0)
 
 
+class ModelBackend(torch.nn.Module):
+    """A built Model behind DetectBackend's interface (forward -> decoded pred only, stride as an int)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.stride = model, int(model.stride.max())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
+
+
+def grey_padded(x: torch.Tensor, n: int, size: int = 64) -> torch.Tensor:
+    """x resized to n x n and padded right / bottom to size with YOLOv5's grey 0.447, computed independently."""
+    x = torch.nn.functional.interpolate(x, size=(n, n), mode="bilinear", align_corners=False)
+    return torch.nn.functional.pad(x, [0, size - n, 0, size - n], value=0.447)
+
+
+def test_tta_keeps_every_level_of_every_view() -> None:
+    """With a real model: each view is resized and grey-padded to the stride, and its predictions of every level (no
+    level dropped, unlike YOLOv5's Model TTA) come back de-scaled, the flipped view mirrored back."""
+    from models.yolo import Model
+    from tests.fixtures_models import micro_cfg
+
+    torch.manual_seed(0)
+    model = Model(micro_cfg()).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        tta = tta_forward(ModelBackend(model), x)
+        full = model(x)[0]
+        mid = model(grey_padded(x.flip(3), 53))[0]  # 64 * 0.83 -> 53 px, padded up to 64 (the max stride 32)
+        small = model(grey_padded(x, 42))[0]  # 64 * 0.67 -> 42 px
+    n = 3 * (8 * 8 + 4 * 4 + 2 * 2)  # anchors x cells of P3, P4 and P5 at 64 px
+    assert full.shape[1] == mid.shape[1] == small.shape[1] == n and tta.shape == (1, 3 * n, 7)
+    torch.testing.assert_close(tta[:, :n], full)
+    mid[..., :4] /= 0.83
+    mid[..., 0] = 64 - mid[..., 0]  # the flipped view's x mirrored back
+    torch.testing.assert_close(tta[:, n:2 * n], mid, atol=1e-5, rtol=0)
+    small[..., :4] /= 0.67
+    torch.testing.assert_close(tta[:, 2 * n:], small, atol=1e-5, rtol=0)
+
+
 def test_result_conveniences(tmp_path: Path) -> None:
     res = stub_detector()(scene())
     r = res[0]

@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 
 import utils.autoanchor as aa
-from models.yolo import Model
+from models.yolo import Model, check_anchor_order
 from tests.fixtures_models import micro_cfg
-from utils.autoanchor import bpr_aat, check_anchor_order, check_anchors, kmean_anchors
+from utils.autoanchor import bpr_aat, check_anchors, kmean_anchors
 
 DEFAULT_PX = np.array([[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198],
                        [373, 326]], np.float32)

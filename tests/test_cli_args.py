@@ -166,7 +166,8 @@ def test_good_arguments_reach_the_work(tmp_path, monkeypatch):
     o = dict(epochs=3, batch_size=8, imgsz=[64], workers=0, optimizer="SGD", cache=None, label_smoothing=0.0,
              patience=100, freeze=10, freeze_epochs=0, layer_decay=0.0, save_period=-1, seed=0, ddp_timeout=60,
              backbone_sha256=SHA.upper(), backbone_weights="w.pth", device=" CPU ")
-    assert train.check_opts(o) == {"device": "cpu", "backbone_sha256": SHA, "freeze": [10], "imgsz": 64}
+    assert train.check_opts(train.TrainOptions(**o)) == {"device": "cpu", "backbone_sha256": SHA, "freeze": [10],
+                                                         "imgsz": 64}
 
 
 def test_train_and_val_agree_on_imgsz(tmp_path, monkeypatch):

@@ -7,11 +7,12 @@ import re
 import subprocess
 import sys
 
+from tests.fixtures_train import free_port
 from utils.files import ROOT
 
 
 def test_torchrun_two_cpu_ranks(shapes_yaml, micro_cfg_file, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "train.py"), "--cfg", str(micro_cfg_file), "--data", str(shapes_yaml), "--epochs", "1",
            "--batch-size", "4", "--img", "64", "--device", "cpu", "--workers", "0", "--project", str(tmp_path),
            "--name", "ddp", "--noplots", "--noautoanchor"]

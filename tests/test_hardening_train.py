@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from tests.fixtures_models import micro_cfg
-from tests.fixtures_train import train_hyp
-from tests.test_train import LogCapture, cli
+from tests.fixtures_train import free_port, train_hyp
+from tests.test_train import LogCapture, cli, csv_epochs
 from utils.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
 from utils.errors import UserError, cli_main
 
@@ -123,7 +123,7 @@ def test_read_only_project_fails_before_data_scan(shapes_yaml, tmp_path, monkeyp
     import tempfile
 
     import train
-    import utils.data_yaml
+    import utils.train_setup
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path))
@@ -132,7 +132,7 @@ def test_read_only_project_fails_before_data_scan(shapes_yaml, tmp_path, monkeyp
         raise AssertionError("the dataset must not be read")
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
-    monkeypatch.setattr(utils.data_yaml, "check_dataset", no_scan)
+    monkeypatch.setattr(utils.train_setup, "check_dataset", no_scan)  # where prepare_data looks it up
     t0 = time.time()
     with pytest.raises(UserError) as e:
         train.run(data=str(shapes_yaml), project=str(tmp_path / "ro"), name="exp", device="cpu")
@@ -204,8 +204,9 @@ def _old_checkpoint(path: Path, shapes_yaml: Path, epochs: int = 2, **extra) -> 
 
     model = Model(micro_cfg(nc=3))
     hyp = train_hyp()
-    optimizer, _, _ = make_optimizer(model, {"total_batch_size": 16, "optimizer": "AdamW", "layer_decay": 0,
-                                             "epochs": epochs, "cos_lr": False}, hyp)
+    from utils.train_options import TrainOptions
+    optimizer, _, _ = make_optimizer(model, TrainOptions(total_batch_size=16, optimizer="AdamW", layer_decay=0,
+                                                         epochs=epochs, cos_lr=False), hyp)
     opt = {"data": str(shapes_yaml), "epochs": epochs, "batch_size": 16, "imgsz": 64, "total_batch_size": 16,
            "noplots": True, "noval": True, "device": "cpu", "workers": 0}  # no rect, optimizer, seed, freeze, ...
     for k in ("box", "mosaic", "fliplr", "hsv_h"):
@@ -231,13 +232,13 @@ def test_resume_fills_missing_settings_with_one_warning(shapes_yaml, tmp_path):
 
 
 def test_resume_refuses_what_cannot_be_resumed_before_heavy_work(shapes_yaml, tmp_path, monkeypatch):
-    import utils.data_yaml
+    import utils.train_setup
     from utils.train_setup import load_resume
 
     def no_scan(*a, **k):
         raise AssertionError("the dataset must not be read")
 
-    monkeypatch.setattr(utils.data_yaml, "check_dataset", no_scan)
+    monkeypatch.setattr(utils.train_setup, "check_dataset", no_scan)  # where prepare_data looks it up
     cases = {"version": ({"version": 99}, "checkpoint version 99, newer than this code reads (1)"),
              "noopt": ({"optimizer": None}, "cannot be resumed: it records no optimizer state"),
              "nodata": ({"opt": {"epochs": 2}}, "name no dataset"),
@@ -274,13 +275,13 @@ def test_cut_off_results_csv_is_repaired(tmp_path, cut):
         out.log_epoch(e, [0.1 * (e + 1)] * 13)
     data = out.csv.read_bytes()
     out.csv.write_bytes(data[:data.rindex(b"\n", 0, len(data) - 1) + 1 + cut])  # the run died writing epoch 2
-    assert out.read_epochs() == [0, 1]
+    assert csv_epochs(out.csv) == [0, 1]
     with LogCapture() as log:
         out.trim_csv(2)
     assert "dropped 1 malformed row" in log.text
     out.log_epoch(2, [9.0] * 13)
     lines = out.csv.read_text().splitlines()
-    assert len(lines) == 4 and lines[3] == ROW % (2, *[9.0] * 13) and out.read_epochs() == [0, 1, 2]
+    assert len(lines) == 4 and lines[3] == ROW % (2, *[9.0] * 13) and csv_epochs(out.csv) == [0, 1, 2]
 
 
 def test_log_epoch_after_file_without_final_newline(tmp_path):
@@ -289,7 +290,7 @@ def test_log_epoch_after_file_without_final_newline(tmp_path):
     out.log_epoch(0, [0.5] * 13)
     out.csv.write_bytes(out.csv.read_bytes()[:-1])  # cut just before the newline
     out.log_epoch(1, [0.25] * 13)
-    assert out.read_epochs() == [0, 1] and out.csv.read_text().splitlines()[2] == ROW % (1, *[0.25] * 13)
+    assert csv_epochs(out.csv) == [0, 1] and out.csv.read_text().splitlines()[2] == ROW % (1, *[0.25] * 13)
 
 
 # ---------------------------------------------------------------------------------------------- 11: NaN guard
@@ -304,7 +305,7 @@ class FakeScaler:
 def _guard(tmp_path: Path, amp: bool):
     from utils.trainer import Trainer
     t = Trainer.__new__(Trainer)  # only the guard's state: no model or data needed
-    t.p, t.last, t.nonfinite_steps = {"scaler": FakeScaler(amp)}, tmp_path / "weights" / "last.pt", 0
+    t.parts, t.last, t.nonfinite_steps = SimpleNamespace(scaler=FakeScaler(amp)), tmp_path / "weights" / "last.pt", 0
     return t
 
 
@@ -342,7 +343,7 @@ def test_nan_in_first_epoch_says_no_checkpoint_yet(shapes_yaml, micro_cfg_file, 
             loss, items = super().__call__(p, targets)
             return loss * float("nan"), items
 
-    monkeypatch.setattr(loss_mod, "ComputeLoss", AlwaysNaN)
+    monkeypatch.setattr(train, "ComputeLoss", AlwaysNaN)
     with pytest.raises(UserError, match="non-finite training loss at epoch 0, batch 0") as e:
         train.run(cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(), epochs=2, batch_size=16,
                   imgsz=64, project=str(tmp_path), name="n", workers=0, device="cpu", noplots=True, noval=True,
@@ -384,9 +385,7 @@ def _barrier_rank(rank: int, port: int, q) -> None:
 def test_ddp_barrier_uses_the_group_timeout():
     """Two real gloo ranks on 127.0.0.1: rank 1 waits at a barrier for a slow rank 0 and gives up after timeout_s."""
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_barrier_rank, args=(r, port, q)) for r in range(2)]

@@ -1,4 +1,4 @@
-"""Model builder: every yaml, YOLOv5 parameter counts, ConvNeXt stage sizes, Detect decoding, TTA, fuse, info,
+"""Model builder: every yaml, YOLOv5 parameter counts, ConvNeXt stage sizes, Detect decoding, fuse, info,
 gradients, layer-decay ids and one-line errors for bad yamls."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from models.common import GRN, Block, BlockV2, ConvNeXt_Block, LayerNorm
-from models.convnext import CONVNEXT_SIZES, layer_decay_ids
+from models.convnext import CONVNEXT_SIZES, layer_decay_ids, official_sizes
 from models.yolo import Model, model_gflops
 from tests.fixtures_models import MICRO_CFG, micro_cfg
 from utils.errors import UserError
@@ -34,8 +34,8 @@ def _convnext_params(depths, dims, version: int) -> int:
 def test_yaml_names_cover_every_size() -> None:
     names = {p.name for p in YAMLS}
     assert {f"yolov5{s}.yaml" for s in "nsmlx"} <= names and "yolov5_ConvNeXt.yaml" in names
-    v1 = {s for s, v in CONVNEXT_SIZES.items() if 1 in v["versions"]} - {"tiny"}
-    v2 = {s for s, v in CONVNEXT_SIZES.items() if 2 in v["versions"]}
+    v1 = (set(official_sizes(1)) | {"atto", "femto", "pico", "nano"}) - {"tiny"}  # atto..nano: timm V1 weights
+    v2 = set(official_sizes(2))
     assert {f"yolov5_ConvNeXt-{s}.yaml" for s in v1} <= names
     assert {f"yolov5_ConvNeXtV2-{s}.yaml" for s in v2} <= names
 
@@ -119,35 +119,6 @@ def test_train_and_eval_forward_shapes_and_decoding() -> None:
     assert torch.allclose(row[:2], (sig[:2] * 2 - 0.5 + torch.tensor([5.0, 3.0])) * 16, atol=1e-4)
     assert torch.allclose(row[2:4], (sig[2:4] * 2) ** 2 * a, atol=1e-4)
     assert torch.allclose(row[4:], sig[4:])
-
-
-def test_tta_descales_flips_and_clips_levels() -> None:
-    from models.yolo import scale_img
-
-    torch.manual_seed(0)
-    model = Model(micro_cfg()).eval()
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        tta, extra = model(x, augment=True)
-        full = model(x)[0]
-        mid_in, small_in = scale_img(x.flip(-1), 0.83), scale_img(x, 0.67)
-        mid, small = model(mid_in)[0], model(small_in)[0]
-    # 0.83 -> 53 px and 0.67 -> 42 px, each padded with grey 0.447 up to 64 (a multiple of the max stride)
-    assert mid_in.shape[-1] == small_in.shape[-1] == 64 and float(small_in[0, 0, -1, -1]) == pytest.approx(0.447)
-    assert extra is None
-    n_p5, n_p3 = 3 * 2 * 2, 3 * 8 * 8
-    assert tta.shape[1] == (full.shape[1] - n_p5) + mid.shape[1] + (small.shape[1] - n_p3)
-    assert torch.equal(tta[:, :full.shape[1] - n_p5], full[:, :-n_p5])  # scale 1 without the P5 level
-    mid[..., :4] /= 0.83
-    mid[..., 0] = 64 - mid[..., 0]  # flipped pass: x mirrored back
-    assert torch.allclose(tta[:, full.shape[1] - n_p5:full.shape[1] - n_p5 + mid.shape[1]], mid, atol=1e-5)
-    small[..., :4] /= 0.67
-    assert torch.allclose(tta[:, -(small.shape[1] - n_p3):], small[:, n_p3:], atol=1e-5)  # 0.67 without P3
-
-
-def test_tta_needs_eval_mode() -> None:
-    with pytest.raises(RuntimeError, match="eval"):
-        Model(micro_cfg())(torch.rand(1, 3, 64, 64), augment=True)
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -158,3 +158,16 @@ def test_cli_missing_weights_is_one_line(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "nope.pt" in r.stderr
+
+
+def test_save_json_prints_the_12_coco_numbers_equal_to_pycocotools(tmp_path, caplog):
+    """--save-json logs our evaluator's 12 COCO summary lines; its AP line equals the mAP pycocotools reports."""
+    import re
+    data = _annotations(tmp_path)
+    with caplog.at_level(logging.INFO, logger="yolo"):
+        coco = _run(tmp_path, jitter=0.08, data=data, plots=False, save_json=True)[0]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().lstrip().startswith("Average ")]
+    assert len(lines) == 12
+    assert sum("Average Precision" in x for x in lines) == 6 and sum("Average Recall" in x for x in lines) == 6
+    ap = float(re.search(r"= ([-\d.]+)$", lines[0]).group(1))  # AP @[ IoU=0.50:0.95 | area=all | maxDets=100 ]
+    assert ap == pytest.approx(coco[3], abs=1e-3)  # printed with 3 decimals; coco[3] is pycocotools' mAP50-95

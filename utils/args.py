@@ -7,11 +7,12 @@ folder. Arguments are named by their Python keyword (batch_size) and reported as
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import numbers
 import re
 import sys
-from typing import Any, Iterable, NoReturn, Sequence
+from typing import Any, Callable, Iterable, Mapping, NoReturn, Sequence
 
 from utils.errors import EXIT_USER_ERROR, UserError
 
@@ -20,11 +21,31 @@ SIZE_MULTIPLE = 32  # train and val need input sizes the P5 grid divides; detect
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse with the project's error style: one 'ERROR: ...' line and exit code 2 instead of usage + error."""
+    """argparse with the project's error style: one 'ERROR: ...' line and exit code 2 instead of usage + error.
+
+    defaults: {dest: default}, the script's run() defaults. Each option named there takes its default from it, so
+    the CLI and run() cannot drift apart; an option that also passes default= is a bug (ValueError)."""
+
+    def __init__(self, *args: Any, defaults: Mapping[str, Any] | None = None, **kwargs: Any):
+        self.run_defaults = dict(defaults or {})  # set before super().__init__, which already adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.dest in self.run_defaults:
+            if "default" in kwargs:
+                raise ValueError(f"{args[0]}: its default comes from run()'s defaults, do not pass default= too")
+            action.default = self.run_defaults[action.dest]
+        return action
 
     def error(self, message: str) -> NoReturn:
         print(f"ERROR: {message} — see python {self.prog} --help", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def signature_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """{keyword: default} of fn's parameters that have a default: a script's run(), whose CLI reuses them."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
 
 
 def flag(name: str) -> str:

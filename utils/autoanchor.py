@@ -8,8 +8,10 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from utils.checkpoint import unwrap
+from models.yolo import check_anchor_order  # noqa: F401  re-exported: YOLOv5 code imports it from here
+from utils.errors import UserError
 from utils.log import LOGGER, colorstr
+from utils.parallel import unwrap
 
 PREFIX = colorstr("AutoAnchor: ")
 BPR_MIN = 0.98  # below this best possible recall the anchors are recomputed (YOLOv5)
@@ -38,24 +40,6 @@ def label_wh(dataset: Any, imgsz: int, scale_jitter: bool = False, seed: int = 0
     parts = [np.asarray(lb, np.float64).reshape(-1, 5)[:, 3:5] * s for s, lb in zip(shapes, dataset.labels)]
     wh = np.concatenate(parts, 0) if parts else np.zeros((0, 2))
     return wh[(wh > 0).all(1)].astype(np.float32)
-
-
-def check_anchor_order(detect: nn.Module) -> bool:
-    """Make anchor areas grow with stride (flip the levels if they are reversed); True when it flipped.
-
-    Works on the stored grid-unit anchors: the comparison and the flip are done in pixels (anchor * stride).
-    """
-    stride = detect.stride.to(detect.anchors.device).view(-1, 1, 1)
-    pixels = detect.anchors * stride
-    a = pixels.prod(-1).mean(-1).view(-1)
-    da, ds = a[-1] - a[0], stride.view(-1)[-1] - stride.view(-1)[0]
-    if bool(da != 0) and bool(da.sign() != ds.sign()):
-        LOGGER.info(f"{PREFIX}Reversing anchor order")
-        with torch.no_grad():
-            detect.anchors[:] = pixels.flip(0) / stride
-        detect._grids = {}
-        return True
-    return False
 
 
 def check_anchors(dataset: Any, model: nn.Module, thr: float = 4.0, imgsz: int = 640) -> None:
@@ -118,7 +102,7 @@ def _initial_anchors(wh: np.ndarray, n: int, img_size: int, rng: np.random.Gener
     s[s == 0] = 1.0  # identical boxes: nothing to whiten
     x = wh / s
     try:
-        from scipy.cluster.vq import kmeans
+        from scipy.cluster.vq import kmeans  # optional: scipy is not in requirements.txt, _kmeans stands in
 
         k = kmeans(x, n, iter=30, seed=seed)[0]
     except ImportError:
@@ -171,7 +155,6 @@ def kmean_anchors(dataset_or_wh: Any, n: int = 9, img_size: int = 640, thr: floa
         LOGGER.info(f"{PREFIX}{int((wh0 < 3.0).any(1).sum())} of {len(wh0)} labels are < 3 pixels in size")
     wh = wh0[(wh0 >= 2.0).any(1)].astype(np.float32)  # sub-2-pixel boxes cannot steer the anchors
     if len(wh) == 0:
-        from utils.errors import UserError
         raise UserError(f"AutoAnchor: no boxes of at least 2 pixels at --imgsz {img_size} — check the labels "
                         f"or train with --noautoanchor")
     LOGGER.info(f"{PREFIX}Running kmeans for {n} anchors on {len(wh)} points...")

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.errors import UserError
+from utils.checkpoint import load_model
+from utils.errors import UserError, first_line
 from utils.log import LOGGER
+from utils.names import names_dict
 
 SUFFIXES = (".pt", ".torchscript", ".onnx")
 METADATA_FILE = "config.txt"  # name of the TorchScript _extra_files entry holding the metadata json
@@ -24,14 +26,14 @@ METADATA_FILE = "config.txt"  # name of the TorchScript _extra_files entry holdi
 
 def export_metadata(stride: int, names: dict[int, str]) -> dict[str, str]:
     """The metadata export.py writes and DetectBackend reads back: stride and names as strings."""
-    return {"stride": str(int(stride)), "names": json.dumps({int(k): str(v) for k, v in names.items()})}
+    return {"stride": str(int(stride)), "names": json.dumps(names_dict(names))}
 
 
 def parse_metadata(meta: dict[str, str], path: Path) -> tuple[int, dict[int, str]]:
     """(stride, names) from export metadata; a file without it was not exported by export.py."""
     try:
         stride = int(meta["stride"])
-        names = {int(k): str(v) for k, v in json.loads(meta["names"]).items()}
+        names = names_dict(json.loads(meta["names"]))
     except (KeyError, ValueError, TypeError):
         raise UserError(f"{path} has no stride/names metadata — export it with export.py from a .pt checkpoint") from None
     return stride, names
@@ -63,7 +65,7 @@ def _onnx_session(path: Path, device: torch.device) -> Any:
     try:
         return ort.InferenceSession(str(path), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for invalid files
-        raise UserError(f"{path} is not a loadable ONNX model ({str(e).splitlines()[0][:120]}) — "
+        raise UserError(f"{path} is not a loadable ONNX model ({first_line(e)}) — "
                         f"re-export it with export.py") from None
 
 
@@ -97,13 +99,10 @@ class DetectBackend(nn.Module):
         self.any_shape = self.pt
 
     def _load_pt(self, w: Path, fuse: bool) -> None:
-        from utils.checkpoint import load_model  # local: checkpoint imports models.yolo
-
         model = load_model(w, device=self.device, fuse=fuse)
         self.model = model.half() if self.fp16 else model.float()
         self.stride = int(max(float(s) for s in model.stride))
-        names = getattr(model, "names", None) or {i: str(i) for i in range(model.nc)}
-        self.names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names)
+        self.names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
 
     def _load_torchscript(self, w: Path) -> None:
         extra = {METADATA_FILE: ""}
@@ -112,7 +111,7 @@ class DetectBackend(nn.Module):
                 warnings.simplefilter("ignore", FutureWarning)
                 model = torch.jit.load(str(w), _extra_files=extra, map_location=self.device)
         except Exception as e:  # torch raises RuntimeError / others for non-TorchScript files
-            raise UserError(f"{w} is not a loadable TorchScript file ({str(e).splitlines()[0][:120]}) — "
+            raise UserError(f"{w} is not a loadable TorchScript file ({first_line(e)}) — "
                             f"re-export it with export.py") from None
         meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}
         self.stride, self.names = parse_metadata(meta, w)

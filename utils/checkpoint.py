@@ -14,19 +14,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from utils.errors import UserError
+from models.yolo import Model
+from utils.errors import UserError, first_line
 from utils.files import user_writes
 from utils.log import LOGGER
+from utils.names import names_dict
+from utils.parallel import unwrap
 
 CHECKPOINT_VERSION = 1
 _RECORD_KEYS = ("yaml", "state_dict", "nc")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside a DataParallel / DistributedDataParallel wrapper (or the model itself).
-
-    Duck-typed on `.module` so that any wrapper of that shape works (our Model has no `module` attribute)."""
-    return model.module if hasattr(model, "module") else model
 
 
 def model_record(model: nn.Module, half: bool = False) -> dict[str, Any]:
@@ -36,21 +32,17 @@ def model_record(model: nn.Module, half: bool = False) -> dict[str, Any]:
     for k, v in m.state_dict().items():
         v = v.detach().cpu().clone()
         state[k] = v.half() if half and v.is_floating_point() else v
-    names = getattr(m, "names", None) or {i: str(i) for i in range(m.nc)}
-    if isinstance(names, (list, tuple)):
-        names = dict(enumerate(names))
-    return {"yaml": deepcopy(m.yaml), "state_dict": state, "nc": int(m.nc),
-            "names": {int(k): str(v) for k, v in names.items()}, "stride": [float(s) for s in m.stride]}
+    names = names_dict(getattr(m, "names", None)) or {i: str(i) for i in range(m.nc)}
+    return {"yaml": deepcopy(m.yaml), "state_dict": state, "nc": int(m.nc), "names": names,
+            "stride": [float(s) for s in m.stride]}
 
 
-def model_from_record(rec: dict[str, Any]) -> nn.Module:
+def model_from_record(rec: dict[str, Any]) -> Model:
     """Rebuild a float32 Model from model_record() output."""
-    from models.yolo import Model  # local import: models import utils, not the other way round at import time
-
     model = Model(deepcopy(rec["yaml"]), nc=rec["nc"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in rec["state_dict"].items()}
     model.load_state_dict(state, strict=True)
-    model.names = {int(k): v for k, v in rec.get("names", {}).items()} or {i: str(i) for i in range(rec["nc"])}
+    model.names = names_dict(rec.get("names")) or {i: str(i) for i in range(rec["nc"])}
     return model
 
 
@@ -91,7 +83,7 @@ def _torch_save(ckpt: dict[str, Any], f: Any, path: Path) -> None:
             full = st.f_bavail * st.f_frsize < _MIN_FREE_BYTES
         except OSError:
             full = False
-        cause = "no space left on device" if full else f"write failed ({msg.strip().splitlines()[0][:80]})"
+        cause = "no space left on device" if full else f"write failed ({first_line(e, 80)})"
         raise UserError(f"cannot write {path}: {cause} — free some disk space (the previous {path.name}, if any, "
                         f"is kept)") from None
 
@@ -104,8 +96,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign/corrupt files
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a readable checkpoint of this project ({reason}) — "
+        raise UserError(f"{path} is not a readable checkpoint of this project ({first_line(e)}) — "
                         f"pass a .pt written by train.py") from None
     rec = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(rec, dict) or not all(k in rec for k in _RECORD_KEYS):

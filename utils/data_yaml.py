@@ -18,6 +18,7 @@ from utils.download import check_zip, download_file, normalise_sha256
 from utils.errors import UserError
 from utils.files import ROOT, yaml_load
 from utils.log import LOGGER
+from utils.names import names_dict
 
 SPLITS = ("train", "val", "test")
 
@@ -37,13 +38,11 @@ def _find_yaml(data: str | Path) -> Path:
 def _check_names(d: dict, where: str) -> tuple[dict[int, str], int]:
     """names as {0: str, 1: str, ...} and nc; a missing/invalid names or a disagreeing nc is a UserError."""
     names = d.get("names")
-    if isinstance(names, (list, tuple)):
-        names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names:
+    if not isinstance(names, (list, tuple, dict)) or not names:
         raise UserError(f"dataset yaml {where} has no 'names' (the class names) — add names: {{0: person, 1: car}} "
                         f"or names: [person, car]")
     try:
-        names = {int(k): str(v) for k, v in names.items()}
+        names = names_dict(names)
     except (TypeError, ValueError):
         raise UserError(f"dataset yaml {where}: 'names' keys must be class ids 0, 1, 2, ... — fix the names") from None
     if sorted(names) != list(range(len(names))):

@@ -28,7 +28,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.log import LOGGER
 
 DEFAULT_TIMEOUT = 60.0  # seconds without a byte before a try is given up
@@ -155,8 +155,7 @@ def _verify(tmp: Path, digest: str, sha256: str | None, check: Callable[[Path], 
         try:
             check(tmp)
         except Exception as e:  # the check is a loader: any failure means the file is not what we asked for
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise _Fatal(f"the downloaded file is not usable: {first}") from None
+            raise _Fatal(f"the downloaded file is not usable: {first_line(e, 160)}") from None
 
 
 def download_file(url: str, dest: str | Path, sha256: str | None = None, timeout: float | None = None,

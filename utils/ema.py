@@ -8,7 +8,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import unwrap
+from utils.parallel import unwrap
 
 
 class ModelEMA:

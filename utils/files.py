@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from utils.errors import UserError, os_error_cause
+from utils.errors import UserError, first_line, os_error_cause
 
 ROOT = Path(__file__).resolve().parents[1]  # repository root
 
@@ -82,7 +82,7 @@ def yaml_load(path: str | Path) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or first_line(e)
         raise UserError(f"cannot parse yaml {path}{where}: {problem} — fix the file") from None
     except OSError as e:
         raise UserError(f"cannot read yaml {path}: {e.strerror} — check permissions") from None

@@ -13,8 +13,8 @@ import torch.nn as nn
 from torchvision.ops import complete_box_iou_loss
 
 from utils.boxes import xywh2xyxy
-from utils.checkpoint import unwrap
 from utils.errors import UserError
+from utils.parallel import unwrap
 
 REQUIRED_HYP = ("box", "obj", "cls", "cls_pw", "obj_pw", "anchor_t")
 NEIGHBOUR_OFFSET = 0.5  # a target also claims a neighbour cell when its centre is within 0.5 of that cell's edge
@@ -64,7 +64,7 @@ class FocalBCE(nn.Module):
 class ComputeLoss:
     """YOLOv5 loss for a Model whose last layer is Detect; hyperparameters from `model.hyp`."""
 
-    def __init__(self, model: nn.Module, autobalance: bool = False) -> None:
+    def __init__(self, model: nn.Module) -> None:
         model = unwrap(model)
         h: dict[str, Any] = getattr(model, "hyp", None) or {}
         missing = [k for k in REQUIRED_HYP if k not in h]
@@ -84,9 +84,6 @@ class ComputeLoss:
         self.bce_obj = FocalBCE(bce_obj, gamma) if gamma > 0 else bce_obj
         self.cp, self.cn = smooth_bce(float(h.get("label_smoothing", 0.0) or 0.0))
         self.balance = level_balance(self.nl)
-        strides = [float(s) for s in det.stride]
-        self.ssi = strides.index(16.0) if autobalance and 16.0 in strides else 0  # level the balance is tied to
-        self.autobalance = autobalance
 
     def __call__(self, p: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss (1,) = (lbox + lobj + lcls) × batch size, detached [lbox, lobj, lcls] (3,))."""
@@ -115,12 +112,7 @@ class ComputeLoss:
                     t = torch.full_like(ps[:, 5:], self.cn)
                     t[torch.arange(b.numel(), device=device), tcls[i]] = self.cp
                     lcls = lcls + self.bce_cls(ps[:, 5:], t)
-            obji = self.bce_obj(pi[..., 4], tobj)
-            lobj = lobj + obji * self.balance[i]
-            if self.autobalance:  # drift each level's weight towards 1 / its loss
-                self.balance[i] = self.balance[i] * 0.9999 + 0.0001 / max(obji.detach().item(), 1e-12)
-        if self.autobalance:
-            self.balance = [x / self.balance[self.ssi] for x in self.balance]
+            lobj = lobj + self.bce_obj(pi[..., 4], tobj) * self.balance[i]
         lbox, lobj, lcls = lbox * self.hyp["box"], lobj * self.hyp["obj"], lcls * self.hyp["cls"]
         bs = p[0].shape[0]
         return (lbox + lobj + lcls) * bs, torch.cat((lbox, lobj, lcls)).detach()

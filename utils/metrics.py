@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from utils.plots import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
+
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10, dtype=torch.float64)  # COCO 0.50:0.05:0.95 (float64 like pycocotools)
 RECALL_POINTS = np.linspace(0, 1, 101)  # COCO 101-point interpolation
 
@@ -146,7 +148,6 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
 
 def _plot_curves(px, prc, ap, f1, p, r, classes, save_dir: Path, names: dict[int, str]) -> None:
     """Write the PR curve and the F1/P/R-vs-confidence curves (imports plotting only when asked)."""
-    from utils.plots import plot_mc_curve, plot_pr_curve
     labels = [names.get(int(c), str(int(c))) for c in classes]
     plot_pr_curve(px, prc, ap, save_dir / "PR_curve.png", labels)
     plot_mc_curve(px, f1, save_dir / "F1_curve.png", labels, ylabel="F1")
@@ -198,15 +199,8 @@ class ConfusionMatrix:
         np.add.at(self.matrix, (self.nc, np.delete(gt_cls, li)), 1)  # missed labels
         np.add.at(self.matrix, (np.delete(det_cls, di), self.nc), 1)  # false alarms
 
-    def tp_fp(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-class true positives and false positives (background column excluded)."""
-        tp = self.matrix.diagonal()[:-1]
-        fp = self.matrix.sum(1)[:-1] - tp
-        return tp, fp
-
     def plot(self, normalize: bool = True, save_dir: str | Path = ".", names: dict[int, str] | None = None) -> Path:
         """Save confusion_matrix.png (columns normalised to sum 1 when normalize) and return its path."""
-        from utils.plots import plot_confusion_matrix
         names = names or {}
         labels = [names.get(i, str(i)) for i in range(self.nc)] + ["background"]
         m = self.matrix / (self.matrix.sum(0, keepdims=True) + 1e-9) if normalize else self.matrix

@@ -7,9 +7,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import unwrap
+from models.common import GRN, LayerNorm
+from models.convnext import layer_decay_ids
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr
+from utils.parallel import unwrap
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 GROUP_NAMES = ("bias", "decay", "no_decay")  # order inside each LR-scale set (YOLOv5 puts biases first)
@@ -28,8 +30,6 @@ def accumulate_steps(hyp: dict, total_batch_size: int) -> int:
 
 def _no_decay_module(m: nn.Module) -> bool:
     """Norm layers (BatchNorm, LayerNorm incl. our channels-first one, GroupNorm) and GRN: weights never decay."""
-    from models.common import GRN, LayerNorm
-
     return isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, LayerNorm, GRN))
 
 
@@ -58,8 +58,6 @@ def _lr_scales(model: nn.Module, names: list[str], layer_decay: float | None) ->
         return dict.fromkeys(names, 1.0)
     if not 0 < layer_decay <= 1:
         raise UserError(f"--layer-decay {layer_decay} must be in (0, 1] — the ConvNeXt recipe uses 0.7–0.95")
-    from models.convnext import layer_decay_ids
-
     ids, num_layers = layer_decay_ids(model)
     return {n: float(layer_decay ** (num_layers + 1 - ids[n])) for n in names}
 

@@ -5,6 +5,7 @@ plotting works on headless machines and inside DataLoader-free CI runs.
 """
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Sequence
@@ -29,9 +30,9 @@ def colors(i: int, bgr: bool = False) -> tuple[int, int, int]:
 
 def _mpl():
     """matplotlib.pyplot on the Agg backend (imported lazily: importing pyplot is slow and opens no window here)."""
-    import matplotlib
+    import matplotlib  # heavy: pyplot takes ~0.5 s to import, and only charts need it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: see above
     return plt
 
 
@@ -218,7 +219,6 @@ def _draw_targets(ann: Annotator, t: np.ndarray, x0: int, y0: int, tw: int, th: 
 
 def _read_results_csv(file: Path) -> tuple[list[str], np.ndarray]:
     """Header names and a float array of results.csv (header padded with spaces by the trainer is stripped)."""
-    import csv
     with open(file, newline="") as f:
         rows = [r for r in csv.reader(f) if r]
     if len(rows) < 2:

@@ -10,6 +10,7 @@ import numpy as np
 
 from utils.files import atomic_write_text, user_writes, yaml_save
 from utils.log import LOGGER
+from utils.plots import plot_images, plot_labels, plot_results
 
 RESULT_KEYS = ("train/box_loss", "train/obj_loss", "train/cls_loss",  # YOLOv5 results.csv columns after 'epoch'
                "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
@@ -60,7 +61,7 @@ class TrainOutputs:
     def _tensorboard(self):
         """A SummaryWriter when tensorboard is importable (it is optional), else None."""
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard is not a requirement
         except Exception:  # tensorboard missing or broken: training goes on without it
             return None
         LOGGER.info(f"TensorBoard: tensorboard --logdir {self.save_dir.parent}")
@@ -110,17 +111,10 @@ class TrainOutputs:
             for k, v in zip(RESULT_KEYS, values):
                 self.tb.add_scalar(k, v, epoch)
 
-    def read_epochs(self) -> list[int]:
-        """Epoch column of results.csv's well-formed rows (empty when none yet)."""
-        if not self.csv.is_file():
-            return []
-        return [int(float(r[0])) for r in self._rows()[0]]
-
     def plot_labels(self, labels: Sequence[np.ndarray], names: dict[int, str]) -> None:
         """labels.jpg from the training set's labels (each (n, 5) cls cx cy w h)."""
         if not (self.enabled and self.plots):
             return
-        from utils.plots import plot_labels
         arr = np.concatenate([np.asarray(x, dtype=float).reshape(-1, 5) for x in labels], 0) if len(labels) \
             else np.zeros((0, 5))
         try:
@@ -132,13 +126,11 @@ class TrainOutputs:
         """train_batch{i}.jpg for the first three batches of the first epoch."""
         if not (self.enabled and self.plots and i < 3):
             return
-        from utils.plots import plot_images
         plot_images(imgs, targets.cpu(), paths, self.save_dir / f"train_batch{i}.jpg")
 
     def finish(self) -> None:
         """results.png from results.csv; close TensorBoard."""
         if self.enabled and self.plots and self.csv.is_file():
-            from utils.plots import plot_results
             plot_results(self.csv)
         if self.tb is not None:
             self.tb.close()

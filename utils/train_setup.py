@@ -3,15 +3,24 @@ transferring detector weights (--weights) and ImageNet backbone weights (--backb
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from utils.checkpoint import load_checkpoint
+from models.pretrained import load_backbone_weights
+from models.yolo import Model, find_cfg
+from utils.checkpoint import CHECKPOINT_VERSION, load_checkpoint
+from utils.data_yaml import check_dataset
+from utils.dataset import DEFAULT_HYP, create_dataloader
+from utils.distributed import barrier
 from utils.errors import UserError
-from utils.files import ROOT
-from utils.log import LOGGER
+from utils.files import yaml_load
+from utils.log import LOGGER, colorstr
+from utils.names import names_dict
+from utils.optim import accumulate_steps, build_optimizer, lr_lambda, nominal_batch
+from utils.train_options import TrainOptions, resume_defaults
 
 
 def find_resume_checkpoint(resume: str | bool, project: str | Path) -> Path:
@@ -32,17 +41,18 @@ def find_resume_checkpoint(resume: str | bool, project: str | Path) -> Path:
 
 
 def load_resume(resume: str | bool, project: str | Path,
-                opt_defaults: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+                opt_defaults: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
     """(checkpoint path, checkpoint) of an unfinished run, checked before any heavy work.
 
-    Settings keys the checkpoint lacks (it was written by older code) are filled from opt_defaults (train.py's flag
-    defaults; utils cannot import train.py) and hyp.scratch-low.yaml, with one warning listing them. What really
-    cannot be resumed (finished, no optimizer state, newer checkpoint version, no dataset recorded) is a UserError.
+    Settings keys the checkpoint lacks (it was written by older code) are filled from opt_defaults (default:
+    TrainOptions' defaults, less the machine's settings that --resume takes from the command line) and
+    hyp.scratch-low.yaml, with one warning listing them. What really cannot be resumed (finished, no optimizer
+    state, newer checkpoint version, no dataset recorded) is a UserError.
     """
     path = find_resume_checkpoint(resume, project)
     ckpt = load_checkpoint(path)
     _check_resumable(path, ckpt)
-    filled = _fill_settings(path, ckpt, opt_defaults or {})
+    filled = _fill_settings(path, ckpt, resume_defaults() if opt_defaults is None else opt_defaults)
     if filled:
         LOGGER.warning(f"WARNING ⚠️ {path} lacks settings this code expects (older version?): using the current "
                        f"defaults for {', '.join(filled)}")
@@ -55,8 +65,6 @@ def load_resume(resume: str | bool, project: str | Path,
 
 def _check_resumable(path: Path, ckpt: dict[str, Any]) -> None:
     """UserError for a checkpoint --resume cannot continue: newer format, finished, or missing optimizer state."""
-    from utils.checkpoint import CHECKPOINT_VERSION
-
     version = ckpt.get("version", 0)  # absent: written before versions were recorded (older, fine)
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise UserError(f"{path} has checkpoint version {version!r}, newer than this code reads "
@@ -71,13 +79,11 @@ def _check_resumable(path: Path, ckpt: dict[str, Any]) -> None:
                         f"to fine-tune from its weights")
 
 
-def _fill_settings(path: Path, ckpt: dict[str, Any], opt_defaults: dict[str, Any]) -> list[str]:
+def _fill_settings(path: Path, ckpt: dict[str, Any], opt_defaults: Mapping[str, Any]) -> list[str]:
     """Fill missing ckpt['opt'] / ckpt['hyp'] keys in place from the defaults; returns the filled keys. A
     section missing entirely comes from the run folder's opt.yaml / hyp.yaml (written when the run started)."""
-    from utils.dataset import DEFAULT_HYP  # the base utils/dataset.py also uses for missing augmentation keys
-    from utils.files import yaml_load
-
     filled = []
+    # hyp defaults: the base utils/dataset.py also uses for missing augmentation keys
     for name, defaults in (("opt", opt_defaults), ("hyp", yaml_load(DEFAULT_HYP))):
         section = ckpt.get(name)
         saved = path.parent.parent / f"{name}.yaml"
@@ -107,24 +113,16 @@ def transfer_state(model: nn.Module, state: dict[str, torch.Tensor], source: str
 
 
 def resolve_cfg(cfg: str | Path | dict | None) -> str | Path | dict | None:
-    """cfg path as given, or a model yaml under models/ by bare name; missing -> clear UserError."""
+    """cfg as given when empty or a dict, else the model yaml (path or bare name under models/); a miss is a UserError."""
     if not cfg or isinstance(cfg, dict):
         return cfg or None
-    path = Path(cfg)
-    if path.is_file():
-        return path
-    if (ROOT / "models" / path.name).is_file():
-        return ROOT / "models" / path.name
-    found = ", ".join(sorted(p.name for p in (ROOT / "models").glob("*.yaml")))
-    raise UserError(f"--cfg {cfg}: model yaml not found — pass a path or one of models/: {found}")
+    return find_cfg(cfg, flag="--cfg")
 
 
 def build_model(cfg: Any, weights: str | Path | None, nc: int, names: dict[int, str], device: torch.device,
                 backbone_weights: str | None = None, backbone_sha256: str | None = None) -> nn.Module:
     """Model for training: from --cfg (or the checkpoint's own yaml), with --weights transferred by name+shape
     and --backbone-weights loaded onto the ConvNeXt stages (backbone_sha256: the download's expected SHA-256)."""
-    from models.yolo import Model  # train-time only; utils/checkpoint does the same
-
     cfg = resolve_cfg(cfg)
     ckpt = load_checkpoint(weights) if weights else None
     if cfg is None and ckpt is None:
@@ -137,7 +135,6 @@ def build_model(cfg: Any, weights: str | Path | None, nc: int, names: dict[int, 
                            f"class-dependent Detect layers are re-initialised, everything else that matches transfers")
         transfer_state(model, record["state_dict"], str(weights))
     if backbone_weights:
-        from models.pretrained import load_backbone_weights
         load_backbone_weights(model, backbone_weights, sha256=backbone_sha256)
     model.names = dict(names)
     model.nc = nc
@@ -147,16 +144,12 @@ def build_model(cfg: Any, weights: str | Path | None, nc: int, names: dict[int, 
 # ---------------------------------------------------------------------------------------------------- run pieces
 def prepare_data(data: Any, single_cls: bool, main: bool) -> dict[str, Any]:
     """check_dataset on rank 0 first (it may generate/download the data), then on the other ranks."""
-    from utils.data_yaml import check_dataset
-    from utils.distributed import barrier
-
     if not main:
         barrier()  # wait until rank 0 has the dataset in place
     d = check_dataset(data)
     if main:
         barrier()
-    names = d["names"]
-    names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): str(v) for k, v in names.items()}
+    names = names_dict(d["names"])
     d["names"] = {0: "item"} if single_cls else names
     d["nc"] = 1 if single_cls else int(d.get("nc", len(names)))
     return d
@@ -170,38 +163,33 @@ def freeze_indices(freeze: list[int] | None, model: nn.Module) -> list[int]:
     return [i for i in freeze if 0 <= i < len(model.model)]
 
 
-def make_optimizer(model: nn.Module, opt: dict[str, Any], hyp: dict[str, Any]) -> tuple[Any, Any, Callable]:
+def make_optimizer(model: nn.Module, opt: TrainOptions, hyp: dict[str, Any]) -> tuple[Any, Any, Callable]:
     """(optimizer, scheduler, lf): weight decay scaled to the nominal batch (hyp nbs, 64), per-group lr_scale (layer decay)."""
-    from utils.optim import build_optimizer, lr_lambda
-    from utils.optim import accumulate_steps, nominal_batch
-
-    accumulate = accumulate_steps(hyp, opt["total_batch_size"])
-    decay = hyp["weight_decay"] * opt["total_batch_size"] * accumulate / nominal_batch(hyp)
-    optimizer = build_optimizer(model, opt["optimizer"], hyp["lr0"], hyp["momentum"], decay,
-                                layer_decay=opt.get("layer_decay") or None)
-    lf = lr_lambda(opt["epochs"], hyp["lrf"], opt["cos_lr"])
+    accumulate = accumulate_steps(hyp, opt.total_batch_size)
+    decay = hyp["weight_decay"] * opt.total_batch_size * accumulate / nominal_batch(hyp)
+    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], decay,
+                                layer_decay=opt.layer_decay or None)
+    lf = lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     return optimizer, scheduler, lf
 
 
-def make_loaders(data: dict[str, Any], opt: dict[str, Any], hyp: dict[str, Any], gs: int, batch: int,
+def make_loaders(data: dict[str, Any], opt: TrainOptions, hyp: dict[str, Any], gs: int, batch: int,
                  info: Any) -> tuple[Any, Any, Any]:
     """(train_loader, train_dataset, val_loader or None on non-zero ranks)."""
-    from utils.dataset import create_dataloader
-    from utils.log import colorstr
-
-    cache = opt.get("cache") or False
+    cache = opt.cache or False
     # labels whose class is >= nc are reported and skipped by the label check (single_cls maps every class to 0)
-    nc = None if opt["single_cls"] else data["nc"]
+    nc = None if opt.single_cls else data["nc"]
     train_loader, dataset = create_dataloader(
-        data["train"], opt["imgsz"], batch, gs, single_cls=opt["single_cls"], hyp=hyp, augment=True, cache=cache,
-        rect=opt["rect"], rank=info.local_rank, workers=opt["workers"], image_weights=opt["image_weights"],
-        prefix=colorstr("train: "), shuffle=True, seed=opt["seed"], nc=nc)
+        data["train"], opt.imgsz, batch, gs, single_cls=opt.single_cls, hyp=hyp, augment=True, cache=cache,
+        rect=opt.rect, rank=info.rank,  # global rank: with 2 nodes both have LOCAL_RANK 0
+        workers=opt.workers, image_weights=opt.image_weights,
+        prefix=colorstr("train: "), shuffle=True, seed=opt.seed, nc=nc)
     val_loader = None
     if info.main:
         val_loader = create_dataloader(
-            data["val"], opt["imgsz"], batch * 2, gs, single_cls=opt["single_cls"], hyp=hyp,
-            cache=None if opt["noval"] else cache, rect=True, rank=-1, workers=opt["workers"] * 2, pad=0.5,
+            data["val"], opt.imgsz, batch * 2, gs, single_cls=opt.single_cls, hyp=hyp,
+            cache=None if opt.noval else cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
             prefix=colorstr("val: "), nc=nc)[0]
     return train_loader, dataset, val_loader
 
@@ -212,7 +200,6 @@ def ddp_wrapper(info: Any, device: torch.device, sync_bn: bool) -> Callable[[nn.
     def wrap(model: nn.Module) -> nn.Module:
         if not info.ddp:
             return model
-        from torch.nn.parallel import DistributedDataParallel as DDP
         if sync_bn and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None

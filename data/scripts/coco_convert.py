@@ -23,11 +23,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from any cwd
 
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from utils.coco import labels_to_coco, load_annotations  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 from utils.files import yaml_load  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
+from utils.names import names_dict  # noqa: E402
 
 # the image suffixes of the dataset loader (utils/dataset.IMG_FORMATS), kept here so the converter needs no torch
 IMG_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
@@ -81,7 +83,6 @@ def coco_to_yolo(json_file: str | Path, labels_dir: str | Path) -> dict[str, Any
 
 def _image_size(file: Path) -> tuple[int, int]:
     """(width, height) as the dataset loader sees the image (EXIF rotation applied), read from the header only."""
-    from PIL import Image
     with Image.open(file) as im:
         w, h = im.size
         if im.getexif().get(0x0112) in (5, 6, 7, 8):  # orientation tags that rotate by 90 degrees
@@ -118,9 +119,7 @@ def _names_from(names: dict | list | str | Path | None) -> dict[int, str] | None
         if not isinstance(data, dict) or "names" not in data:
             raise UserError(f"{names}: no 'names' key — pass a dataset yaml with class names")
         names = data["names"]
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    return {int(k): str(v) for k, v in names.items()} if names is not None else None
+    return names_dict(names) if names is not None else None
 
 
 def _apply_reference(coco: dict[str, Any], ref: dict[str, Any]) -> None:
