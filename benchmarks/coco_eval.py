@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from utils.coco import coco80_to_coco91_class, coco_summary  # noqa: E402
+from utils.coco import coco80_to_coco91_class, coco_summary, pycocotools_stats  # noqa: E402
 from utils.errors import cli_main  # noqa: E402
 
 IMG_W, IMG_H = 640, 480
@@ -98,21 +98,6 @@ def synthetic_detections(rng: np.random.Generator, anno: dict, per_image: float)
 
 def ours(anno: dict, dets: list[dict]) -> list[float]:
     return coco_summary(anno, dets).as_list()
-
-
-def pycocotools_stats(anno: dict, dets: list[dict]) -> list[float]:
-    """COCOeval(bbox) from in-memory dicts, its prints silenced."""
-    from pycocotools.coco import COCO  # optional: see docs/architecture.md, Lazy imports
-    from pycocotools.cocoeval import COCOeval  # optional: as above
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = anno
-        gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(v) for v in ev.stats]
 
 
 def faster_coco_eval_stats(anno: dict, dets: list[dict]) -> list[float]:

@@ -10,8 +10,6 @@ in this run. Targets: difference <= 0.005, ours >= 5x faster.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import time
 from pathlib import Path
@@ -22,11 +20,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from utils.boxes import xywhn2xyxy  # noqa: E402
-from utils.coco import detections_to_coco, image_id_for, labels_to_coco  # noqa: E402
+from utils.coco import detections_to_coco, image_id_for, labels_to_coco, pycocotools_stats  # noqa: E402
 from utils.data_yaml import check_dataset  # noqa: E402
 from utils.dataset import LoadImagesAndLabels  # noqa: E402
 from utils.errors import cli_main  # noqa: E402
@@ -88,16 +84,8 @@ def ours(labels: list[torch.Tensor], preds: list[torch.Tensor]) -> float:
 
 
 def pycocotools_map(anno: dict, results: list[dict]) -> float:
-    """mAP50-95 with pycocotools COCOeval from in-memory annotation and result dicts (its prints silenced)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = anno
-        gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(results), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return float(ev.stats[0])
+    """mAP50-95 with pycocotools COCOeval from in-memory annotation and result dicts."""
+    return pycocotools_stats(anno, results)[0]
 
 
 def run(data: str = "", images: int = 500, nc: int = 5, seed: int = 0) -> dict[str, float]:

@@ -3,6 +3,8 @@
 coco_summary: COCOeval's bbox evaluation (its 12 numbers) re-done with numpy under the same rules, ~85x faster."""
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import math
@@ -118,6 +120,22 @@ def coco_evaluate(anno_json: str | Path, pred_json: str | Path,
     ev.accumulate()
     ev.summarize()
     return float(ev.stats[0]), float(ev.stats[1])
+
+
+def pycocotools_stats(anno: dict, dets: list[dict]) -> list[float]:
+    """pycocotools' 12 COCOeval(bbox) summary numbers from in-memory annotation and result dicts, its prints silenced
+    (the reference our evaluator and the benchmarks compare against)."""
+    from pycocotools.coco import COCO  # optional: only --save-json and the benchmarks need pycocotools
+    from pycocotools.cocoeval import COCOeval  # optional: as above
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = anno
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(v) for v in ev.stats]
 
 
 # --- COCO bbox evaluation with COCOeval's rules, vectorised with numpy ------------------------------------------
