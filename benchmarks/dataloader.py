@@ -1,15 +1,21 @@
-"""Training-loader throughput (mosaic on) vs plain cv2.imread + cv2.resize over the same files.
+"""Training-loader throughput (mosaic on): the one-step mosaic vs the reference canvas + warp, in the same run.
 
-    python benchmarks/dataloader.py                      # 256 generated shapes images, 640 px, batch 16, 2 workers
-    python benchmarks/dataloader.py --n 400 --workers 4
+    python benchmarks/dataloader.py                      # 400 generated shapes images (256 px), 640 px, batch 16
+    python benchmarks/dataloader.py --repeats 5 --workers 4
+    python benchmarks/dataloader.py --big                # 1280 px JPEGs: adds reduced vs full JPEG decoding
     python benchmarks/dataloader.py --source datasets/shapes/images/train
 
-The loader runs one untimed epoch (workers start, label cache written) and then one timed epoch; the baseline
-reads and resizes every file once in this process. The ratio loader / baseline is what to compare across machines.
+Variants, each a fresh loader (one untimed epoch: workers start, label cache; then --epochs timed ones), run in
+alternating order (ABC, CBA, ABC, ...) --repeats times; the table has each variant's median and its ratio to the
+reference measured in the same run, and plain cv2.imread + cv2.resize of every file (one process) for scale:
+  fast        what training uses: utils.mosaic (each tile resized once into the output), reduced JPEG decoding
+  reference   LoadImagesAndLabels.fast_mosaic = False: 2s x 2s canvas of resized tiles, then warpAffine
+  full-decode (--big only) fast mosaic, but JPEGs always decoded at full size
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -20,22 +26,32 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
-from utils.dataset import create_dataloader, find_images  # noqa: E402
+from data.scripts.make_shapes import generate_shapes  # noqa: E402
+from utils.dataset import LoadImagesAndLabels, create_dataloader, find_images  # noqa: E402
 from utils.files import yaml_load  # noqa: E402
 
 
-def loader_rate(source: Path, imgsz: int, batch: int, workers: int) -> float:
-    """Images/s of the augmenting training loader (hyp.scratch-low: mosaic 1.0), second epoch."""
+def loader_rate(source: Path, a: argparse.Namespace, variant: str) -> float:
+    """Images/s of the augmenting training loader (hyp.scratch-low: mosaic 1.0) in one variant."""
     hyp = yaml_load(ROOT / "data" / "hyps" / "hyp.scratch-low.yaml")
-    loader, ds = create_dataloader(source, imgsz, batch, 32, hyp=hyp, augment=True, workers=workers,
-                                   shuffle=True, seed=0)
-    for _ in loader:  # warm-up epoch: worker start-up and first reads are not what we measure
-        pass
-    t0, n = time.perf_counter(), 0
-    for imgs, *_ in loader:
-        n += len(imgs)
-    return n / (time.perf_counter() - t0)
+    full_decode = LoadImagesAndLabels._reduce_factor
+    if variant == "full-decode":  # set before the workers fork, so they inherit it
+        LoadImagesAndLabels._reduce_factor = lambda self, i: 1
+    try:
+        loader, ds = create_dataloader(source, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers,
+                                       shuffle=True, seed=0)
+        ds.fast_mosaic = variant != "reference"
+        for _ in loader:  # warm-up epoch: worker start-up and first reads are not what we measure
+            pass
+        t0, n = time.perf_counter(), 0
+        for _ in range(a.epochs):
+            for imgs, *_ in loader:
+                n += len(imgs)
+        return n / (time.perf_counter() - t0)
+    finally:
+        LoadImagesAndLabels._reduce_factor = full_decode
 
 
 def plain_rate(files: list[str], imgsz: int) -> float:
@@ -48,26 +64,49 @@ def plain_rate(files: list[str], imgsz: int) -> float:
     return len(files) / (time.perf_counter() - t0)
 
 
+def big_jpegs(root: Path, n: int, size: int = 1280) -> Path:
+    """n JPEGs of size x 3/4 size (smooth noise + a few boxes) with labels, for the reduced-decode comparison."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(n):
+        im = cv2.resize(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), (size, size * 3 // 4),
+                        interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(root / "images" / f"{i:05d}.jpg"), im)
+        (root / "labels" / f"{i:05d}.txt").write_text("0 0.5 0.5 0.3 0.4\n1 0.25 0.3 0.1 0.2\n")
+    return root / "images"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", type=str, default="", help="image folder (default: generate shapes into a temp dir)")
-    p.add_argument("--n", type=int, default=256, help="images to generate when no --source")
+    p.add_argument("--n", type=int, default=400, help="images to generate when no --source")
+    p.add_argument("--big", action="store_true", help="generate 1280 px JPEGs instead (reduced decoding applies)")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1, help="timed epochs per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per variant (median; >= 3)")
     a = p.parse_args(argv)
+    variants = ["fast", "reference"] + (["full-decode"] if a.big else [])
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(a.source) if a.source else None
-        if source is None:
-            from data.scripts.make_shapes import generate_shapes
+        if source is None and a.big:
+            source = big_jpegs(Path(tmp) / "big", a.n)
+        elif source is None:
             source = generate_shapes(Path(tmp) / "shapes", n_train=a.n, n_val=0) / "images" / "train"
         files = find_images(source)
-        rate_plain = plain_rate(files, a.imgsz)
-        rate_loader = loader_rate(source, a.imgsz, a.batch, a.workers)
-    print(f"{len(files)} images -> {a.imgsz}px, batch {a.batch}, {a.workers} workers")
-    print(f"training loader (mosaic): {rate_loader:8.1f} images/s")
-    print(f"cv2.imread + resize:      {rate_plain:8.1f} images/s")
-    print(f"ratio loader / plain:     {rate_loader / rate_plain:8.2f}")
+        rates: dict[str, list[float]] = {v: [] for v in variants + ["plain"]}
+        for k in range(a.repeats):
+            for v in (variants if k % 2 == 0 else variants[::-1]):
+                rates[v].append(loader_rate(source, a, v))
+                print(f"  run {k + 1} {v:11s} {rates[v][-1]:8.1f} images/s", flush=True)
+            rates["plain"].append(plain_rate(files, a.imgsz))
+    ref = statistics.median(rates["reference"])
+    print(f"\n{len(files)} images -> {a.imgsz}px, batch {a.batch}, {a.workers} workers, median of {a.repeats}")
+    print("| variant | images/s (median, range) | ratio to reference |\n|---|---|---|")
+    for v, r in rates.items():
+        print(f"| {v} | {statistics.median(r):.1f} ({min(r):.1f}–{max(r):.1f}) | {statistics.median(r) / ref:.2f} |")
 
 
 if __name__ == "__main__":

@@ -302,3 +302,31 @@ def test_seeded_augmenting_loader_is_deterministic(tmp_path):
     a, b, c = run(0, 1), run(0, 2), run(1, 1)
     assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2] == y[2] for x, y in zip(a, b))
     assert any(not torch.equal(x[0], y[0]) for x, y in zip(a, c))  # another seed: other shuffle / augmentation
+
+
+@pytest.mark.parametrize("free_gb, cached", [(0.0001, False), (64.0, True)])
+def test_cache_ram_checks_available_memory_first(tmp_path, ylog, monkeypatch, free_gb, cached):
+    import psutil
+
+    from utils import dataset as dataset_mod
+    d = rect_dataset(tmp_path, 3, wh=(160, 120))  # 3 x 128 x 96 x 3 bytes = 110 kB resized
+    real = psutil.virtual_memory()
+    monkeypatch.setattr(dataset_mod.psutil, "virtual_memory", lambda: real._replace(available=int(free_gb * 1e9)))
+    ds = LoadImagesAndLabels(d, 128, cache="ram")
+    warnings = [r.getMessage() for r in ylog.records if "--cache ram needs" in r.getMessage()]
+    assert all(im is not None for im in ds.ims) == cached and (ds.cache_mode == "ram") == cached
+    assert len(warnings) == (0 if cached else 1)
+    if not cached:  # one line, the estimate is the resized size, the run goes on with images read from disk
+        assert "\n" not in warnings[0] and "needs 0.0GB for 3 images at 128 px" in warnings[0]
+        assert all(im is None for im in ds.ims) and ds[0][0].shape == (3, 128, 128)
+
+
+def test_cache_ram_estimate_counts_each_local_ddp_rank(tmp_path, monkeypatch):
+    from utils import dataset as dataset_mod
+    d = rect_dataset(tmp_path, 2, wh=(160, 120))
+    need = 2 * 128 * 96 * 3
+    real = dataset_mod.psutil.virtual_memory()
+    monkeypatch.setattr(dataset_mod.psutil, "virtual_memory", lambda: real._replace(available=int(need * 2)))
+    assert LoadImagesAndLabels(d, 128, cache="ram").cache_mode == "ram"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 ranks on this machine each hold a copy
+    assert LoadImagesAndLabels(d, 128, cache="ram").cache_mode is None

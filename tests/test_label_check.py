@@ -219,3 +219,29 @@ def test_unwritable_cache_only_warns(tmp_path, monkeypatch, ylog):
     assert len(ls.im_files) == 4 and not (tmp_path / "labels.cache").exists()
     assert f"cache directory {tmp_path} is not writeable, cache not saved" in ylog.text
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_find_images_walk_like_rglob_and_hash_one_stat(tmp_path):
+    import os
+
+    from utils.dataset import find_images
+    from utils.label_check import files_hash
+    imgs = tmp_path / "images"
+    (imgs / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    for f in (imgs / "a.JPG", imgs / "sub" / "b.png", imgs / "sub" / "deeper" / "c.jpeg", imgs / ".hidden.png",
+              tmp_path / "elsewhere" / "x.jpg", imgs / "sub" / "notes.txt", imgs / "sub" / "weird.jpg.bak"):
+        f.write_bytes(b"x")
+    os.symlink(tmp_path / "elsewhere" / "x.jpg", imgs / "link.jpg")  # a symlinked file is an image
+    os.symlink(tmp_path / "elsewhere", imgs / "linked_dir")  # a symlinked folder is not entered (as rglob)
+    os.symlink(tmp_path / "gone.jpg", imgs / "broken.jpg")  # a dangling link is no file
+    expected = sorted(os.path.normpath(str(f)) for f in imgs.rglob("*") if f.is_file()
+                      and f.suffix[1:].lower() in ("jpg", "jpeg", "png"))
+    assert find_images(imgs) == expected and len(expected) == 5
+    # hash: path + size; a missing file or a folder counts as size -1 (as os.path.isfile + getsize did)
+    h = files_hash([str(imgs / "a.JPG")], [str(imgs / "nope.txt"), str(imgs / "sub")])
+    import hashlib
+    ref = hashlib.sha256()
+    for p, size in ((imgs / "a.JPG", 1), (imgs / "nope.txt", -1), (imgs / "sub", -1)):
+        ref.update(f"{p}\0{size}\n".encode())
+    assert h == ref.hexdigest()

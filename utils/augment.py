@@ -49,7 +49,7 @@ def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color: tup
 
 
 # ------------------------------------------------------------------------------------------------ mosaic
-def _mosaic_placement(i: int, xc: int, yc: int, w: int, h: int, s: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def mosaic_placement(i: int, xc: int, yc: int, w: int, h: int, s: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Canvas rectangle (x1a, y1a, x2a, y2a) and source rectangle (x1b, y1b, x2b, y2b) of mosaic tile i.
 
     Tile i touches the centre (xc, yc) with its bottom-right (0), bottom-left (1), top-right (2) or top-left (3)
@@ -64,6 +64,41 @@ def _mosaic_placement(i: int, xc: int, yc: int, w: int, h: int, s: int) -> tuple
     return (x1a, y1a, x2a, y2a), (x1b, y1b, x1b + cw, y1b + ch)
 
 
+def mosaic_centre(s: int) -> tuple[int, int]:
+    """Random mosaic centre (xc, yc), each uniform in [s/2, 3s/2] (Python's `random`; y is drawn first)."""
+    yc, xc = (int(random.uniform(s / 2, 3 * s / 2)) for _ in range(2))
+    return xc, yc
+
+
+def mosaic_labels(labels: list[np.ndarray], segments: list[list[np.ndarray]], sizes: list[tuple[int, int]],
+                  xc: int, yc: int, s: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Labels and polygons of the 4 tiles (image sizes (h, w)) moved onto the 2s x 2s canvas and clipped to it."""
+    labels4, segments4 = [], []
+    for i, (lb, segs, (h, w)) in enumerate(zip(labels, segments, sizes)):
+        (x1a, y1a, _, _), (x1b, y1b, _, _) = mosaic_placement(i, xc, yc, w, h, s)
+        padw, padh = x1a - x1b, y1a - y1b  # shift from the source image's pixels to the canvas'
+        lb = np.array(lb, dtype=np.float32).reshape(-1, 5).copy()
+        lb[:, [1, 3]] += padw
+        lb[:, [2, 4]] += padh
+        labels4.append(lb)
+        segments4.extend(np.asarray(sg, dtype=np.float32) + np.array([padw, padh], dtype=np.float32) for sg in segs)
+    labels4 = np.concatenate(labels4, 0)
+    np.clip(labels4[:, 1:], 0, 2 * s, out=labels4[:, 1:])
+    for sg in segments4:
+        np.clip(sg, 0, 2 * s, out=sg)
+    return labels4, segments4
+
+
+def mosaic_canvas(images: list[np.ndarray], xc: int, yc: int, s: int, fill: int = 114) -> np.ndarray:
+    """The 2s x 2s grey canvas with the 4 images (long side s) placed around the centre (xc, yc)."""
+    img4 = np.full((2 * s, 2 * s, images[0].shape[2]), fill, dtype=np.uint8)
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        (x1a, y1a, x2a, y2a), (x1b, y1b, x2b, y2b) = mosaic_placement(i, xc, yc, w, h, s)
+        img4[y1a:y2a, x1a:x2a] = im[y1b:y2b, x1b:x2b]
+    return img4
+
+
 def mosaic4(images: list[np.ndarray], labels: list[np.ndarray], s: int,
             segments: list[list[np.ndarray]] | None = None, fill: int = 114
             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -76,24 +111,9 @@ def mosaic4(images: list[np.ndarray], labels: list[np.ndarray], s: int,
     if len(images) != 4 or len(labels) != 4:
         raise ValueError(f"mosaic4 needs 4 images and 4 label arrays, got {len(images)} and {len(labels)}")
     segments = segments if segments is not None else [[] for _ in range(4)]
-    yc, xc = (int(random.uniform(s / 2, 3 * s / 2)) for _ in range(2))
-    img4 = np.full((2 * s, 2 * s, images[0].shape[2]), fill, dtype=np.uint8)
-    labels4, segments4 = [], []
-    for i, (im, lb, segs) in enumerate(zip(images, labels, segments)):
-        h, w = im.shape[:2]
-        (x1a, y1a, x2a, y2a), (x1b, y1b, x2b, y2b) = _mosaic_placement(i, xc, yc, w, h, s)
-        img4[y1a:y2a, x1a:x2a] = im[y1b:y2b, x1b:x2b]
-        padw, padh = x1a - x1b, y1a - y1b  # shift from the source image's pixels to the canvas'
-        lb = np.array(lb, dtype=np.float32).reshape(-1, 5).copy()
-        lb[:, [1, 3]] += padw
-        lb[:, [2, 4]] += padh
-        labels4.append(lb)
-        segments4.extend(np.asarray(sg, dtype=np.float32) + np.array([padw, padh], dtype=np.float32) for sg in segs)
-    labels4 = np.concatenate(labels4, 0)
-    np.clip(labels4[:, 1:], 0, 2 * s, out=labels4[:, 1:])
-    for sg in segments4:
-        np.clip(sg, 0, 2 * s, out=sg)
-    return img4, labels4, segments4
+    xc, yc = mosaic_centre(s)
+    labels4, segments4 = mosaic_labels(labels, segments, [im.shape[:2] for im in images], xc, yc, s)
+    return mosaic_canvas(images, xc, yc, s, fill), labels4, segments4
 
 
 # ------------------------------------------------------------------------------------------------ geometry
@@ -110,7 +130,7 @@ def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2, ar_thr
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
-def _perspective_matrix(shape: tuple[int, int], out_wh: tuple[int, int], degrees: float, translate: float,
+def perspective_matrix(shape: tuple[int, int], out_wh: tuple[int, int], degrees: float, translate: float,
                         scale: float, shear: float, perspective: float) -> tuple[np.ndarray, float]:
     """3x3 matrix M = T @ S @ R @ P @ C (YOLOv5's order) and the random scale factor it contains."""
     h, w = shape
@@ -155,32 +175,44 @@ def random_perspective(im: np.ndarray, targets: np.ndarray = np.zeros((0, 5)), s
     under rotation), clipped to the output; boxes that became tiny, thin or lost most of their area are dropped.
     """
     height, width = im.shape[0] + border[0] * 2, im.shape[1] + border[1] * 2
-    M, s = _perspective_matrix(im.shape[:2], (width, height), degrees, translate, scale, shear, perspective)
+    M, s = perspective_matrix(im.shape[:2], (width, height), degrees, translate, scale, shear, perspective)
     if border[0] or border[1] or (M != np.eye(3)).any():
-        if perspective:
-            im = cv2.warpPerspective(im, M, dsize=(width, height), borderValue=(114, 114, 114))
-        else:
-            im = cv2.warpAffine(im, M[:2], dsize=(width, height), borderValue=(114, 114, 114))
+        im = warp_image(im, M, (width, height), bool(perspective))
+    return im, warp_boxes(targets, segments, M, s, (width, height), bool(perspective))
+
+
+def warp_image(im: np.ndarray, M: np.ndarray, out_wh: tuple[int, int], projective: bool,
+               fill: int = 114) -> np.ndarray:
+    """im through the 3x3 matrix M into an out_wh image, grey where nothing maps."""
+    if projective:
+        return cv2.warpPerspective(im, M, dsize=out_wh, borderValue=(fill, fill, fill))
+    return cv2.warpAffine(im, M[:2], dsize=out_wh, borderValue=(fill, fill, fill))
+
+
+def warp_boxes(targets: np.ndarray, segments: Sequence[np.ndarray], M: np.ndarray, s: float,
+               out_wh: tuple[int, int], projective: bool) -> np.ndarray:
+    """The (n, 5) pixel boxes (or their polygons) through M, clipped to out_wh, filtered by box_candidates
+    (s is the random scale inside M: the size a box should have had)."""
+    width, height = out_wh
     targets = np.asarray(targets, dtype=np.float32).reshape(-1, 5)
     n = len(targets)
     if not n:
-        return im, targets
+        return targets
     use_segments = len(segments) == n and any(len(sg) for sg in segments)
     new = np.zeros((n, 4))
     if use_segments:
         for i, sg in enumerate(segments):
-            new[i] = segment2box(_apply_h(_resample(np.asarray(sg, dtype=np.float64)), M, bool(perspective)),
-                                 width, height)
+            new[i] = segment2box(_apply_h(_resample(np.asarray(sg, dtype=np.float64)), M, projective), width, height)
     else:
         x1, y1, x2, y2 = targets[:, 1], targets[:, 2], targets[:, 3], targets[:, 4]
         corners = np.stack([np.stack(c, 1) for c in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))], 1)  # (n, 4, 2)
-        xy = _apply_h(corners.reshape(-1, 2).astype(np.float64), M, bool(perspective)).reshape(n, 4, 2)
+        xy = _apply_h(corners.reshape(-1, 2).astype(np.float64), M, projective).reshape(n, 4, 2)
         new = np.concatenate((xy.min(1), xy.max(1)), 1)
         clip_boxes(new, (height, width))
     keep = box_candidates(targets[:, 1:5].T * s, new.T, area_thr=0.01 if use_segments else 0.10)
     targets = targets[keep]
     targets[:, 1:5] = new[keep]
-    return im, targets
+    return targets
 
 
 # ------------------------------------------------------------------------------------------------ colour / mixing
@@ -190,16 +222,31 @@ def augment_hsv(im: np.ndarray, hgain: float = 0.5, sgain: float = 0.5, vgain: f
     Each channel is multiplied by a factor drawn from [1 - gain, 1 + gain] (hue wraps at 180, cv2's range).
     All gains 0 leaves the image untouched (the HSV round trip itself is lossy, so it is skipped).
     """
+    luts = hsv_luts(hgain, sgain, vgain)
+    if luts is not None:
+        apply_hsv(im, luts, out=im)
+
+
+def hsv_luts(hgain: float, sgain: float, vgain: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The random draw of augment_hsv (numpy's `random`): hue, saturation and value lookup tables; None (and
+    nothing drawn) when all gains are 0."""
     if not (hgain or sgain or vgain):
-        return
+        return None
     r = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
-    hue, sat, val = cv2.split(cv2.cvtColor(im, cv2.COLOR_BGR2HSV))
     x = np.arange(256, dtype=r.dtype)
-    lut_hue = ((x * r[0]) % 180).astype(np.uint8)
-    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
-    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
-    cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=im)
+    return (((x * r[0]) % 180).astype(np.uint8), np.clip(x * r[1], 0, 255).astype(np.uint8),
+            np.clip(x * r[2], 0, 255).astype(np.uint8))
+
+
+def apply_hsv(im: np.ndarray, luts: tuple[np.ndarray, np.ndarray, np.ndarray],
+              out: np.ndarray | None = None) -> np.ndarray:
+    """BGR uint8 im through the HSV lookup tables of hsv_luts, into out (a new image when None; may be im)."""
+    hue, sat, val = cv2.split(cv2.cvtColor(im, cv2.COLOR_BGR2HSV))
+    hsv = cv2.merge((cv2.LUT(hue, luts[0]), cv2.LUT(sat, luts[1]), cv2.LUT(val, luts[2])))
+    if out is None:
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=out)
+    return out
 
 
 def mixup(im: np.ndarray, labels: np.ndarray, im2: np.ndarray, labels2: np.ndarray
@@ -252,11 +299,11 @@ def flip_lr(im: np.ndarray, labels_xywhn: np.ndarray) -> tuple[np.ndarray, np.nd
     """Mirror left-right; labels are normalised [cls, cx, cy, w, h] (new arrays, inputs untouched)."""
     labels = np.array(labels_xywhn, dtype=np.float32).reshape(-1, 5)
     labels[:, 1] = 1 - labels[:, 1]
-    return np.ascontiguousarray(im[:, ::-1]), labels
+    return cv2.flip(im, 1), labels  # numpy's reversed-stride copy of 3-byte pixels is ~20x slower
 
 
 def flip_ud(im: np.ndarray, labels_xywhn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror up-down; labels are normalised [cls, cx, cy, w, h] (new arrays, inputs untouched)."""
     labels = np.array(labels_xywhn, dtype=np.float32).reshape(-1, 5)
     labels[:, 2] = 1 - labels[:, 2]
-    return np.ascontiguousarray(im[::-1]), labels
+    return cv2.flip(im, 0), labels

@@ -10,9 +10,10 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import psutil
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from utils import augment as aug
 from utils.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
@@ -21,12 +22,14 @@ from utils.files import ROOT, yaml_load
 from utils.image_io import imread
 from utils.label_check import IMG_FORMATS, load_labels
 from utils.log import LOGGER
+from utils.mosaic import mosaic_perspective
 
 __all__ = ["IMG_FORMATS", "img2label_paths", "find_images", "LoadImagesAndLabels", "create_dataloader"]
 DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
 PIN_MEMORY = torch.cuda.is_available()
 _NOT_IMAGES = ("", "txt", "npy", "cache", "json", "yaml", "yml", "md", "csv")  # never warned about in image folders
 _MAX_SUBSTITUTES = 100  # training: unreadable images replaced in a row before giving up on the dataset
+_RAM_MARGIN = 0.2  # --cache ram leaves this share on top of the images for the model, workers and the rest
 
 
 class _Unreadable(Exception):
@@ -46,7 +49,28 @@ def img2label_paths(img_paths: Sequence[str]) -> list[str]:
 
 
 def _ext(p: str | Path) -> str:
-    return Path(p).suffix[1:].lower()
+    """Lower-case extension without the dot, as Path.suffix / os.path.splitext see it (leading dots are part of
+    the name); plain string operations: a Path per file costs seconds at COCO scale."""
+    name = str(p).rpartition(os.sep)[2].lstrip(".")
+    _, dot, ext = name.rpartition(".")
+    return ext.lower() if dot else ""
+
+
+def _files_under(folder: str) -> list[str]:
+    """Every file below folder, like Path.rglob: symlinked files kept, symlinked folders not entered, folders
+    that cannot be listed skipped. os.scandir knows most entry types without a stat per file."""
+    out, stack = [], [folder]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    elif e.is_file():
+                        out.append(e.path)
+        except (PermissionError, FileNotFoundError):
+            continue
+    return out
 
 
 def _from_txt(txt: Path) -> list[str]:
@@ -66,11 +90,12 @@ def find_images(path: str | Path | Sequence[str | Path], prefix: str = "") -> li
     for p in path if isinstance(path, (list, tuple)) else [path]:
         p = Path(p)
         if p.is_dir():
-            found = [str(f) for f in p.rglob("*") if f.is_file()]
-            candidates += [f for f in found if _ext(f) in IMG_FORMATS]
+            found = _files_under(str(p))
+            exts = [_ext(f) for f in found]
+            candidates += [f for f, e in zip(found, exts) if e in IMG_FORMATS]
             # labels, lists, caches and metadata often sit in the same tree: only other files are worth a warning
-            skipped += [f for f in found
-                        if _ext(f) not in IMG_FORMATS + _NOT_IMAGES and not Path(f).name.startswith(".")]
+            skipped += [f for f, e in zip(found, exts)
+                        if e not in IMG_FORMATS + _NOT_IMAGES and not os.path.basename(f).startswith(".")]
         elif p.is_file() and p.suffix.lower() == ".txt":
             listed = _from_txt(p)
             candidates += [f for f in listed if _ext(f) in IMG_FORMATS]
@@ -122,7 +147,7 @@ class LoadImagesAndLabels(Dataset):
         self.stride, self.prefix, self.path = stride, prefix, path
         im_files = find_images(path, prefix)
         label_files = img2label_paths(im_files)
-        lb_dirs = {os.path.dirname(f) for f in label_files}
+        lb_dirs = {f.rpartition(os.sep)[0] for f in label_files}  # = os.path.dirname, 10x cheaper per file
         have_dirs = any(os.path.isdir(d) for d in lb_dirs)
         if not have_dirs:
             LOGGER.warning(f"{prefix}WARNING ⚠️ labels directory {sorted(lb_dirs)[0]} not found — all "
@@ -147,8 +172,8 @@ class LoadImagesAndLabels(Dataset):
         self.ims: list[np.ndarray | None] = [None] * self.n
         self.im_hw0: list[tuple[int, int] | None] = [None] * self.n
         self.im_hw: list[tuple[int, int] | None] = [None] * self.n
-        self.npy_files = [Path(f).with_suffix(".npy") for f in self.im_files]
         self.cache_mode = None
+        self.fast_mosaic = True  # False: the reference canvas + warp (tests and benchmarks compare the two)
         self.unreadable: set[int] = set()  # per process: each DataLoader worker warns once per file it meets
         if cache:
             self.cache_images(str(cache).lower() if cache is not True else "ram")
@@ -174,9 +199,13 @@ class LoadImagesAndLabels(Dataset):
 
     # -------------------------------------------------------------------------------------------- images
     def cache_images(self, mode: str) -> None:
-        """--cache ram (resized images in memory) or disk (original pixels as .npy next to each image)."""
+        """--cache ram (resized images in memory) or disk (original pixels as .npy next to each image).
+
+        ram first checks that the images fit in the available memory; when not, one warning and no cache."""
         if mode not in ("ram", "disk"):
             raise UserError(f"--cache {mode} is not a cache mode — use --cache ram or --cache disk")
+        if mode == "ram" and not self._ram_fits():
+            return
         self.cache_mode = mode
         fn = self._cache_one_ram if mode == "ram" else self._cache_one_disk
         with ThreadPool(max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -185,6 +214,23 @@ class LoadImagesAndLabels(Dataset):
             LOGGER.warning(f"{self.prefix}WARNING ⚠️ could not write some .npy files next to the images "
                            f"(read-only folder?); those images are read from the originals")
         LOGGER.info(f"{self.prefix}Caching images ({sum(max(s, 0) for s in sizes) / 1e9:.2f}GB {mode})")
+
+    def _ram_fits(self) -> bool:
+        """Whether the resized images (sizes known from the label scan) fit in the available memory with a
+        margin; each local DDP rank caches its own copy. Warns once when they do not."""
+        need = sum(h * w * 3 for h, w in (self._resized_hw(int(h0), int(w0)) for w0, h0 in self.shapes))
+        need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        avail = psutil.virtual_memory().available
+        if need * (1 + _RAM_MARGIN) <= avail:
+            return True
+        LOGGER.warning(f"{self.prefix}WARNING ⚠️ --cache ram needs {need / 1e9:.1f}GB for {self.n} images at "
+                       f"{self.img_size} px but {avail / 1e9:.1f}GB of memory is available — not caching images "
+                       f"(try --cache disk or a smaller --imgsz)")
+        return False
+
+    def _npy_file(self, i: int) -> Path:
+        """--cache disk file of image i (made on demand: 118k Path objects cost time and memory)."""
+        return Path(self.im_files[i]).with_suffix(".npy")
 
     def _cache_one_ram(self, i: int) -> int:
         try:
@@ -195,7 +241,7 @@ class LoadImagesAndLabels(Dataset):
 
     def _cache_one_disk(self, i: int) -> int:
         """Original pixels as .npy next to the image (atomic write); -1 when the folder refuses the write."""
-        f = self.npy_files[i]
+        f = self._npy_file(i)
         if not f.exists():
             try:
                 im = self._read(i)
@@ -214,10 +260,10 @@ class LoadImagesAndLabels(Dataset):
                 return -1
         return f.stat().st_size
 
-    def _read(self, i: int) -> np.ndarray:
+    def _read(self, i: int, reduce: int = 1) -> np.ndarray:
         """BGR pixels of image i with the label check's reader; _Unreadable (warned once) when that fails now."""
         if i not in self.unreadable:
-            im = imread(self.im_files[i])
+            im = imread(self.im_files[i], reduce)
             if im is not None:
                 return im
             self.unreadable.add(i)
@@ -227,7 +273,7 @@ class LoadImagesAndLabels(Dataset):
 
     def _read_npy(self, i: int) -> np.ndarray | None:
         """--cache disk pixels, or None when the .npy is missing or not an image array (then the original is read)."""
-        f = self.npy_files[i]
+        f = self._npy_file(i)
         try:
             im = np.load(f, allow_pickle=False) if f.exists() else None
         except Exception:  # truncated or foreign .npy
@@ -238,16 +284,53 @@ class LoadImagesAndLabels(Dataset):
         """BGR image i resized so its long side is img_size -> (im, (h0, w0), (h, w))."""
         if self.ims[i] is not None:
             return self.ims[i], self.im_hw0[i], self.im_hw[i]
-        im = self._read_npy(i) if self.cache_mode == "disk" else None
-        im = self._read(i) if im is None else im
-        h0, w0 = im.shape[:2]
-        r = self.img_size / max(h0, w0)
-        if r != 1:
+        im, (h0, w0) = self._decode(i)
+        h, w = self._resized_hw(h0, w0)
+        if im.shape[:2] != (h, w):
             # INTER_AREA is the better shrinking filter; training augments anyway, so the faster one there
-            interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
-            size = (max(1, min(math.ceil(w0 * r), self.img_size)), max(1, min(math.ceil(h0 * r), self.img_size)))
-            im = cv2.resize(im, size, interpolation=interp)  # each side >= 1 px, even for a 3000x2 image
-        return im, (h0, w0), im.shape[:2]
+            interp = cv2.INTER_LINEAR if (self.augment or self.img_size > max(h0, w0)) else cv2.INTER_AREA
+            im = cv2.resize(im, (w, h), interpolation=interp)
+        return im, (h0, w0), (h, w)
+
+    def _load_source(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """Image i as cached or decoded, not yet resized, and the (h, w) that load_image would resize it to
+        (the fast mosaic resizes each tile once, straight into the output)."""
+        if self.ims[i] is not None:
+            return self.ims[i], self.im_hw[i]
+        im, (h0, w0) = self._decode(i)
+        return im, self._resized_hw(h0, w0)
+
+    def _resized_hw(self, h0: int, w0: int) -> tuple[int, int]:
+        """(h, w) with the long side img_size, each side >= 1 px (even for a 3000x2 image)."""
+        r = self.img_size / max(h0, w0)
+        if r == 1:
+            return h0, w0
+        return max(1, min(math.ceil(h0 * r), self.img_size)), max(1, min(math.ceil(w0 * r), self.img_size))
+
+    def _decode(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """BGR pixels of image i (from its .npy under --cache disk) and its original (h0, w0).
+
+        Training decodes a JPEG at least twice img_size at 1/2, 1/4 or 1/8 size, as long as that is still at least
+        img_size (libjpeg scales in the DCT: a fraction of the work, and a good shrinking filter). Validation
+        always decodes in full so its pixels, and so its mAP, do not change."""
+        im = self._read_npy(i) if self.cache_mode == "disk" else None
+        if im is not None:
+            return im, im.shape[:2]
+        f = self._reduce_factor(i)
+        im = self._read(i, f)
+        if f == 1:
+            return im, im.shape[:2]
+        w0, h0 = (int(v) for v in self.shapes[i])
+        if im.shape[:2] != (-(-h0 // f), -(-w0 // f)):  # not the scanned image any more: trust the pixels
+            h0, w0 = im.shape[0] * f, im.shape[1] * f
+        return im, (h0, w0)
+
+    def _reduce_factor(self, i: int) -> int:
+        """1, 2, 4 or 8: the JPEG decode reduction for training image i (see _decode)."""
+        if not self.augment or _ext(self.im_files[i]) not in ("jpg", "jpeg"):
+            return 1
+        long_side = int(max(self.shapes[i]))
+        return next((f for f in (8, 4, 2) if long_side >= f * self.img_size), 1)
 
     # -------------------------------------------------------------------------------------------- samples
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any] | None:
@@ -267,9 +350,11 @@ class LoadImagesAndLabels(Dataset):
                         f"e.g. {self.im_files[min(self.unreadable)]}) — was the dataset moved or deleted?")
 
     def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
-        hyp = self.hyp
+        hyp, hsv_done = self.hyp, False
         if self.mosaic and random.random() < hyp["mosaic"]:
-            img, labels = self.load_mosaic(index)
+            # the colour jitter goes into the mosaic's tiles, unless mixup blends a second mosaic in first
+            hsv_done = self.fast_mosaic and not hyp["mixup"] and not hyp.get("copy_paste")
+            img, labels = self.load_mosaic(index, hsv=hsv_done)
             shapes = None
             if random.random() < hyp["mixup"]:
                 img, labels = aug.mixup(img, labels, *self.load_mosaic(random.choice(range(self.n))))
@@ -283,11 +368,10 @@ class LoadImagesAndLabels(Dataset):
         if len(labels):  # pixel xyxy -> normalised xywh of the output image
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
         if self.augment:
-            img, labels = self._colour_and_flips(img, labels)
+            img, labels = self._colour_and_flips(img, labels, hsv=not hsv_done)
         labels_out = torch.zeros((len(labels), 6))
         labels_out[:, 1:] = torch.from_numpy(labels)
-        img = np.ascontiguousarray(img.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
-        return torch.from_numpy(img), labels_out, self.im_files[index], shapes
+        return torch.from_numpy(chw_rgb(img)), labels_out, self.im_files[index], shapes
 
     def _load_letterboxed(self, index: int) -> tuple[np.ndarray, np.ndarray, Any]:
         """Image letterboxed to its (rect) batch shape, labels as pixel xyxy, and the shapes for rescaling."""
@@ -300,31 +384,46 @@ class LoadImagesAndLabels(Dataset):
             labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
         return img, labels, shapes
 
-    def load_mosaic(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """4-image mosaic (this image + 3 random), optional copy-paste, then random perspective to img_size²."""
+    def load_mosaic(self, index: int, hsv: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """4-image mosaic (this image + 3 random), optional copy-paste, then random perspective to img_size².
+
+        Without copy-paste (which edits the 2s x 2s canvas) utils.mosaic builds it in one step: same random draws,
+        same boxes, each tile resized once straight into the output (see there for the pixel difference).
+        hsv: apply the HSV jitter too, drawn here; numpy's stream is the same as when _colour_and_flips draws it
+        later, as long as nothing in between draws from numpy (the caller excludes mixup)."""
         hyp, s = self.hyp, self.img_size
         ids = [index] + random.choices(range(self.n), k=3)
         random.shuffle(ids)
-        images, labels, segments = [], [], []
+        fast = self.fast_mosaic and not hyp.get("copy_paste")
+        images, sizes, labels, segments = [], [], [], []
         for i in ids:
-            img, _, (h, w) = self.load_image(i)
+            if fast:
+                img, (h, w) = self._load_source(i)
+            else:
+                img, _, (h, w) = self.load_image(i)
             lb = self.labels[i].copy()
             if len(lb):
                 lb[:, 1:] = xywhn2xyxy(lb[:, 1:], w, h)
             images.append(img)
+            sizes.append((h, w))
             labels.append(lb)
             segments.append([xyn2xy(sg, w, h) for sg in self.segments[i]])
+        geometry = dict(degrees=hyp["degrees"], translate=hyp["translate"], scale=hyp["scale"], shear=hyp["shear"],
+                        perspective=hyp["perspective"])
+        if fast:
+            luts = aug.hsv_luts(hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"]) if hsv else None
+            return mosaic_perspective(images, sizes, labels, segments, s, hsv=luts, **geometry)
         img4, labels4, segments4 = aug.mosaic4(images, labels, s, segments=segments)
-        if hyp.get("copy_paste") and len(segments4) == len(labels4):  # needs one polygon per label
+        if len(segments4) == len(labels4):  # copy-paste needs one polygon per label
             img4, labels4, segments4 = aug.copy_paste(img4, labels4, segments4, p=hyp["copy_paste"])
-        return aug.random_perspective(img4, labels4, segments4, degrees=hyp["degrees"], translate=hyp["translate"],
-                                      scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
-                                      border=self.mosaic_border)
+        return aug.random_perspective(img4, labels4, segments4, border=self.mosaic_border, **geometry)
 
-    def _colour_and_flips(self, img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """HSV jitter and up-down / left-right flips (labels normalised xywh)."""
+    def _colour_and_flips(self, img: np.ndarray, labels: np.ndarray, hsv: bool = True
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """HSV jitter (unless the mosaic did it) and up-down / left-right flips (labels normalised xywh)."""
         hyp = self.hyp
-        aug.augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
+        if hsv:
+            aug.augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
         if random.random() < hyp["flipud"]:
             img, labels = aug.flip_ud(img, labels)
         if random.random() < hyp["fliplr"]:
@@ -343,7 +442,13 @@ class LoadImagesAndLabels(Dataset):
         ims, labels, paths, shapes = zip(*batch)
         for i, lb in enumerate(labels):
             lb[:, 0] = i
-        return torch.stack(ims, 0), torch.cat(labels, 0), paths, shapes
+        # default_collate stacks into shared memory inside a worker: no second copy when the batch is sent
+        return default_collate(list(ims)), torch.cat(labels, 0), paths, shapes
+
+
+def chw_rgb(img: np.ndarray) -> np.ndarray:
+    """HWC BGR -> contiguous CHW RGB. cv2.split copies plane by plane: faster than numpy's strided transpose copy."""
+    return np.stack(cv2.split(img)[::-1])
 
 
 # ------------------------------------------------------------------------------------------------ loader

@@ -1,0 +1,232 @@
+"""Side by side with an ultralytics/yolov5 clone: training loader, one training step and fused inference.
+
+    python benchmarks/vs_yolov5.py                                   # our figures only
+    python benchmarks/vs_yolov5.py --yolov5 ../yolov5                # + a yolov5 clone, run with this python
+    python benchmarks/vs_yolov5.py --yolov5 ../yolov5 --yolov5-python ../y5venv/bin/python --pairs 5
+
+Both sides use their own code on the same generated data (shapes, 400 images of 256 px, hard-linked into one tree
+per side so their label caches do not collide): the loader is each repo's create_dataloader with its own
+hyp.scratch-low.yaml (mosaic on), 640 px, batch 16, 2 workers, one untimed epoch then --epochs timed ones; the
+step is Model(yolov5s.yaml) forward + ComputeLoss + backward + SGD at 320 px, batch 8 on a fixed random batch; the
+inference is the fused yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in
+alternating order: AB, BA, AB, ...); the table has the median of each side over --pairs runs and the ratio
+ours / yolov5 (of the medians, and the median of the per-pair ratios). Nothing is downloaded and nothing of
+yolov5 is imported into this process: its clone only runs in its own subprocess, with --yolov5-python.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("loader", "step", "infer")
+UNITS = {"loader": "images/s", "step": "images/s", "infer": "images/s"}
+HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
+       "label_smoothing": 0.0}  # loss gains for the step (the time does not depend on them)
+
+
+# ------------------------------------------------------------------------------------------------ child side
+def _side(name: str, root: Path) -> SimpleNamespace:
+    """The repo's own API. Only its root goes on sys.path: both repos have a top-level `utils` and `models`."""
+    sys.path.insert(0, str(root))
+    os.chdir(root)  # yolov5 resolves some paths against the working directory
+    if name == "yolov5":
+        from models.yolo import Model
+        from utils.dataloaders import create_dataloader
+        from utils.loss import ComputeLoss
+    else:
+        from models.yolo import Model
+        from utils.dataset import create_dataloader
+        from utils.loss import ComputeLoss
+    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss,
+                           hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml", cfg=root / "models" / "yolov5s.yaml")
+
+
+def measure_loader(api: SimpleNamespace, a: argparse.Namespace) -> float:
+    """Images/s of the augmenting loader over --epochs epochs after one warm-up epoch (workers, label cache)."""
+    import yaml
+    hyp = yaml.safe_load(api.hyp.read_text())
+    loader, _ = api.create_dataloader(a.data, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers,
+                                      shuffle=True, seed=0)
+    for _ in loader:
+        pass
+    t0, n = time.perf_counter(), 0
+    for _ in range(a.epochs):
+        for imgs, *_ in loader:
+            n += len(imgs)
+    return n / (time.perf_counter() - t0)
+
+
+def _random_batch(batch: int, imgsz: int) -> tuple:
+    """Fixed random images and 8 targets per image [i, cls, cx, cy, w, h]."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(batch, 3, imgsz, imgsz, generator=g)
+    n = batch * 8
+    t = torch.zeros(n, 6)
+    t[:, 0] = torch.arange(batch).repeat_interleave(8)
+    t[:, 1] = torch.randint(0, 80, (n,), generator=g).float()
+    t[:, 2:4] = torch.rand(n, 2, generator=g) * 0.8 + 0.1
+    t[:, 4:6] = torch.rand(n, 2, generator=g) * 0.3 + 0.02
+    return imgs, t
+
+
+def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
+    """Images/s of forward + loss + backward + SGD step of yolov5s (median step time of --steps)."""
+    import torch
+    model = api.Model(str(api.cfg), nc=80).train()
+    model.hyp = dict(HYP)
+    loss_fn = api.ComputeLoss(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    imgs, targets = _random_batch(a.step_batch, a.step_imgsz)
+    times = []
+    for i in range(a.steps + 2):  # 2 warm-up steps
+        t0 = time.perf_counter()
+        loss, _ = loss_fn(model(imgs), targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    return a.step_batch / statistics.median(times[2:])
+
+
+def measure_infer(api: SimpleNamespace, a: argparse.Namespace) -> float:
+    """Images/s of the fused yolov5s in eval mode, batch 1 (median of --steps forwards)."""
+    import torch
+    model = api.Model(str(api.cfg), nc=80).fuse().eval()
+    x = torch.rand(1, 3, a.imgsz, a.imgsz, generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.no_grad():
+        for _ in range(a.steps + 2):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return 1 / statistics.median(times[2:])
+
+
+def child(a: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process; the result is the last stdout line, as JSON."""
+    api = _side(a.child, Path(a.root))
+    value = {"loader": measure_loader, "step": measure_step, "infer": measure_infer}[a.part](api, a)
+    import torch
+    print(json.dumps({"side": a.child, "part": a.part, "value": value, "threads": torch.get_num_threads()}))
+
+
+# ------------------------------------------------------------------------------------------------ parent side
+def make_data(tmp: Path, n: int, sides: list[str]) -> dict[str, Path]:
+    """Shapes images + labels generated once, hard-linked into one images/ + labels/ tree per side."""
+    sys.path.insert(0, str(ROOT))
+    from data.scripts.make_shapes import generate_shapes
+    src = generate_shapes(tmp / "shapes", n_train=n, n_val=0)
+    out = {}
+    for side in sides:
+        for sub in ("images", "labels"):
+            for f in (src / sub / "train").iterdir():
+                dst = tmp / side / sub / "train" / f.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, dst)
+        out[side] = tmp / side / "images" / "train"
+    return out
+
+
+def run_one(side: str, part: str, python: str, root: Path, data: Path, a: argparse.Namespace) -> float:
+    """Run one measurement subprocess and return its figure (its output is shown when it fails)."""
+    cmd = [python, str(Path(__file__).resolve()), "--child", side, "--part", part, "--root", str(root),
+           "--data", str(data), "--imgsz", str(a.imgsz), "--batch", str(a.batch), "--workers", str(a.workers),
+           "--epochs", str(a.epochs), "--steps", str(a.steps), "--step-imgsz", str(a.step_imgsz),
+           "--step-batch", str(a.step_batch)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode or not lines:
+        sys.exit(f"{side} {part} failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    out = json.loads(lines[-1])
+    print(f"  {part:6s} {side:6s} {out['value']:9.2f} {UNITS[part]} ({out['threads']} torch threads)", flush=True)
+    return out["value"]
+
+
+def measure_all(a: argparse.Namespace, data: dict[str, Path]) -> dict[str, dict[str, list[float]]]:
+    """{part: {side: [figures]}}, the sides alternating which runs first from one pair to the next."""
+    sides = {"ours": (sys.executable if not a.python else a.python, ROOT)}
+    if a.yolov5:
+        sides["yolov5"] = (a.yolov5_python or sys.executable, Path(a.yolov5).resolve())
+    res = {p: {s: [] for s in sides} for p in a.parts}
+    for k in range(a.pairs):
+        order = list(sides) if k % 2 == 0 else list(sides)[::-1]
+        print(f"pair {k + 1}/{a.pairs}: {' then '.join(order)}", flush=True)
+        for part in a.parts:
+            for side in order:
+                python, root = sides[side]
+                res[part][side].append(run_one(side, part, python, root, data[side], a))
+    return res
+
+
+def table(res: dict[str, dict[str, list[float]]], a: argparse.Namespace) -> str:
+    """Markdown table: per part the median of each side, the range, and the ratios ours / yolov5."""
+    what = {"loader": f"training loader (mosaic, hyp.scratch-low, {a.imgsz} px, batch {a.batch}, {a.workers} workers, "
+                      f"{a.n} images of 256 px)",
+            "step": f"train step yolov5s ({a.step_imgsz} px, batch {a.step_batch}, fwd+loss+bwd+SGD)",
+            "infer": f"fused yolov5s inference ({a.imgsz} px, batch 1)"}
+    two = "yolov5" in next(iter(res.values()))
+    head = "| figure | ours (median, range) |" + (" yolov5 (median, range) | ratio of medians | median of pair "
+                                                   "ratios |" if two else "")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for part, by_side in res.items():
+        cells = [f"{statistics.median(v):.3g} ({min(v):.3g}–{max(v):.3g}) {UNITS[part]}" for v in by_side.values()]
+        row = f"| {what[part]} | " + " | ".join(cells) + " |"
+        if two:
+            ours, y5 = by_side["ours"], by_side["yolov5"]
+            pair = statistics.median(o / y for o, y in zip(ours, y5))
+            row += f" {statistics.median(ours) / statistics.median(y5):.2f} | {pair:.2f} |"
+        rows.append(row)
+    return "\n".join(rows)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--yolov5", default="", help="path of an ultralytics/yolov5 clone (default: ours only)")
+    p.add_argument("--yolov5-python", default="", help="python for the yolov5 side (default: this one)")
+    p.add_argument("--python", default="", help="python for our side (default: this one)")
+    p.add_argument("--pairs", type=int, default=3, help="runs per side (>= 3 for a median)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    p.add_argument("--n", type=int, default=400, help="generated images")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2, help="timed loader epochs per run")
+    p.add_argument("--steps", type=int, default=10, help="timed train steps / forwards per run")
+    p.add_argument("--step-imgsz", type=int, default=320)
+    p.add_argument("--step-batch", type=int, default=8)
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one measurement
+    p.add_argument("--part", default="", help=argparse.SUPPRESS)
+    p.add_argument("--root", default="", help=argparse.SUPPRESS)
+    p.add_argument("--data", default="", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    a.parts = [x for x in a.parts.split(",") if x]
+    if not set(a.parts) <= set(PARTS) or a.pairs < 1:
+        p.error(f"--parts takes a subset of {','.join(PARTS)}; --pairs must be >= 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse(argv)
+    if a.child:
+        return child(a)
+    if a.yolov5 and not (Path(a.yolov5) / "utils" / "dataloaders.py").is_file():
+        sys.exit(f"--yolov5 {a.yolov5}: not an ultralytics/yolov5 clone (no utils/dataloaders.py)")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_data(Path(tmp), a.n, ["ours", "yolov5"] if a.yolov5 else ["ours"])
+        res = measure_all(a, data)
+    print(f"\n{os.cpu_count()} CPUs; {a.pairs} runs per side, alternating which side runs first\n")
+    print(table(res, a))
+
+
+if __name__ == "__main__":
+    main()
