@@ -1,4 +1,4 @@
-"""Side by side with an ultralytics/yolov5 clone: training loader, one training step and fused inference.
+"""Side by side with an ultralytics/yolov5 clone: training loader, one training step, train.py epochs, inference.
 
     python benchmarks/vs_yolov5.py                                   # our figures only
     python benchmarks/vs_yolov5.py --yolov5 ../yolov5                # + a yolov5 clone, run with this python
@@ -7,8 +7,10 @@
 Both sides use their own code on the same generated data (shapes, 400 images of 256 px, hard-linked into one tree
 per side so their label caches do not collide): the loader is each repo's create_dataloader with its own
 hyp.scratch-low.yaml (mosaic on), 640 px, batch 16, 2 workers, one untimed epoch then --epochs timed ones; the
-step is Model(yolov5s.yaml) forward + ComputeLoss + backward + SGD at 320 px, batch 8 on a fixed random batch; the
-inference is the fused yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in
+step is Model(yolov5s.yaml) forward + ComputeLoss + backward + clipping + each repo's SGD groups + its EMA at 320 px,
+batch 8 on a fixed random batch; the epoch part runs each repo's own train.py (yolov5s from scratch, 320 px, batch
+16, --noval) and reads the seconds of each epoch after the first from its progress bar; the inference is the fused
+yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in
 alternating order: AB, BA, AB, ...); the table has the median of each side over --pairs runs and the ratio
 ours / yolov5 (of the medians, and the median of the per-pair ratios). Nothing is downloaded and nothing of
 yolov5 is imported into this process: its clone only runs in its own subprocess, with --yolov5-python.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -27,8 +30,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("loader", "step", "infer")
-UNITS = {"loader": "images/s", "step": "images/s", "infer": "images/s"}
+PARTS = ("loader", "step", "infer", "epoch")
+UNITS = {"loader": "images/s", "step": "images/s", "infer": "images/s", "epoch": "s/epoch"}
 HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
        "label_smoothing": 0.0}  # loss gains for the step (the time does not depend on them)
 
@@ -38,16 +41,22 @@ def _side(name: str, root: Path) -> SimpleNamespace:
     """The repo's own API. Only its root goes on sys.path: both repos have a top-level `utils` and `models`."""
     sys.path.insert(0, str(root))
     os.chdir(root)  # yolov5 resolves some paths against the working directory
-    if name == "yolov5":
+    if name == "yolov5":  # each side's train.py optimizer and EMA, so the step is the step its train.py runs
         from models.yolo import Model
         from utils.dataloaders import create_dataloader
         from utils.loss import ComputeLoss
+        from utils.torch_utils import ModelEMA, smart_optimizer
+        sgd = lambda m: smart_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
     else:
         from models.yolo import Model
         from utils.dataset import create_dataloader
+        from utils.ema import ModelEMA
         from utils.loss import ComputeLoss
-    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss,
-                           hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml", cfg=root / "models" / "yolov5s.yaml")
+        from utils.optim import build_optimizer
+        sgd = lambda m: build_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
+    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss, sgd=sgd,
+                           EMA=ModelEMA, hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml",
+                           cfg=root / "models" / "yolov5s.yaml")
 
 
 def measure_loader(api: SimpleNamespace, a: argparse.Namespace) -> float:
@@ -80,20 +89,24 @@ def _random_batch(batch: int, imgsz: int) -> tuple:
 
 
 def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
-    """Images/s of forward + loss + backward + SGD step of yolov5s (median step time of --steps)."""
+    """Images/s of one training step of yolov5s as each train.py runs it: forward + loss + backward + gradient
+    clipping + that repo's SGD parameter groups + its EMA update (median step time of --steps)."""
     import torch
-    model = api.Model(str(api.cfg), nc=80).train()
+    fmt = torch.channels_last if a.child == "ours" and a.channels_last else torch.contiguous_format
+    model = api.Model(str(api.cfg), nc=80).to(memory_format=fmt).train()
     model.hyp = dict(HYP)
-    loss_fn = api.ComputeLoss(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    loss_fn, opt, ema = api.ComputeLoss(model), api.sgd(model), api.EMA(model)
     imgs, targets = _random_batch(a.step_batch, a.step_imgsz)
+    imgs = imgs.contiguous(memory_format=fmt)
     times = []
     for i in range(a.steps + 2):  # 2 warm-up steps
         t0 = time.perf_counter()
         loss, _ = loss_fn(model(imgs), targets)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
         opt.step()
         opt.zero_grad()
+        ema.update(model)
         times.append(time.perf_counter() - t0)
     return a.step_batch / statistics.median(times[2:])
 
@@ -112,10 +125,69 @@ def measure_infer(api: SimpleNamespace, a: argparse.Namespace) -> float:
     return 1 / statistics.median(times[2:])
 
 
+EPOCH_BAR = re.compile(r"^\s*(\d+)/\d+\s.*100%")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _seconds(clock: str) -> float:
+    """'12.3s', '0:12', '1:02:03' -> seconds."""
+    if clock.endswith("s"):
+        return float(clock[:-1])
+    secs = 0.0
+    for part in clock.split(":"):
+        secs = secs * 60 + float(part)
+    return secs
+
+
+def epoch_times(log: str) -> list[float]:
+    """Seconds per training epoch from a train.py log: the elapsed time of each epoch's finished progress bar. Both
+    repos print `epoch/last` first on the bar (validation bars start with "Class"); ours is tqdm's
+    `[elapsed<remaining, rate]`, recent yolov5 clones end the bar with the elapsed time (`2/2 7.9s/it 15.7s`)."""
+    done: dict[int, float] = {}
+    for seg in re.split(r"[\r\n]", ANSI.sub("", log)):
+        m = EPOCH_BAR.match(seg)
+        if not m:
+            continue
+        tq = re.search(r"\[([\d:]+)<", seg)
+        done[int(m.group(1))] = _seconds(tq.group(1) if tq else seg.split()[-1])
+    return [done[k] for k in sorted(done)]
+
+
+def _offline_env(tmp: str) -> dict[str, str]:
+    """yolov5's train.py downloads Arial.ttf into its config dir unless one is there: point that dir at tmp and put
+    matplotlib's DejaVuSans there under that name, so nothing is fetched (our side ignores the variable)."""
+    import shutil
+    import matplotlib
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        shutil.copy(font, Path(tmp) / name)
+    return {"YOLOV5_CONFIG_DIR": tmp}
+
+
+def measure_epoch(api: SimpleNamespace, a: argparse.Namespace) -> float:
+    """Median seconds per epoch (after the first) of this repo's own train.py: yolov5s from scratch on the data."""
+    import tempfile
+    root = Path(a.root)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data.yaml"
+        data.write_text(f"path: {Path(a.data).parents[1]}\ntrain: images/train\nval: images/train\nnc: 3\n"
+                        f"names: [circle, rectangle, triangle]\n")
+        cmd = [sys.executable, str(root / "train.py"), "--data", str(data), "--cfg", str(api.cfg), "--weights", "",
+               "--hyp", str(api.hyp), "--epochs", str(a.train_epochs), "--batch-size", str(a.batch), "--img",
+               str(a.epoch_imgsz), "--workers", str(a.workers), "--optimizer", "SGD", "--noval", "--noplots",
+               "--device", "cpu", "--project", tmp, "--name", "run"]
+        cmd += ["--channels-last"] if a.child == "ours" and a.channels_last else []
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**os.environ, **_offline_env(tmp)})
+    times = epoch_times(r.stdout + r.stderr)
+    if r.returncode or len(times) < a.train_epochs:
+        raise SystemExit(f"train.py failed or printed {len(times)} epochs (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return statistics.median(times[1:])
+
+
 def child(a: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; the result is the last stdout line, as JSON."""
     api = _side(a.child, Path(a.root))
-    value = {"loader": measure_loader, "step": measure_step, "infer": measure_infer}[a.part](api, a)
+    value = {"loader": measure_loader, "step": measure_step, "infer": measure_infer, "epoch": measure_epoch}[a.part](api, a)
     import torch
     print(json.dumps({"side": a.child, "part": a.part, "value": value, "threads": torch.get_num_threads()}))
 
@@ -142,7 +214,8 @@ def run_one(side: str, part: str, python: str, root: Path, data: Path, a: argpar
     cmd = [python, str(Path(__file__).resolve()), "--child", side, "--part", part, "--root", str(root),
            "--data", str(data), "--imgsz", str(a.imgsz), "--batch", str(a.batch), "--workers", str(a.workers),
            "--epochs", str(a.epochs), "--steps", str(a.steps), "--step-imgsz", str(a.step_imgsz),
-           "--step-batch", str(a.step_batch)]
+           "--step-batch", str(a.step_batch), "--epoch-imgsz", str(a.epoch_imgsz), "--train-epochs", str(a.train_epochs)]
+    cmd += ["--channels-last"] if a.channels_last else []
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
@@ -172,8 +245,10 @@ def table(res: dict[str, dict[str, list[float]]], a: argparse.Namespace) -> str:
     """Markdown table: per part the median of each side, the range, and the ratios ours / yolov5."""
     what = {"loader": f"training loader (mosaic, hyp.scratch-low, {a.imgsz} px, batch {a.batch}, {a.workers} workers, "
                       f"{a.n} images of 256 px)",
-            "step": f"train step yolov5s ({a.step_imgsz} px, batch {a.step_batch}, fwd+loss+bwd+SGD)",
-            "infer": f"fused yolov5s inference ({a.imgsz} px, batch 1)"}
+            "step": f"train step yolov5s ({a.step_imgsz} px, batch {a.step_batch}, fwd+loss+bwd+clip+SGD+EMA)",
+            "infer": f"fused yolov5s inference ({a.imgsz} px, batch 1)",
+            "epoch": f"train.py epoch, yolov5s from scratch ({a.epoch_imgsz} px, batch {a.batch}, {a.workers} workers, "
+                     f"SGD, hyp.scratch-low, {a.n} images; median of epochs 2-{a.train_epochs})"}
     two = "yolov5" in next(iter(res.values()))
     head = "| figure | ours (median, range) |" + (" yolov5 (median, range) | ratio of medians | median of pair "
                                                    "ratios |" if two else "")
@@ -204,6 +279,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="timed train steps / forwards per run")
     p.add_argument("--step-imgsz", type=int, default=320)
     p.add_argument("--step-batch", type=int, default=8)
+    p.add_argument("--epoch-imgsz", type=int, default=320, help="image size of the epoch part")
+    p.add_argument("--train-epochs", type=int, default=3, help="epochs per train.py run (the first is not counted)")
+    p.add_argument("--channels-last", action="store_true", help="our side: train.py --channels-last (step, epoch)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one measurement
     p.add_argument("--part", default="", help=argparse.SUPPRESS)
     p.add_argument("--root", default="", help=argparse.SUPPRESS)

@@ -93,3 +93,25 @@ def test_ema_on_real_model(micro_model):
     p0, e0 = next(micro_model.parameters()), next(ema.ema.parameters())
     assert not torch.equal(p0, e0) and torch.allclose(e0, p0, atol=1e-3)  # d ~ 5e-4 at the first update
     assert torch.allclose(ema.ema.model[-1].anchors, micro_model.model[-1].anchors, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_batched_update_matches_per_tensor_loop(fmt):
+    from models.yolo import Model
+    torch.manual_seed(0)
+    model = Model("models/yolov5n.yaml", nc=3).to(memory_format=fmt).train()
+    ema = ModelEMA(model, tau=5.0)
+    ref = ModelEMA(model, tau=5.0, batched=False)  # YOLOv5's per-tensor loop
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for k in range(1, 4):  # real steps: parameters and BN running stats change between updates
+        model(torch.rand(2, 3, 64, 64).contiguous(memory_format=fmt))[0].mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ema.update(model)
+        ref.update(model)
+    got, want = ema.ema.state_dict(), ref.ema.state_dict()
+    moved = 0
+    for k, v in want.items():
+        assert torch.allclose(got[k], v, rtol=1e-5, atol=1e-6), k  # lerp rounds a little differently
+        moved += int(not torch.equal(v, model.state_dict()[k]))
+    assert moved > 100  # the EMA really lags the model (d > 0), so the comparison is not trivially equal

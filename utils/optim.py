@@ -62,6 +62,15 @@ def _lr_scales(model: nn.Module, names: list[str], layer_decay: float | None) ->
     return {n: float(layer_decay ** (num_layers + 1 - ids[n])) for n in names}
 
 
+def step_implementation(params: list[torch.Tensor]) -> dict[str, bool]:
+    """The optimizer kernel to use: `fused` (one kernel per parameter group) when every parameter is on CUDA,
+    `foreach` (batched tensor lists) otherwise. PyTorch's own default on CPU is the per-tensor Python loop;
+    all three give the same update (tests/test_optim.py), they differ only in speed (docs/benchmarks.md)."""
+    if params and all(p.device.type == "cuda" for p in params):
+        return {"fused": True}
+    return {"foreach": True}
+
+
 def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9,
                     decay: float = 1e-5, layer_decay: float | None = None) -> torch.optim.Optimizer:
     """SGD (nesterov) / Adam / AdamW over bias, decay and no-decay groups, one set per layer-decay LR scale.
@@ -82,12 +91,13 @@ def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
             if ps:  # empty groups would only clutter the optimizer state
                 groups.append({"params": ps, "name": kind, "lr_scale": scale, "lr": lr * scale,
                                "weight_decay": decay if kind == "decay" else 0.0})
+    impl = step_implementation(list(params.values()))
     if name == "SGD":
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, **impl)
     elif name == "Adam":
-        optimizer = torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999))
+        optimizer = torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999), **impl)
     else:  # AdamW: weight_decay is decoupled from the gradient
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), **impl)
     n = {k: sum(len(g["params"]) for g in groups if g["name"] == k) for k in GROUP_NAMES}
     n_scales = len({g["lr_scale"] for g in groups})
     extra = f", layer decay {layer_decay} over {n_scales} LR scales" if layer_decay else ""

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.checkpoint import load_model, new_checkpoint, save_checkpoint, strip_optimizer
+from utils.compiled import CompiledForward
 from utils.dataset import LoadImagesAndLabels
 from utils.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
 from utils.ema import ModelEMA
@@ -114,6 +115,8 @@ class Trainer:
         self.maps = np.zeros(parts.data["nc"])
         self.results: tuple = (0.0,) * 7
         self.model = parts.model
+        self.forward = CompiledForward(self.model, opt.compile)  # rebuilt when DDP re-wraps the model
+        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
         self.last_opt_step = -1
         self.nonfinite_steps = 0  # consecutive steps with a non-finite loss (AMP only; CPU stops at the first)
         self.nb = len(parts.train_loader)
@@ -179,6 +182,7 @@ class Trainer:
         self.parts.set_backbone_frozen(frozen)
         if self.info.ddp:  # DDP registers trainable parameters at wrap time: wrap again after a change
             self.model = self.parts.ddp_wrap(unwrap(self.model))
+            self.forward = CompiledForward(self.model, self.opt.compile and self.forward.active)
         LOGGER.info(f"{'Freezing' if frozen else 'Unfreezing'} the backbone at epoch {epoch} (--freeze-epochs {n})")
 
     def _prepare_epoch(self, epoch: int) -> None:
@@ -203,7 +207,7 @@ class Trainer:
         p.optimizer.zero_grad()
         for i, (imgs, targets, paths, _) in pbar:
             ni = i + self.nb * epoch
-            imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            imgs = (imgs.to(self.device, non_blocking=True).float() / 255).contiguous(memory_format=self.memory_format)
             self._warmup(ni, epoch)
             imgs = self._multi_scale(imgs)
             items = self._step(imgs, targets.to(self.device), ni, epoch)
@@ -255,7 +259,7 @@ class Trainer:
         """Forward, loss, NaN guard, backward; an optimizer step every `accumulate` batches. Returns loss items."""
         p = self.parts
         with torch.autocast("cuda", enabled=self.amp):
-            pred = self.model(imgs)
+            pred = self.forward(imgs)
             loss, items = p.compute_loss(pred, targets)
         if self.info.ddp:
             loss = loss * self.info.world_size  # DDP averages gradients over ranks; YOLOv5 keeps the sum
