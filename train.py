@@ -4,6 +4,7 @@
     python train.py --cfg models/yolov5_ConvNeXt.yaml --data coco.yaml --backbone-weights convnext_tiny_1k \\
         --hyp data/hyps/hyp.convnext.yaml --layer-decay 0.8 --img 640
     python train.py --resume                          # continue the newest unfinished run
+    python train.py --evolve 30 --epochs 10           # hyperparameter evolution -> runs/evolve/exp/hyp_evolve.yaml
     torchrun --nproc_per_node 2 train.py --data coco.yaml --batch-size 64 --device 0,1
 
 run(**opts) is callable from Python and returns a results dict (save_dir, best, last, mAP50, mAP50-95, ...).
@@ -31,6 +32,7 @@ from utils.distributed import DistInfo, broadcast_object, check_batch_size, clea
     init_distributed  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
+from utils.evolve import evolve_dir, generation_options, run_generations  # noqa: E402
 from utils.files import check_writable, increment_path, yaml_load  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
@@ -105,6 +107,8 @@ def _build_parts(opt: TrainOptions, hyp: dict[str, Any], device: torch.device, i
     """Model, data, loss, optimizer, schedule, EMA, scaler and loaders for the Trainer."""
     data = prepare_data(opt.data, opt.single_cls, info.main)
     model = _model_for_run(opt, data, device, ckpt)
+    if opt.channels_last:  # before the optimizer and EMA are built, so both hold NHWC tensors
+        model = model.to(memory_format=torch.channels_last)
     if freeze_indices(opt.freeze, model):
         _set_frozen(model, freeze_indices(opt.freeze, model), True)
     gs = max(int(model.stride.max()), A.SIZE_MULTIPLE)
@@ -124,6 +128,16 @@ def _build_parts(opt: TrainOptions, hyp: dict[str, Any], device: torch.device, i
                       scheduler=scheduler, lf=lf, ema=ema, gs=gs, validate=validate.run, ddp_wrap=wrap,
                       scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
                       set_backbone_frozen=lambda frozen: _set_frozen(model, rows, frozen))
+
+
+def _check_evolve(o: TrainOptions) -> None:
+    """--evolve N: N >= 0, one process (each generation is a whole run), continued with --exist-ok, not --resume."""
+    A.check_int("evolve", o.evolve, lo=0, todo="N generations, e.g. --evolve 30 (0 = a plain run)")
+    if o.evolve and o.resume:
+        A.fail("evolve", o.evolve, "cannot be combined with --resume",
+               "to continue an evolution rerun it with --exist-ok --name <its folder name>")
+    if o.evolve and dist_info().ddp:
+        A.fail("evolve", o.evolve, "does not run under torchrun (DDP)", "run train.py --evolve as one process")
 
 
 def check_opts(o: TrainOptions) -> dict[str, Any]:
@@ -151,11 +165,22 @@ def check_opts(o: TrainOptions) -> dict[str, Any]:
     A.check_int("save_period", o.save_period, lo=-1, todo="N saves epochN.pt every N epochs, -1 = off")
     A.check_int("seed", o.seed, lo=0, hi=MAX_SEED, todo="e.g. --seed 0")
     A.check_int("ddp_timeout", o.ddp_timeout, lo=1, hi=7 * 24 * 3600, todo="seconds, e.g. 10800 (3 h)")
+    _check_evolve(o)
     sha = A.check_sha256("backbone_sha256", o.backbone_sha256)
     if sha and not o.backbone_weights:
         A.fail("backbone_sha256", o.backbone_sha256, "given without --backbone-weights",
                "add --backbone-weights FILE_OR_URL, or drop --backbone-sha256")
     return {"device": check_device(o.device), "backbone_sha256": sha, "freeze": freeze, "imgsz": imgsz}
+
+
+def _run_evolve(opt: TrainOptions) -> dict[str, Any]:
+    """--evolve N: generations of mutated hyperparameters, each a full run() (utils/evolve.py); returns save_dir,
+    generations, failed, best_generation, best_fitness, best_hyp, evolve_csv, hyp_evolve."""
+    save_dir = evolve_dir(opt.project, opt.name, opt.exist_ok)
+    check_writable(save_dir)
+    base = load_hyp(opt.hyp, opt.label_smoothing)
+    kwargs = generation_options(opt, save_dir)
+    return run_generations(lambda hyp: run(**kwargs, hyp=hyp), base, save_dir, opt.evolve, seed=opt.seed).to_dict()
 
 
 def run(**kwargs: Any) -> dict[str, Any]:
@@ -167,6 +192,8 @@ def run(**kwargs: Any) -> dict[str, Any]:
     """
     opt = TrainOptions.from_kwargs(kwargs)  # unknown keywords: one warning, ignored
     opt = replace(opt, **check_opts(opt))  # bad flags fail here, before any data scan, download or run folder
+    if opt.evolve:
+        return _run_evolve(opt)
     info = dist_info()  # torchrun's LOCAL_RANK/RANK/WORLD_SIZE; --local-rank is ignored
     check_batch_size(opt.batch_size, info.world_size)
     if not opt.resume:
@@ -204,6 +231,8 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imgsz", "--img", "--img-size", type=int, help="train, val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training")
     p.add_argument("--resume", nargs="?", const=True, help="resume the newest run, or a last.pt")
+    p.add_argument("--evolve", type=int, nargs="?", const=300,
+                   help="evolve hyperparameters for N generations (bare --evolve: 300, as YOLOv5; 0 = off)")
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate the final epoch")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
@@ -230,6 +259,8 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-weights", action="store_true", help="weighted image selection for training")
     p.add_argument("--cache", type=str, nargs="?", const="ram", choices=CACHE_MODES,
                    help="cache images in ram (default) or disk")
+    p.add_argument("--channels-last", action="store_true", help="channels-last (NHWC) memory format for training")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (falls back to eager)")
     p.add_argument("--ddp-timeout", type=int, help="seconds a DDP rank waits for the others before failing (torchrun)")
     p.add_argument("--local-rank", "--local_rank", type=int, help="ignored: torchrun sets LOCAL_RANK")
     return p.parse_args(argv)

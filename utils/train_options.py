@@ -30,6 +30,7 @@ class TrainOptions:
     imgsz: int = 160
     rect: bool = False
     resume: str | bool = False
+    evolve: int = 0  # generations of hyperparameter evolution (utils/evolve.py); 0 = a plain run
     nosave: bool = False
     noval: bool = False
     noautoanchor: bool = False
@@ -56,6 +57,8 @@ class TrainOptions:
     cache: str | bool | None = None
     ddp_timeout: int = DEFAULT_TIMEOUT_S
     backbone_sha256: str = ""
+    channels_last: bool = False  # NHWC weights and batches (docs/benchmarks.md: measured per device)
+    compile: bool = False  # torch.compile the training forward; eager with one warning where unavailable
     local_rank: int = -1
     save_dir: str = ""  # the run folder, once chosen
     total_batch_size: int = 0  # the batch over all ranks (= batch_size), which scales weight decay and accumulation
