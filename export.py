@@ -1,20 +1,29 @@
-"""Export a trained checkpoint to TorchScript and/or ONNX for deployment outside this code base.
+"""Export a trained checkpoint to TorchScript, ONNX and/or OpenVINO for deployment outside this code base, or re-save
+it as our plain-data checkpoint.
 
 Usage:
     python export.py --weights runs/train/exp/weights/best.pt --include torchscript onnx
     python export.py --weights best.pt --include onnx --dynamic --opset 17
+    python export.py --weights best.pt --include openvino          # best_openvino_model/ (best.xml, best.bin)
+    python export.py --weights yolov5s.pt --include pt             # yolov5s_converted.pt, our checkpoint layout
 
-Both files output the decoded prediction (B, N, 5+nc) and carry stride and class names as metadata, so
+The exported files output the decoded prediction (B, N, 5+nc) and carry stride and class names as metadata, so
 detect.py / val.py / utils.backend.DetectBackend run them like the .pt file.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
+import shutil
 import sys
 import time
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 FILE = Path(__file__).resolve()
 if str(FILE.parent) not in sys.path:
@@ -24,16 +33,34 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from utils import args as A  # noqa: E402
-from utils.backend import METADATA_FILE, check_imgsz, export_metadata  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from utils.backend import METADATA_FILE, OPENVINO_DIR_SUFFIX, OPENVINO_METADATA, OPENVINO_RT_INFO, check_imgsz, \
+    export_metadata, import_openvino  # noqa: E402
+from utils.checkpoint import load_model, model_record, new_checkpoint, save_checkpoint  # noqa: E402
 from utils.device import check_device, select_device  # noqa: E402
 from utils.errors import UserError, cli_main, first_line  # noqa: E402
-from utils.files import file_size_mb  # noqa: E402
+from utils.files import user_writes, yaml_save  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 from utils.names import names_dict  # noqa: E402
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "openvino", "pt")
+TRACED = ("torchscript", "onnx", "openvino")  # formats built from a traced graph at a given input shape
+CUDA_HALF = ("torchscript", "onnx")  # --half traces the model in fp16, which needs CUDA; OpenVINO / pt only store fp16
 DEFAULT_OPSET = 17
+CONVERTED_SUFFIX = "_converted.pt"  # --include pt: <stem>_converted.pt next to the weights
+
+
+@dataclass
+class Traced:
+    """The model ready for tracing: the prediction-only wrapper, the example input and the metadata it carries."""
+
+    module: nn.Module
+    im: torch.Tensor
+    stride: int
+    names: dict[int, str]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return export_metadata(self.stride, self.names)
 
 
 class PredOnly(nn.Module):
@@ -48,14 +75,49 @@ class PredOnly(nn.Module):
         return y[0] if isinstance(y, (tuple, list)) else y
 
 
+@contextmanager
+def _atomic_file(f: Path) -> Iterator[Path]:
+    """A temp path beside f, moved onto f only when the block finishes: a crash or full disk keeps the old file."""
+    tmp = f.with_name(f".{f.stem}.tmp{os.getpid()}{f.suffix}")
+    try:
+        with user_writes(f):
+            yield tmp
+            os.replace(tmp, f)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _atomic_folder(folder: Path) -> Iterator[Path]:
+    """A temp folder beside folder, swapped in when the block finishes (the .xml and .bin must change together)."""
+    tmp, old = (folder.with_name(f".{folder.name}.{tag}{os.getpid()}") for tag in ("tmp", "old"))
+    try:
+        with user_writes(folder):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            yield tmp
+            if folder.exists():
+                os.replace(folder, old)  # two renames: a crash between them leaves the old export in .old
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _trace(model: nn.Module, im: torch.Tensor) -> torch.jit.ScriptModule:
+    """torch.jit.trace without its check pass (a second and third forward: seconds on a CPU, and the graph is ours)."""
+    with warnings.catch_warnings():  # torch.jit is deprecated upstream but remains the portable C++/Python format
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.trace(model, im, strict=False, check_trace=False)
+
+
 def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str]) -> Path:
     """Trace model on im and save it with the metadata as an extra file inside the archive."""
     f = file.with_suffix(".torchscript")
     LOGGER.info(f"{colorstr('TorchScript:')} exporting with torch {torch.__version__}...")
-    with warnings.catch_warnings():  # torch.jit is deprecated upstream but remains the portable C++/Python format
-        warnings.simplefilter("ignore", FutureWarning)
-        ts = torch.jit.trace(model, im, strict=False, check_trace=False)
-    ts.save(str(f), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    ts = _trace(model, im)
+    with _atomic_file(f) as tmp:
+        ts.save(str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
     return f
 
 
@@ -69,6 +131,21 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[s
     f = file.with_suffix(".onnx")
     LOGGER.info(f"{colorstr('ONNX:')} exporting with onnx {onnx.__version__} opset {opset}...")
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}} if dynamic else None
+    with _atomic_file(f) as tmp:
+        _torch_onnx_export(model, im, tmp, opset, axes)
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto)
+        if simplify:
+            proto = _simplify_onnx(proto)
+        for k, v in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(proto, str(tmp))
+    return f
+
+
+def _torch_onnx_export(model: nn.Module, im: torch.Tensor, f: Path, opset: int, axes: dict | None) -> None:
+    """torch.onnx.export; an opset the exporter cannot write this model at is a UserError (the default must work)."""
     # dynamo=False: the TorchScript exporter needs no onnxscript and handles our plain conv graph well.
     try:
         torch.onnx.export(model, (im,), str(f), dynamo=False, opset_version=opset, do_constant_folding=True,
@@ -79,15 +156,41 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[s
         first = first_line(e, limit=200).split(". ")[0]  # e.g. "Unsupported: ONNX export of ..."
         raise UserError(f"--opset {opset}: the ONNX exporter cannot write this model at that opset ({first}) — "
                         f"use a newer one, e.g. --opset {DEFAULT_OPSET}") from None
-    proto = onnx.load(str(f))
-    onnx.checker.check_model(proto)
-    if simplify:
-        proto = _simplify_onnx(proto)
-    for k, v in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(proto, str(f))
-    return f
+
+
+def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: bool = False) -> Path:
+    """<stem>_openvino_model/ with <stem>.xml + .bin (fp32 weights unless half) and metadata.yaml (stride, names)."""
+    ov = import_openvino("--include openvino")
+    folder = file.parent / f"{file.stem}{OPENVINO_DIR_SUFFIX}"
+    LOGGER.info(f"{colorstr('OpenVINO:')} exporting with openvino {ov.__version__}...")
+    # Converted from the fp32 PyTorch graph on the CPU rather than from the .onnx file: the two IRs give the same
+    # outputs (the same max |diff| to PyTorch, measured), and this way needs neither the onnx package nor an
+    # intermediate file. We trace it ourselves: convert_model's own trace also runs the check pass (~4 s more).
+    # --half only stores the weights in fp16 (compress_to_fp16); the CPU plugin still computes in f32.
+    module = traced.module if traced.im.device.type == "cpu" else copy.deepcopy(traced.module).cpu()
+    im = traced.im.float().cpu()
+    shape = ov.PartialShape([-1, 3, -1, -1] if dynamic else list(im.shape))
+    ov_model = ov.convert_model(_trace(module.float(), im), example_input=im, input=[shape])
+    ov_model.inputs[0].get_tensor().set_names({"images"})  # the ONNX file's names, for other tools
+    ov_model.outputs[0].get_tensor().set_names({"output0"})
+    for k, v in traced.metadata.items():  # also inside the .xml, so a lone .xml still knows stride and names
+        ov_model.set_rt_info(v, [OPENVINO_RT_INFO, k])
+    with _atomic_folder(folder) as tmp:
+        ov.save_model(ov_model, str(tmp / f"{file.stem}.xml"), compress_to_fp16=half)  # its default is fp16
+        yaml_save(tmp / OPENVINO_METADATA, {"stride": traced.stride, "names": traced.names})
+    return folder
+
+
+def export_pt(model: nn.Module, file: Path, half: bool = False) -> Path:
+    """<stem>_converted.pt: the loaded (unfused) model as our plain-data checkpoint, finished (epoch -1). Loading
+    goes through utils.checkpoint.load_model, so this also converts what it accepts (e.g. YOLOv5 checkpoints)."""
+    f = file.with_name(f"{file.stem}{CONVERTED_SUFFIX}")
+    LOGGER.info(f"{colorstr('PyTorch:')} saving our checkpoint layout (torch.load(weights_only=True) loads it)...")
+    ckpt = new_checkpoint(epoch=-1, best_fitness=0.0, model=model, ema=None, updates=0, optimizer=None,
+                          scaler=None, opt={}, hyp=dict(getattr(model, "hyp", None) or {}))
+    if half:
+        ckpt["model"] = model_record(model, half=True)  # fp16 weights, like strip_optimizer's best.pt
+    return save_checkpoint(ckpt, f)
 
 
 def _simplify_onnx(proto):  # type: ignore[no-untyped-def]
@@ -135,10 +238,14 @@ def check_opts(include: list[str] | tuple[str, ...] | str, imgsz: int | list[int
         lo, hi = onnx_opset_range()
         A.check_int("opset", opset, lo=lo, hi=hi, todo=f"torch {torch.__version__} exports ONNX opsets {lo}..{hi}")
     spec = check_device(device)
-    if half and (spec == "cpu" or (spec == "" and not torch.cuda.is_available())):
-        raise UserError("--half export needs a CUDA device — add --device 0, or drop --half")
+    cuda_half = [f for f in fmts if f in CUDA_HALF]
+    if half and cuda_half and (spec == "cpu" or (spec == "" and not torch.cuda.is_available())):
+        raise UserError(f"--half export of {' / '.join(cuda_half)} needs a CUDA device — add --device 0, or drop "
+                        f"--half (OpenVINO and pt store fp16 weights without one)")
     if half and dynamic and "onnx" in fmts:
         raise UserError("--half and --dynamic cannot be combined for ONNX — drop one of them")
+    if "openvino" in fmts:
+        import_openvino("--include openvino")  # a missing package fails here, before the checkpoint is loaded
     return fmts, spec
 
 
@@ -152,50 +259,79 @@ def _prepare(model: nn.Module, dynamic: bool) -> None:
             m.dynamic = dynamic
 
 
+def _traced(model: nn.Module, imgsz: tuple[int, ...] | list[int] | int, batch_size: int, dev: torch.device,
+            dynamic: bool) -> Traced:
+    """Fuse the model, put it in export mode and dry-run it once (builds lazy state, logs the output shape)."""
+    model = model.fuse() if hasattr(model, "fuse") else model
+    stride = int(max(float(s) for s in model.stride))
+    names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
+    _prepare(model, dynamic)
+    traced = Traced(PredOnly(model).eval(), torch.zeros(batch_size, 3, *check_imgsz(imgsz, stride), device=dev),
+                    stride, names)
+    with torch.no_grad():
+        shape = tuple(traced.module(traced.im).shape)
+    LOGGER.info(f"{colorstr('PyTorch:')} tracing at input {tuple(traced.im.shape)}, output shape {shape}")
+    return traced
+
+
+def _export_traced(traced: Traced, weights: Path, fmts: list[str], half: bool, dynamic: bool, opset: int,
+                   simplify: bool) -> dict[str, Path]:
+    """The traced formats asked for; OpenVINO first, from the fp32 model (its --half only compresses weights)."""
+    out: dict[str, Path] = {}
+    if "openvino" in fmts:
+        out["openvino"] = export_openvino(traced, weights, half=half, dynamic=dynamic)
+    if half and any(f in CUDA_HALF for f in fmts):
+        traced = Traced(traced.module.half(), traced.im.half(), traced.stride, traced.names)
+    if "torchscript" in fmts:
+        out["torchscript"] = export_torchscript(traced.module, traced.im, weights, traced.metadata)
+    if "onnx" in fmts:
+        out["onnx"] = export_onnx(traced.module, traced.im, weights, traced.metadata, opset=opset, dynamic=dynamic,
+                                  simplify=simplify)
+    return out
+
+
+def size_mb(path: Path) -> float:
+    """Size of a file, or of all files in a folder (an OpenVINO export), in MB."""
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
 def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | int = (640, 640), batch_size: int = 1,
         device: str = "cpu", include: tuple[str, ...] | list[str] = ("torchscript", "onnx"), half: bool = False,
         dynamic: bool = False, opset: int = DEFAULT_OPSET, simplify: bool = False) -> dict[str, Path]:
-    """Export weights to each format in include; returns {format: path}. The CLI's defaults are these."""
+    """Export weights to each format in include; returns {format: path} (a folder for openvino). The CLI's defaults
+    are these."""
     t0 = time.time()
     fmts, spec = check_opts(include, imgsz, batch_size, device, opset, half, dynamic)
     dev = select_device(spec)
     weights = Path(weights)
-    model = load_model(weights, device=dev, fuse=True)
-    stride = int(max(float(s) for s in model.stride))
-    size = check_imgsz(imgsz, stride)
-    names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
-    metadata = export_metadata(stride, names)
-    _prepare(model, dynamic)
-    im = torch.zeros(batch_size, 3, *size, device=dev)
-    if half:
-        model, im = model.half(), im.half()
-    wrapped = PredOnly(model).eval()
-    with torch.no_grad():
-        shape = tuple(wrapped(im).shape)  # dry run: builds lazy state (grids) and reports the output shape
-    LOGGER.info(f"{colorstr('PyTorch:')} starting from {weights} with output shape {shape} "
-                f"({file_size_mb(weights):.1f} MB)")
-    out: dict[str, Path] = {}
-    if "torchscript" in fmts:
-        out["torchscript"] = export_torchscript(wrapped, im, weights, metadata)
-    if "onnx" in fmts:
-        out["onnx"] = export_onnx(wrapped, im, weights, metadata, opset=opset, dynamic=dynamic, simplify=simplify)
+    model = load_model(weights, device=dev)  # unfused: --include pt stores the layers the yaml builds
+    LOGGER.info(f"{colorstr('PyTorch:')} starting from {weights} ({size_mb(weights):.1f} MB)")
+    out = {"pt": export_pt(model, weights, half=half)} if "pt" in fmts else {}
+    hint = ""  # how to run the first file written
+    if any(f in TRACED for f in fmts):
+        traced = _traced(model, imgsz, batch_size, dev, dynamic)
+        out.update(_export_traced(traced, weights, fmts, half, dynamic, opset, simplify))
+        hint = "" if fmts[0] == "pt" else " --imgsz {} {}".format(*traced.im.shape[2:])
+    out = {f: out[f] for f in fmts}  # in the order asked for
     for fmt, f in out.items():
-        LOGGER.info(f"{fmt}: saved as {f} ({file_size_mb(f):.1f} MB)")
+        LOGGER.info(f"{fmt}: saved as {f} ({size_mb(f):.1f} MB)")
     LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s). Run with: python detect.py --weights "
-                f"{next(iter(out.values()))} --imgsz {size[0]} {size[1]}")
+                f"{next(iter(out.values()))}{hint}")
     return out
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                          defaults=A.signature_defaults(run))  # every default is run()'s
-    parser.add_argument("--weights", type=str, required=True, help="checkpoint .pt to export")
+    parser.add_argument("--weights", type=str, required=True, help="checkpoint .pt to export (or convert)")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, help="h w")
     parser.add_argument("--batch-size", type=int, help="batch size baked into a non-dynamic export")
     parser.add_argument("--device", help="cpu or cuda device, i.e. 0")
-    parser.add_argument("--include", nargs="+", help="torchscript, onnx")
-    parser.add_argument("--half", action="store_true", help="FP16 export (CUDA only)")
-    parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch and image size")
+    parser.add_argument("--include", nargs="+", help=", ".join(FORMATS))
+    parser.add_argument("--half", action="store_true", help="FP16 export (torchscript / onnx: CUDA only; "
+                                                            "openvino / pt: fp16 weights)")
+    parser.add_argument("--dynamic", action="store_true", help="ONNX / OpenVINO: dynamic batch and image size")
     parser.add_argument("--opset", type=int, help="ONNX opset version")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify with onnxsim if installed")
     return parser.parse_args(argv)
