@@ -30,11 +30,27 @@ import numpy as np  # noqa: E402
 
 from utils import args as A  # noqa: E402
 from utils.api import Detector, ImageResult  # noqa: E402
+from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.device import check_device  # noqa: E402
 from utils.errors import NoUsableInputError, UserError, cli_main  # noqa: E402
 from utils.files import ROOT, increment_path  # noqa: E402
 from utils.log import LOGGER, colorstr  # noqa: E402
 from utils.sources import Frame, load_source  # noqa: E402
+
+
+DEFAULT_IMGSZ = 640  # YOLOv5's detect.py size, for weights that do not record their training size
+
+
+def default_imgsz(weights: str | Path) -> int:
+    """--imgsz when none is given: a checkpoint of ours was trained at opt["imgsz"] (objects at the scale the model
+    learned; the quick start trains at 160, and 640 would enlarge its objects 4x), anything else uses YOLOv5's 640."""
+    trained = None
+    if Path(weights).suffix == ".pt":
+        trained = (load_checkpoint(weights).get("opt") or {}).get("imgsz")
+    if isinstance(trained, int) and not isinstance(trained, bool) and trained > 0:
+        LOGGER.info(f"--imgsz not given: using {trained}, the size {Path(weights).name} was trained at")
+        return trained
+    return DEFAULT_IMGSZ
 
 
 def newest_weights(root: Path = ROOT / "runs" / "train") -> Path:
@@ -173,7 +189,8 @@ def _show(frame: Frame, im: np.ndarray) -> bool:
 def check_opts(imgsz: Any, conf_thres: float, iou_thres: float, max_det: int, device: str, classes: Any,
                line_thickness: int | None, vid_stride: int) -> dict[str, Any]:
     """Every numeric and choice flag, checked before the model is loaded; returns normalised device and classes."""
-    A.check_imgsz(imgsz, counts=(1, 2), multiple=None)  # rounded up to the model's stride once it is loaded
+    if imgsz is not None:  # None: the size the weights were trained at (default_imgsz)
+        A.check_imgsz(imgsz, counts=(1, 2), multiple=None)  # rounded up to the model's stride once it is loaded
     A.check_float("conf_thres", conf_thres, 0.0, 1.0, todo="e.g. --conf-thres 0.25")
     A.check_float("iou_thres", iou_thres, 0.0, 1.0, todo="e.g. --iou-thres 0.45")
     A.check_int("max_det", max_det, lo=1, todo="e.g. --max-det 1000")
@@ -208,7 +225,7 @@ def _detect_frames(loader: Any, detector: Detector, out: Outputs, view_img: bool
 
 
 def run(weights: str | Path | None = None, source: str | Path | list = str(ROOT / "data" / "images"),
-        imgsz: int | list[int] | tuple[int, ...] = (640, 640), conf_thres: float = 0.25, iou_thres: float = 0.45,
+        imgsz: int | list[int] | tuple[int, ...] | None = None, conf_thres: float = 0.25, iou_thres: float = 0.45,
         max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
         save_conf: bool = False, save_crop: bool = False, save_csv: bool = False, nosave: bool = False,
         classes: list[int] | None = None, agnostic_nms: bool = False, augment: bool = False,
@@ -221,7 +238,9 @@ def run(weights: str | Path | None = None, source: str | Path | list = str(ROOT 
     NoUsableInputError (CLI exit code 1) when not a single input could be read."""
     o = check_opts(imgsz, conf_thres, iou_thres, max_det, device, classes, line_thickness, vid_stride)
     classes = o["classes"]
-    detector = Detector(weights or newest_weights(), device=o["device"], imgsz=imgsz, conf=conf_thres,
+    weights = weights or newest_weights()
+    detector = Detector(weights, device=o["device"], imgsz=default_imgsz(weights) if imgsz is None else imgsz,
+                        conf=conf_thres,
                         iou=iou_thres, classes=classes, agnostic=agnostic_nms, max_det=max_det, fp16=half,
                         augment=augment)
     if classes and max(classes) >= detector.nc:
@@ -269,7 +288,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                     defaults=A.signature_defaults(run))
     p.add_argument("--weights", type=str, help="model .pt/.torchscript/.onnx (default: newest best.pt)")
     p.add_argument("--source", type=str, help="file/dir/glob/.txt list/video/webcam index/URL/.streams")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, help="inference size h,w")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int,
+                   help="inference size h,w (default: the training size of a .pt, else 640)")
     p.add_argument("--conf-thres", type=float, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, help="maximum detections per image")

@@ -97,3 +97,24 @@ def test_no_readable_input_is_exit_1_one_line(micro_pt: Path, tmp_path: Path) ->
     assert len(err) == 1 and err[0].startswith("ERROR: --source") and "could be read" in err[0]
     assert "Traceback" not in r.stderr and r.stdout.count("WARNING: skipping") == 2
     assert not (tmp_path / "runs" / "exp").exists()
+
+
+def test_default_imgsz_is_the_training_size(tmp_path):
+    """No --imgsz: a checkpoint that records its training size (train.py's opt) runs at it; one that does not, at
+    YOLOv5's 640; an explicit --imgsz wins."""
+    import detect
+    from tests.test_backend import save_micro_checkpoint
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    plain = save_micro_checkpoint(tmp_path / "plain.pt")
+    ck = load_checkpoint(plain)
+    ck["opt"] = {"imgsz": 96}
+    trained = save_checkpoint(ck, tmp_path / "trained.pt")
+    assert detect.default_imgsz(trained) == 96 and detect.default_imgsz(plain) == detect.DEFAULT_IMGSZ == 640
+    img = tmp_path / "im.jpg"
+    cv2.imwrite(str(img), np.full((200, 300, 3), 127, np.uint8))
+    for name, w, size in (("t", trained, None), ("e", trained, 64)):  # both paths run end to end
+        detect.run(weights=str(w), source=str(img), imgsz=size, project=str(tmp_path), name=name, nosave=True)
+    import utils.api as api
+    for w, size, want in ((trained, None, (96, 96)), (trained, 64, (64, 64)), (plain, None, (640, 640))):
+        d = api.Detector(w, imgsz=detect.default_imgsz(w) if size is None else size)
+        assert tuple(d.imgsz) == want

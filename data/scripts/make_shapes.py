@@ -6,6 +6,7 @@ textured low-saturation backgrounds (gradient + blotches + noise + lines) and a 
 
 Usage:
     python data/scripts/make_shapes.py --out datasets/shapes
+    python data/scripts/make_shapes.py --samples 3      # detect.py's demo images, data/images/shapes_<k>.jpg
     from data.scripts.make_shapes import generate_shapes; generate_shapes(Path("datasets/shapes"))
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 
 from utils.coco import labels_to_coco  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
+from utils.image_io import imwrite_atomic  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 
 NAMES = {0: "circle", 1: "rectangle", 2: "triangle"}
@@ -39,6 +41,12 @@ BACKGROUND_P = 0.05  # share of background-only images
 MIN_SIZE = 12  # px, smallest object extent
 JPEG_QUALITY = 90  # fixed, so the same seed gives byte-identical files
 SPLITS = ("train", "val")
+DATASET_DIR = ROOT / "datasets" / "shapes"
+SAMPLES_DIR = ROOT / "data" / "images"  # detect.py's default --source
+SAMPLE_STREAM = len(SPLITS)  # samples draw from their own random stream: never an image of the train or val split
+SAMPLE_MIN_OBJECTS = 3  # a demo image shows several objects, none touching another's box (see _demo_scene)
+SAMPLE_TRIES = 2000  # drawn scenes per sample before giving up (at 256 px about 1 in 4 qualifies)
+SAMPLE_QUALITY = 80  # below the dataset's 90: a committed 256 px sample is ~8-12 KB instead of ~17
 
 
 def _background(rng: np.random.Generator, s: int) -> np.ndarray:
@@ -182,21 +190,66 @@ def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgs
     return root
 
 
+def _demo_scene(labels: np.ndarray) -> bool:
+    """Several objects and no two boxes overlapping: every object whole and apart, so a demo reads at a glance."""
+    if len(labels) < SAMPLE_MIN_OBJECTS:
+        return False
+    lo, hi = labels[:, 1:3] - labels[:, 3:5] / 2, labels[:, 1:3] + labels[:, 3:5] / 2
+    inter = (np.minimum(hi[:, None], hi[None]) - np.maximum(lo[:, None], lo[None])).clip(0).prod(2)
+    return not (inter > 0)[~np.eye(len(labels), dtype=bool)].any()
+
+
+def generate_samples(out: str | Path = SAMPLES_DIR, n: int = 3, imgsz: int = 256, seed: int = 0) -> list[Path]:
+    """n demo images out/shapes_<k>.jpg (k = 1..n) for detect.py: scenes of the dataset's kind (own random stream)
+    with >= SAMPLE_MIN_OBJECTS objects whose boxes do not overlap.
+
+    Same arguments -> byte-identical files; each file is written atomically. No label files: they are inputs only.
+    """
+    if imgsz < 32 or not 1 <= n <= 100:
+        raise UserError(f"generate_samples: imgsz={imgsz} n={n} — use imgsz >= 32 and 1 <= n <= 100")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    i = 0
+    while len(files) < n:
+        if i >= SAMPLE_TRIES * n:
+            raise UserError(f"generate_samples: no {n} scenes with {SAMPLE_MIN_OBJECTS}+ separate objects in "
+                            f"{i} tries at imgsz={imgsz} — use a larger imgsz (e.g. 256)")
+        img, labels = draw_image(np.random.default_rng([seed, SAMPLE_STREAM, i]), imgsz)
+        i += 1
+        if not _demo_scene(labels):
+            continue
+        f = out / f"shapes_{len(files) + 1}.jpg"
+        if not imwrite_atomic(f, img, [cv2.IMWRITE_JPEG_QUALITY, SAMPLE_QUALITY]):
+            raise UserError(f"cannot write {f} — check that {out} is writable")
+        files.append(f)
+    LOGGER.info(f"{n} sample images ({imgsz}px, seed {seed}) written to {out}")
+    return files
+
+
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description="Generate the embedded shapes detection dataset")
-    p.add_argument("--out", "--root", dest="root", default=str(ROOT / "datasets" / "shapes"), help="output folder")
+    p.add_argument("--out", "--root", dest="root", default=None,
+                   help=f"output folder (default {DATASET_DIR}, or {SAMPLES_DIR} with --samples)")
     p.add_argument("--n-train", type=int, default=400, help="number of train images")
     p.add_argument("--n-val", type=int, default=100, help="number of val images")
     p.add_argument("--imgsz", type=int, default=256, help="image side in pixels (square images)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
+    p.add_argument("--samples", type=int, default=0, help="write this many demo images for detect.py instead")
     return p.parse_args(argv)
 
 
-def run(root: str | Path = ROOT / "datasets" / "shapes", n_train: int = 400, n_val: int = 100, imgsz: int = 256,
-        seed: int = 0) -> Path:
-    """CLI entry: same as generate_shapes."""
-    return generate_shapes(root, n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed)
+def run(root: str | Path | None = None, n_train: int = 400, n_val: int = 100, imgsz: int = 256, seed: int = 0,
+        samples: int = 0) -> Path:
+    """CLI entry: generate_shapes into root (default datasets/shapes), or with samples > 0 generate_samples into
+    root (default data/images); returns the folder."""
+    if samples:
+        out = Path(root) if root is not None else SAMPLES_DIR
+        generate_samples(out, n=samples, imgsz=imgsz, seed=seed)
+        return out
+    return generate_shapes(root if root is not None else DATASET_DIR, n_train=n_train, n_val=n_val, imgsz=imgsz,
+                           seed=seed)
 
 
 if __name__ == "__main__":
