@@ -1,11 +1,13 @@
 """Checkpoints: plain-data records (loadable with torch.load(weights_only=True)), written atomically.
 
 A checkpoint never pickles Python classes: the model is stored as its yaml dict + state dict, so a file can be
-loaded safely and survives refactors of the code that built it.
+loaded safely and survives refactors of the code that built it. ultralytics/yolov5 checkpoints (which do pickle
+classes) are converted on load by utils/yolov5_ckpt.py, without running anything from the file.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ from utils.files import user_writes
 from utils.log import LOGGER
 from utils.names import names_dict
 from utils.parallel import unwrap
+from utils.yolov5_ckpt import is_torch_zip, load_yolov5
 
 CHECKPOINT_VERSION = 1
 _RECORD_KEYS = ("yaml", "state_dict", "nc")
@@ -89,20 +92,40 @@ def _torch_save(ckpt: dict[str, Any], f: Any, path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by this project; clear UserError for a missing or foreign file."""
+    """Load a checkpoint written by this project, or convert an ultralytics/yolov5 one in memory (finished: epoch
+    -1, no optimizer); clear UserError for a missing, foreign or unsafe file.
+
+    Our files load with weights_only=True. Only when that refuses a global (a yolov5 file pickles whole modules) is
+    the file read again, by utils.yolov5_ckpt's restricted unpickler, which runs nothing from the file either."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path} — check the path (trained weights are in runs/train/*/weights/)")
+    foreign = False
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for foreign/corrupt files
-        raise UserError(f"{path} is not a readable checkpoint of this project ({first_line(e)}) — "
-                        f"pass a .pt written by train.py") from None
+        # weights_only refused a global of a zip file: maybe yolov5's pickled modules (refused there if not)
+        foreign = isinstance(e, pickle.UnpicklingError) and is_torch_zip(path)
+        if not foreign:
+            raise UserError(f"{path} is not a readable checkpoint of this project ({first_line(e)}) — "
+                            f"pass a .pt written by train.py") from None
+    if foreign:
+        return _from_yolov5(path)
     rec = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(rec, dict) or not all(k in rec for k in _RECORD_KEYS):
         raise UserError(f"{path} is not a checkpoint of this project (no model record) — pass a .pt written by "
                         f"train.py; ImageNet backbone weights go to train.py --backbone-weights")
     return ckpt
+
+
+def _from_yolov5(path: Path) -> dict[str, Any]:
+    """An ultralytics/yolov5 checkpoint as our layout (docs/architecture.md): its EMA (else model) weights as the
+    model record of a finished run. Nothing to resume: its optimizer and settings are yolov5's, not ours."""
+    imported = load_yolov5(path)
+    LOGGER.info(f"converted from ultralytics/yolov5 checkpoint {path} ({imported.which} weights)")
+    return {"epoch": -1, "best_fitness": imported.best_fitness, "model": model_record(imported.model), "ema": None,
+            "updates": 0, "optimizer": None, "scaler": None, "opt": {}, "hyp": {}, "date": imported.date,
+            "version": CHECKPOINT_VERSION}
 
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> nn.Module:
