@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 import utils.optim as optim  # noqa: E402
 from benchmarks.train_step import HYP, random_batch, sync  # noqa: E402
+from benchmarks.train_step import step as train_step  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.compiled import CompiledForward  # noqa: E402
 from utils.device import select_device  # noqa: E402
@@ -53,17 +54,9 @@ def build(variant: str, cfg: str, imgsz: int, dev: torch.device) -> tuple:
 
 
 def step(parts: tuple, imgs: torch.Tensor, targets: torch.Tensor) -> None:
-    """One optimizer step of utils/trainer.Trainer._step (accumulate = 1)."""
+    """One optimizer step of utils/trainer.Trainer._step (accumulate = 1), with this variant's forward and EMA."""
     forward, model, loss_fn, opt, ema, scaler, _ = parts
-    with torch.autocast("cuda", enabled=imgs.device.type == "cuda"):
-        loss, _ = loss_fn(forward(imgs), targets)
-    scaler.scale(loss).backward()
-    scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-    scaler.step(opt)
-    scaler.update()
-    opt.zero_grad()
-    ema.update(model)
+    train_step((model, loss_fn, opt, scaler), imgs, targets, forward=forward, ema=ema)
 
 
 def child(a: argparse.Namespace) -> dict:

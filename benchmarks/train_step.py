@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -38,17 +39,21 @@ def make_setup(cfg: str, imgsz: int, device: torch.device) -> tuple:
     return model, ComputeLoss(model), opt, scaler
 
 
-def step(setup: tuple, imgs: torch.Tensor, targets: torch.Tensor) -> None:
-    """One full training step."""
+def step(setup: tuple, imgs: torch.Tensor, targets: torch.Tensor, forward: Callable | None = None,
+         ema: Any = None) -> None:
+    """One full training step (utils/trainer.Trainer._step with accumulate 1); forward defaults to the model, the
+    EMA update runs when an EMA is given (benchmarks/train_speed.py measures both)."""
     model, loss_fn, opt, scaler = setup
     with torch.autocast("cuda", enabled=imgs.device.type == "cuda"):
-        loss, _ = loss_fn(model(imgs), targets)
+        loss, _ = loss_fn((forward or model)(imgs), targets)
     scaler.scale(loss).backward()
     scaler.unscale_(opt)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
     scaler.step(opt)
     scaler.update()
     opt.zero_grad()
+    if ema is not None:
+        ema.update(model)
 
 
 def random_batch(batch: int, imgsz: int, device: torch.device, per_image: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
