@@ -24,7 +24,7 @@ def _loss_and_grads(fmt: torch.memory_format) -> tuple[float, dict[str, torch.Te
     targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 2, 0.3, 0.6, 0.2, 0.2]])
     loss, _ = ComputeLoss(model)(model(imgs), targets)
     loss.backward()
-    return float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}
+    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def test_channels_last_step_equals_contiguous():
