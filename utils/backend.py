@@ -127,12 +127,12 @@ class DetectBackend(nn.Module):
         self.threads = threads
         w = resolve_weights(Path(weights[0] if isinstance(weights, (list, tuple)) else weights))
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        if not w.is_file():  # first: a mistyped path is not a format problem
+            raise UserError(f"weights file not found: {w} — check the path "
+                            f"(trained weights are in runs/train/*/weights/)")
         if w.suffix not in SUFFIXES:
             raise UserError(f"--weights {w}: unsupported format '{w.suffix}' — use one of {', '.join(SUFFIXES)} "
                             f"(or a *{OPENVINO_DIR_SUFFIX} folder)")
-        if not w.is_file():
-            raise UserError(f"weights file not found: {w} — check the path "
-                            f"(trained weights are in runs/train/*/weights/)")
         # Half precision only helps (and is only well supported) on CUDA.
         self.fp16 = bool(fp16) and self.device.type == "cuda"
         if fp16 and not self.fp16:
