@@ -27,10 +27,10 @@ if str(FILE.parent) not in sys.path:
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from utils import args as A  # noqa: E402
 from utils.api import Detector, ImageResult  # noqa: E402
-from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.device import check_device  # noqa: E402
 from utils.errors import NoUsableInputError, UserError, cli_main  # noqa: E402
 from utils.files import ROOT, increment_path  # noqa: E402
@@ -46,7 +46,12 @@ def default_imgsz(weights: str | Path) -> int:
     learned; the quick start trains at 160, and 640 would enlarge its objects 4x), anything else uses YOLOv5's 640."""
     trained = None
     if Path(weights).suffix == ".pt":
-        trained = (load_checkpoint(weights).get("opt") or {}).get("imgsz")
+        try:  # mmap: only the small opt dict is read, not the tensors; the Detector loads (and checks) the file
+            ckpt = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # not ours (a converted yolov5 file, a broken one): the Detector reports what it is
+            ckpt = None
+        opt = ckpt.get("opt") if isinstance(ckpt, dict) else None
+        trained = opt.get("imgsz") if isinstance(opt, dict) else None
     if isinstance(trained, int) and not isinstance(trained, bool) and trained > 0:
         LOGGER.info(f"--imgsz not given: using {trained}, the size {Path(weights).name} was trained at")
         return trained
