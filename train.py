@@ -259,7 +259,8 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-weights", action="store_true", help="weighted image selection for training")
     p.add_argument("--cache", type=str, nargs="?", const="ram", choices=CACHE_MODES,
                    help="cache images in ram (default) or disk")
-    p.add_argument("--channels-last", action="store_true", help="channels-last (NHWC) memory format for training")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="channels-last (NHWC) memory format for training (default on; --no-channels-last: NCHW)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward (falls back to eager)")
     p.add_argument("--ddp-timeout", type=int, help="seconds a DDP rank waits for the others before failing (torchrun)")
     p.add_argument("--local-rank", "--local_rank", type=int, help="ignored: torchrun sets LOCAL_RANK")

@@ -8,8 +8,10 @@ Each variant is one full training step as utils/trainer.py runs it (forward, los
 step, EMA update) on a fixed random batch. Every (variant, repeat) runs in a fresh process, in alternating order
 (forward, then reversed), and the table shows the median step time over repeats and the ratio to `loop`:
 - loop:           PyTorch's per-tensor optimizer and a per-tensor EMA (the code before this option existed; YOLOv5's);
-- batched:        foreach (CPU) / fused (CUDA) optimizer kernels and the foreach EMA — train.py's default;
-- channels-last:  batched + NHWC weights and batches (train.py --channels-last);
+- batched:        foreach (CPU) / fused (CUDA) optimizer kernels and the foreach EMA, NCHW (train.py --no-channels-last);
+- channels-last:  batched + NHWC weights and batches;
+- kept-memory:    batched + glibc malloc keeps freed memory (utils/host_memory.py; CPU only);
+- channels-last+kept-memory: both — what train.py does on a CPU by default;
 - compile:        batched + torch.compile of the forward (train.py --compile; its compile time is reported apart).
 """
 from __future__ import annotations
@@ -35,14 +37,18 @@ from models.yolo import Model  # noqa: E402
 from utils.compiled import CompiledForward  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
+from utils.host_memory import keep_freed_memory  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 
-VARIANTS = ("loop", "batched", "channels-last", "compile", "channels-last+compile")
+VARIANTS = ("loop", "batched", "channels-last", "kept-memory", "channels-last+kept-memory", "compile",
+            "channels-last+compile")
 
 
 def build(variant: str, cfg: str, imgsz: int, dev: torch.device) -> tuple:
     """(forward, model, loss, optimizer, EMA, scaler, memory format) for one variant."""
     fmt = torch.channels_last if "channels-last" in variant else torch.contiguous_format
+    if "kept-memory" in variant and dev.type == "cpu":  # before the first tensor of the step, as the Trainer does
+        keep_freed_memory()
     model = Model(cfg, nc=80).to(dev).to(memory_format=fmt).train()
     model.hyp = scale_loss_gains(HYP, model.model[-1].nl, 80, imgsz)
     if variant == "loop":  # what PyTorch does by default on CPU: the per-tensor for-loop
@@ -113,7 +119,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant (fresh processes, alternating)")
-    p.add_argument("--variants", nargs="+", default=["loop", "batched", "channels-last"], choices=VARIANTS,
+    p.add_argument("--variants", nargs="+", default=["loop", "batched", "channels-last", "channels-last+kept-memory"], choices=VARIANTS,
                    help="the first is the baseline of the ratios")
     p.add_argument("--device", default="cpu")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)

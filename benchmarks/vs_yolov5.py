@@ -8,7 +8,9 @@ Both sides use their own code on the same generated data (shapes, 400 images of 
 per side so their label caches do not collide): the loader is each repo's create_dataloader with its own
 hyp.scratch-low.yaml (mosaic on), 640 px, batch 16, 2 workers, one untimed epoch then --epochs timed ones; the
 step is Model(yolov5s.yaml) forward + ComputeLoss + backward + clipping + each repo's SGD groups + its EMA at 320 px,
-batch 8 on a fixed random batch; the epoch part runs each repo's own train.py (yolov5s from scratch, 320 px, batch
+batch 8 on a fixed random batch, each set up as its train.py is (ours: channels-last unless --nchw, and the malloc
+thresholds of utils/host_memory unless --default-malloc; yolov5: NCHW and glibc's defaults, or with --yolov5-malloc
+our thresholds through glibc's MALLOC_* variables); the epoch part runs each repo's own train.py (yolov5s from scratch, 320 px, batch
 16, --noval) and reads the seconds of each epoch after the first from its progress bar; the inference is the fused
 yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in
 alternating order: AB, BA, AB, ...); the table has the median of each side over --pairs runs and the ratio
@@ -47,14 +49,21 @@ def _side(name: str, root: Path) -> SimpleNamespace:
         from utils.loss import ComputeLoss
         from utils.torch_utils import ModelEMA, smart_optimizer
         sgd = lambda m: smart_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
+        nhwc = False  # yolov5's train.py keeps PyTorch's default NCHW layout
+        train_process = lambda: None  # noqa: E731 — and glibc's default malloc settings
     else:
         from models.yolo import Model
         from utils.dataset import create_dataloader
         from utils.ema import ModelEMA
         from utils.loss import ComputeLoss
+        from utils.host_memory import keep_freed_memory
         from utils.optim import build_optimizer
+        from utils.train_options import TrainOptions
         sgd = lambda m: build_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
-    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss, sgd=sgd,
+        nhwc = TrainOptions.channels_last  # the layout our train.py trains in by default
+        train_process = keep_freed_memory  # what our Trainer sets up before its first CPU step
+    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss, sgd=sgd, nhwc=nhwc,
+                           train_process=train_process,
                            EMA=ModelEMA, hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml",
                            cfg=root / "models" / "yolov5s.yaml")
 
@@ -92,7 +101,7 @@ def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
     """Images/s of one training step of yolov5s as each train.py runs it: forward + loss + backward + gradient
     clipping + that repo's SGD parameter groups + its EMA update (median step time of --steps)."""
     import torch
-    fmt = torch.channels_last if a.child == "ours" and a.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if api.nhwc and not a.nchw else torch.contiguous_format
     model = api.Model(str(api.cfg), nc=80).to(memory_format=fmt).train()
     model.hyp = dict(HYP)
     loss_fn, opt, ema = api.ComputeLoss(model), api.sgd(model), api.EMA(model)
@@ -176,7 +185,7 @@ def measure_epoch(api: SimpleNamespace, a: argparse.Namespace) -> float:
                "--hyp", str(api.hyp), "--epochs", str(a.train_epochs), "--batch-size", str(a.batch), "--img",
                str(a.epoch_imgsz), "--workers", str(a.workers), "--optimizer", "SGD", "--noval", "--noplots",
                "--device", "cpu", "--project", tmp, "--name", "run"]
-        cmd += ["--channels-last"] if a.child == "ours" and a.channels_last else []
+        cmd += ["--no-channels-last"] if a.child == "ours" and a.nchw else []
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**os.environ, **_offline_env(tmp)})
     times = epoch_times(r.stdout + r.stderr)
     if r.returncode or len(times) < a.train_epochs:
@@ -187,6 +196,8 @@ def measure_epoch(api: SimpleNamespace, a: argparse.Namespace) -> float:
 def child(a: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; the result is the last stdout line, as JSON."""
     api = _side(a.child, Path(a.root))
+    if a.part in ("loader", "step"):  # as each train.py's process is set up before its loop (epoch: train.py itself)
+        api.train_process()
     value = {"loader": measure_loader, "step": measure_step, "infer": measure_infer, "epoch": measure_epoch}[a.part](api, a)
     import torch
     print(json.dumps({"side": a.child, "part": a.part, "value": value, "threads": torch.get_num_threads()}))
@@ -215,8 +226,13 @@ def run_one(side: str, part: str, python: str, root: Path, data: Path, a: argpar
            "--data", str(data), "--imgsz", str(a.imgsz), "--batch", str(a.batch), "--workers", str(a.workers),
            "--epochs", str(a.epochs), "--steps", str(a.steps), "--step-imgsz", str(a.step_imgsz),
            "--step-batch", str(a.step_batch), "--epoch-imgsz", str(a.epoch_imgsz), "--train-epochs", str(a.train_epochs)]
-    cmd += ["--channels-last"] if a.channels_last else []
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    cmd += ["--nchw"] if a.nchw else []
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if side == "ours" and a.default_malloc:  # any allocator variable makes utils/host_memory leave malloc alone
+        env["GLIBC_TUNABLES"] = ""
+    if side == "yolov5" and a.yolov5_malloc:  # the thresholds utils/host_memory sets, given to glibc at start
+        env.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30), MALLOC_TOP_PAD_=str(256 << 20))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
         sys.exit(f"{side} {part} failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
@@ -281,7 +297,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--epoch-imgsz", type=int, default=320, help="image size of the epoch part")
     p.add_argument("--train-epochs", type=int, default=3, help="epochs per train.py run (the first is not counted)")
-    p.add_argument("--channels-last", action="store_true", help="our side: train.py --channels-last (step, epoch)")
+    p.add_argument("--nchw", action="store_true", help="our side in NCHW, as train.py --no-channels-last (step, epoch)")
+    p.add_argument("--default-malloc", action="store_true", help="our side with glibc's default malloc thresholds")
+    p.add_argument("--yolov5-malloc", action="store_true", help="yolov5's side with our malloc thresholds (env vars)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one measurement
     p.add_argument("--part", default="", help=argparse.SUPPRESS)
     p.add_argument("--root", default="", help=argparse.SUPPRESS)

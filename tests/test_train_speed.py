@@ -79,18 +79,19 @@ def test_compile_error_after_first_success_propagates(monkeypatch):
         fwd(torch.rand(1, 2))
 
 
-def test_channels_last_and_compile_fallback_train_like_default(shapes_yaml, micro_cfg_file, tmp_path, monkeypatch,
-                                                                caplog):
-    """Two epochs with --channels-last and a failing --compile end where the default run ends: same losses, same
-    weights (to float rounding), and the checkpoint loads into an ordinary (contiguous) model."""
+def test_channels_last_and_compile_fallback_train_like_nchw(shapes_yaml, micro_cfg_file, tmp_path, monkeypatch,
+                                                             caplog):
+    """Two epochs in the default channels-last layout with a failing --compile end where a --no-channels-last run
+    ends: same weights (to float rounding); the checkpoint holds plain contiguous tensors and loads into an ordinary
+    (contiguous) model."""
     import train
     from tests.fixtures_train import train_hyp
     kw = dict(cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(), epochs=2, batch_size=16, imgsz=64,
               project=str(tmp_path), workers=0, device="cpu", noplots=True, noval=True, noautoanchor=True, seed=0)
-    base = train.run(**kw, name="base")
+    base = train.run(**kw, name="base", channels_last=False)
     monkeypatch.setattr(torch, "compile", lambda m, **k: (lambda *a: (_ for _ in ()).throw(RuntimeError("no cc"))))
     with caplog.at_level(logging.WARNING, logger="yolo"):
-        fast = train.run(**kw, name="fast", channels_last=True, compile=True)
+        fast = train.run(**kw, name="fast", compile=True)  # channels-last is the default
     assert sum("--compile" in r.getMessage() for r in caplog.records) == 1
     a = torch.load(base["last"], weights_only=True)["model"]["state_dict"]
     b = torch.load(fast["last"], weights_only=True)["model"]["state_dict"]
@@ -100,6 +101,14 @@ def test_channels_last_and_compile_fallback_train_like_default(shapes_yaml, micr
             assert torch.allclose(b[k].float(), v.float(), rtol=1e-3, atol=1e-4), k
             moved += 1
     assert moved > 50
+    assert all(v.is_contiguous() for v in b.values())  # not NHWC strides: the same file whatever the layout
     from utils.checkpoint import load_model
     m = load_model(fast["last"])
     assert all(p.is_contiguous() for p in m.parameters())
+
+
+def test_channels_last_is_the_default_and_can_be_turned_off():
+    import train
+    assert train.parse_opt([]).channels_last is True
+    assert train.parse_opt(["--no-channels-last"]).channels_last is False
+    assert train.parse_opt(["--channels-last"]).channels_last is True

@@ -33,7 +33,7 @@ def model_record(model: nn.Module, half: bool = False) -> dict[str, Any]:
     m = unwrap(model)
     state = {}
     for k, v in m.state_dict().items():
-        v = v.detach().cpu().clone()
+        v = v.detach().cpu().clone(memory_format=torch.contiguous_format)  # the same file whatever the training layout
         state[k] = v.half() if half and v.is_floating_point() else v
     names = names_dict(getattr(m, "names", None)) or {i: str(i) for i in range(m.nc)}
     return {"yaml": deepcopy(m.yaml), "state_dict": state, "nc": int(m.nc), "names": names,

@@ -25,6 +25,7 @@ from utils.compiled import CompiledForward
 from utils.dataset import LoadImagesAndLabels
 from utils.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
 from utils.ema import ModelEMA
+from utils.host_memory import keep_freed_memory
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 from utils.loss import ComputeLoss
@@ -159,6 +160,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Run the remaining epochs; returns the results dict of train.run()."""
         t0 = time.time()
+        if self.device.type == "cpu" and keep_freed_memory():  # after the data scan: only the steps' memory is kept
+            LOGGER.info("host memory: freed tensor memory stays in the process for the next step (utils/host_memory.py)")
         LOGGER.info(f"Image sizes {self.opt.imgsz} train, {self.opt.imgsz} val\n"
                     f"Logging results to {colorstr('bold', self.save_dir)}\n"
                     f"Starting training for {self.epochs} epochs...")
@@ -207,7 +210,8 @@ class Trainer:
         p.optimizer.zero_grad()
         for i, (imgs, targets, paths, _) in pbar:
             ni = i + self.nb * epoch
-            imgs = (imgs.to(self.device, non_blocking=True).float() / 255).contiguous(memory_format=self.memory_format)
+            # the layout change on the uint8 batch: a quarter of the bytes of the float one; float() and / keep it
+            imgs = imgs.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format).float() / 255
             self._warmup(ni, epoch)
             imgs = self._multi_scale(imgs)
             items = self._step(imgs, targets.to(self.device), ni, epoch)
