@@ -12,19 +12,22 @@ from utils.host_memory import _glibc, user_chose_allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Faults of allocating and filling 64 MiB a second time, before and after keep_freed_memory(), in a fresh process
-# (this test process may have applied it already: train tests run the trainer in-process).
+# Page faults of ten rounds of a training step's pattern (allocate, fill and free 64/32/48 MiB tensors) after five
+# warm-up rounds, with glibc's defaults and then after keep_freed_memory(), in a fresh process (this test process may
+# have applied it already: train tests run the trainer in-process). Steady state is what a step sees: with the
+# defaults every round maps and faults its blocks in again; once kept, the heap holds its high-water mark.
 PROBE = r"""
-import json, resource, sys, torch
+import json, resource, torch
 from utils.host_memory import keep_freed_memory
-def refaults():
-    x = torch.ones(16 << 20); del x              # 64 MiB, filled: the first time is paid either way
+def faults(rounds):
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    y = torch.ones(16 << 20); del y
+    for _ in range(rounds):
+        a = torch.ones(16 << 20); b = torch.ones(8 << 20); del a; c = torch.ones(12 << 20); del b, c
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-plain = refaults()
+faults(5); plain = faults(10)
 applied = keep_freed_memory()
-print(json.dumps({"plain": plain, "applied": applied, "kept": refaults()}))
+faults(5)
+print(json.dumps({"plain": plain, "applied": applied, "kept": faults(10)}))
 """
 
 
@@ -40,10 +43,10 @@ def _probe(**env: str) -> dict:
 @pytest.mark.skipif(_glibc() is None, reason="mallopt thresholds are glibc's")
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     out = _probe()
-    if out["plain"] < 4096:  # e.g. transparent huge pages on every mapping: nothing to save on this kernel
-        pytest.skip(f"this kernel faults 64 MiB in {out['plain']} faults without the setting")
+    if out["plain"] < 40000:  # e.g. transparent huge pages on every mapping: little to save on this kernel
+        pytest.skip(f"this kernel took only {out['plain']} faults for 1.4 GiB of fresh mappings")
     assert out["applied"] is True
-    assert out["kept"] < out["plain"] / 10, out  # 16384 faults of 4 KiB each -> (almost) none
+    assert out["kept"] < out["plain"] / 20, out  # here: 368,670 faults of 4 KiB each -> 0
 
 
 @pytest.mark.skipif(_glibc() is None, reason="mallopt thresholds are glibc's")
