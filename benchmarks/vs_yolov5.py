@@ -50,7 +50,7 @@ def _side(name: str, root: Path) -> SimpleNamespace:
         from utils.torch_utils import ModelEMA, smart_optimizer
         sgd = lambda m: smart_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
         nhwc = False  # yolov5's train.py keeps PyTorch's default NCHW layout
-        train_process = lambda: None  # noqa: E731 — and glibc's default malloc settings
+        process_setup = lambda: None  # noqa: E731 — and glibc's default malloc settings
     else:
         from models.yolo import Model
         from utils.dataset import create_dataloader
@@ -61,9 +61,9 @@ def _side(name: str, root: Path) -> SimpleNamespace:
         from utils.train_options import TrainOptions
         sgd = lambda m: build_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
         nhwc = TrainOptions.channels_last  # the layout our train.py trains in by default
-        train_process = keep_freed_memory  # what our Trainer sets up before its first CPU step
+        process_setup = keep_freed_memory  # what our Trainer and DetectBackend set up on a CPU
     return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss, sgd=sgd, nhwc=nhwc,
-                           train_process=train_process,
+                           process_setup=process_setup,
                            EMA=ModelEMA, hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml",
                            cfg=root / "models" / "yolov5s.yaml")
 
@@ -121,9 +121,12 @@ def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
 
 
 def measure_infer(api: SimpleNamespace, a: argparse.Namespace) -> float:
-    """Images/s of the fused yolov5s in eval mode, batch 1 (median of --steps forwards)."""
+    """Images/s of the fused yolov5s in eval mode, batch 1 (median of --steps forwards), in the layout each repo's
+    detect.py runs it (ours NHWC weights, the input as given)."""
     import torch
     model = api.Model(str(api.cfg), nc=80).fuse().eval()
+    if api.nhwc and not a.nchw:  # our DetectBackend runs a .pt in channels-last
+        model = model.to(memory_format=torch.channels_last)
     x = torch.rand(1, 3, a.imgsz, a.imgsz, generator=torch.Generator().manual_seed(0))
     times = []
     with torch.no_grad():
@@ -196,8 +199,8 @@ def measure_epoch(api: SimpleNamespace, a: argparse.Namespace) -> float:
 def child(a: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; the result is the last stdout line, as JSON."""
     api = _side(a.child, Path(a.root))
-    if a.part in ("loader", "step"):  # as each train.py's process is set up before its loop (epoch: train.py itself)
-        api.train_process()
+    if a.part != "epoch":  # as train.py / detect.py set up their process (the epoch part runs train.py itself);
+        api.process_setup()  # --default-malloc reaches it as an environment variable it respects
     value = {"loader": measure_loader, "step": measure_step, "infer": measure_infer, "epoch": measure_epoch}[a.part](api, a)
     import torch
     print(json.dumps({"side": a.child, "part": a.part, "value": value, "threads": torch.get_num_threads()}))
@@ -297,7 +300,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--epoch-imgsz", type=int, default=320, help="image size of the epoch part")
     p.add_argument("--train-epochs", type=int, default=3, help="epochs per train.py run (the first is not counted)")
-    p.add_argument("--nchw", action="store_true", help="our side in NCHW, as train.py --no-channels-last (step, epoch)")
+    p.add_argument("--nchw", action="store_true", help="our side in NCHW (step, infer; epoch: train.py --no-channels-last)")
     p.add_argument("--default-malloc", action="store_true", help="our side with glibc's default malloc thresholds")
     p.add_argument("--yolov5-malloc", action="store_true", help="yolov5's side with our malloc thresholds (env vars)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one measurement

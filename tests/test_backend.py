@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 from utils.backend import METADATA_FILE, DetectBackend, check_imgsz, export_metadata, parse_metadata
 from utils.errors import UserError
@@ -44,6 +45,20 @@ def test_pt_backend_matches_model_eval_forward(micro_pt: Path) -> None:
     assert be.stride == int(model.stride.max()) and be.names == MICRO_NAMES and be.nc == 2
     assert out.shape == ref.shape and out.shape[0] == 2 and out.shape[2] == 5 + 2
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # fused conv+bn vs unfused: rounding only
+
+
+def test_pt_backend_runs_channels_last_and_keeps_host_memory(micro_pt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .pt runs with NHWC weights and, on a CPU, the process keeps freed memory (both: docs/benchmarks.md)."""
+    import utils.backend as backend
+    calls: list[int] = []
+    monkeypatch.setattr(backend, "keep_freed_memory", lambda: calls.append(1) or True)
+    be = DetectBackend(micro_pt)
+    # k x k kernels with more than one input channel per group: the ones whose NHWC strides differ from NCHW's
+    spatial = [m.weight for m in be.model.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1
+               and m.kernel_size[0] > 1]
+    assert spatial and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                           for w in spatial)
+    assert calls == [1]
 
 
 def test_half_on_cpu_falls_back_to_float(micro_pt: Path, caplog: pytest.LogCaptureFixture) -> None:
