@@ -8,7 +8,8 @@ Each variant is one full training step as utils/trainer.py runs it (forward, los
 step, EMA update) on a fixed random batch. Every (variant, repeat) runs in a fresh process, in alternating order
 (forward, then reversed), and the table shows the median step time over repeats and the ratio to `loop`:
 - loop:           PyTorch's per-tensor optimizer and a per-tensor EMA (the code before this option existed; YOLOv5's);
-- batched:        foreach (CPU) / fused (CUDA) optimizer kernels and the foreach EMA, NCHW (train.py --no-channels-last);
+- batched:        foreach (CPU) / fused (CUDA) optimizer kernels and the foreach EMA, NCHW
+                  (train.py --no-channels-last);
 - channels-last:  batched + NHWC weights and batches;
 - kept-memory:    batched + glibc malloc keeps freed memory (utils/host_memory.py; CPU only);
 - channels-last+kept-memory: both — what train.py does on a CPU by default;
@@ -119,7 +120,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--repeats", type=int, default=3, help="runs per variant (fresh processes, alternating)")
-    p.add_argument("--variants", nargs="+", default=["loop", "batched", "channels-last", "channels-last+kept-memory"], choices=VARIANTS,
+    p.add_argument("--variants", nargs="+", default=["loop", "batched", "channels-last", "channels-last+kept-memory"],
+                   choices=VARIANTS,
                    help="the first is the baseline of the ratios")
     p.add_argument("--device", default="cpu")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)

@@ -10,7 +10,8 @@ hyp.scratch-low.yaml (mosaic on), 640 px, batch 16, 2 workers, one untimed epoch
 step is Model(yolov5s.yaml) forward + ComputeLoss + backward + clipping + each repo's SGD groups + its EMA at 320 px,
 batch 8 on a fixed random batch, each set up as its train.py is (ours: channels-last unless --nchw, and the malloc
 thresholds of utils/host_memory unless --default-malloc; yolov5: NCHW and glibc's defaults, or with --yolov5-malloc
-our thresholds through glibc's MALLOC_* variables); the epoch part runs each repo's own train.py (yolov5s from scratch, 320 px, batch
+our thresholds through glibc's MALLOC_* variables); the epoch part runs each repo's own train.py (yolov5s from
+scratch, 320 px, batch
 16, --noval) and reads the seconds of each epoch after the first from its progress bar; the inference is the fused
 yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in
 alternating order: AB, BA, AB, ...); the table has the median of each side over --pairs runs and the ratio
@@ -62,8 +63,8 @@ def _side(name: str, root: Path) -> SimpleNamespace:
         sgd = lambda m: build_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
         nhwc = TrainOptions.channels_last  # the layout our train.py trains in by default
         process_setup = keep_freed_memory  # what our Trainer and DetectBackend set up on a CPU
-    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss, sgd=sgd, nhwc=nhwc,
-                           process_setup=process_setup,
+    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss, sgd=sgd,
+                           nhwc=nhwc, process_setup=process_setup,
                            EMA=ModelEMA, hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml",
                            cfg=root / "models" / "yolov5s.yaml")
 
@@ -234,7 +235,8 @@ def run_one(side: str, part: str, python: str, root: Path, data: Path, a: argpar
     if side == "ours" and a.default_malloc:  # any allocator variable makes utils/host_memory leave malloc alone
         env["GLIBC_TUNABLES"] = ""
     if side == "yolov5" and a.yolov5_malloc:  # the thresholds utils/host_memory sets, given to glibc at start
-        env.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30), MALLOC_TOP_PAD_=str(256 << 20))
+        env.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30),
+                   MALLOC_TOP_PAD_=str(256 << 20))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
@@ -300,7 +302,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--epoch-imgsz", type=int, default=320, help="image size of the epoch part")
     p.add_argument("--train-epochs", type=int, default=3, help="epochs per train.py run (the first is not counted)")
-    p.add_argument("--nchw", action="store_true", help="our side in NCHW (step, infer; epoch: train.py --no-channels-last)")
+    p.add_argument("--nchw", action="store_true",
+                   help="our side in NCHW (step, infer; epoch: train.py --no-channels-last)")
     p.add_argument("--default-malloc", action="store_true", help="our side with glibc's default malloc thresholds")
     p.add_argument("--yolov5-malloc", action="store_true", help="yolov5's side with our malloc thresholds (env vars)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one measurement

@@ -181,3 +181,44 @@ def test_load_model_on_real_checkpoint(tmp_path: Path) -> None:
         assert (r.xyxy[:, [0, 2]] <= im.shape[1]).all() and (r.xyxy[:, [1, 3]] <= im.shape[0]).all()
         assert (r.xyxy >= 0).all() and set(r.cls.tolist()) <= {0.0, 1.0}
     assert set(res.times) == {"preprocess", "inference", "nms"}
+
+
+def _two_image_detections():
+    from utils.api import Detections
+    names = {0: "circle", 1: "square"}
+    boxes = torch.tensor([[20., 10., 60., 50., 0.9, 1.], [0., 0., 200., 100., 0.5, 0.]])
+    a = ImageResult(np.zeros((100, 200, 3), np.uint8), boxes, names, "a.jpg")
+    b = ImageResult(np.zeros((50, 50, 3), np.uint8), torch.zeros(0, 6), names, "b.jpg")
+    return Detections([a, b], times={"preprocess": 1.0, "inference": 2.0, "nms": 0.5}, shape=(2, 3, 128, 224))
+
+
+def test_yolov5_hub_views_and_print(caplog):
+    import logging
+    res = _two_image_detections()
+    assert res.n == 2 and [t.shape for t in res.xyxy] == [(2, 6), (0, 6)]
+    torch.testing.assert_close(res.xywh[0][0], torch.tensor([40., 30., 40., 40., 0.9, 1.]))
+    torch.testing.assert_close(res.xyxyn[0][0], torch.tensor([0.1, 0.1, 0.3, 0.5, 0.9, 1.]))
+    torch.testing.assert_close(res.xywhn[0][1], torch.tensor([0.5, 0.5, 1.0, 1.0, 0.5, 0.]))
+    with caplog.at_level(logging.INFO, logger="yolo"):
+        res.print()
+    text = caplog.text
+    assert "image 1/2 a.jpg 1 square, 1 circle" in text and "image 2/2 b.jpg (no detections)" in text
+    assert "2.0ms inference" in text and "(2, 3, 128, 224)" in text
+
+
+def test_yolov5_pandas_view():
+    pytest.importorskip("pandas")  # in requirements-test.txt; optional for users
+    p = _two_image_detections().pandas()
+    df = p.xyxy[0]
+    assert list(df.columns) == ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
+    assert df["name"].tolist() == ["square", "circle"] and df["class"].tolist() == [1, 0]
+    assert df.iloc[0][["xmin", "ymin", "xmax", "ymax"]].tolist() == [20.0, 10.0, 60.0, 50.0]
+    assert list(p.xywhn[0].columns[:4]) == ["xcenter", "ycenter", "width", "height"]
+    assert p.xywhn[0]["width"].tolist() == pytest.approx([0.2, 1.0]) and len(p.xyxy[1]) == 0
+
+
+def test_pandas_view_without_pandas_is_a_user_error(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
+    with pytest.raises(UserError, match="pip install pandas"):
+        _two_image_detections().pandas()

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
 
 import cv2
@@ -20,10 +21,11 @@ import torch.nn.functional as F
 
 from utils.augment import letterbox
 from utils.backend import DetectBackend, check_imgsz
-from utils.boxes import clip_boxes, scale_boxes, xyxy2xywhn
+from utils.boxes import clip_boxes, scale_boxes, xyxy2xywh, xyxy2xywhn
 from utils.device import select_device
 from utils.errors import UserError
 from utils.files import increment_path
+from utils.log import LOGGER
 from utils.nms import non_max_suppression
 from utils.plots import Annotator, colors
 from utils.sources import imread
@@ -125,6 +127,52 @@ class Detections:
 
     def __str__(self) -> str:
         return "\n".join(f"image {i + 1}/{len(self)} {r.path or ''} {r.summary()}" for i, r in enumerate(self.results))
+
+    # YOLOv5's hub-results views: per image an (n, 6) tensor, the box in that format, then confidence and class
+    @property
+    def xyxy(self) -> list[torch.Tensor]:
+        return [r.boxes for r in self.results]
+
+    @property
+    def xywh(self) -> list[torch.Tensor]:
+        return [torch.cat((xyxy2xywh(r.xyxy), r.boxes[:, 4:]), 1) for r in self.results]
+
+    @property
+    def xyxyn(self) -> list[torch.Tensor]:
+        return [torch.cat((r.xyxy / r.xyxy.new_tensor(r.image.shape[1::-1] * 2), r.boxes[:, 4:]), 1)
+                for r in self.results]
+
+    @property
+    def xywhn(self) -> list[torch.Tensor]:
+        return [torch.cat((r.xywhn, r.boxes[:, 4:]), 1) for r in self.results]
+
+    @property
+    def n(self) -> int:
+        return len(self.results)
+
+    def print(self) -> None:
+        """YOLOv5's results.print(): one line per image, then the per-stage times."""
+        speed = ", ".join(f"{v:.1f}ms {k}" for k, v in self.times.items())
+        LOGGER.info(f"{self}\nSpeed: {speed} for the batch at shape {tuple(self.shape)}")
+
+    def pandas(self) -> SimpleNamespace:
+        """YOLOv5's results.pandas(): .xyxy, .xyxyn, .xywh, .xywhn, each a list (one per image) of DataFrames with
+        YOLOv5's columns. pandas is optional here: records() and to_csv() give the same table without it."""
+        try:
+            import pandas as pd  # optional: only this view needs it
+        except ImportError as e:
+            raise UserError("results.pandas() needs pandas — pip install pandas, or use results.records() / "
+                            "results.to_csv(file)") from e
+        corners, centres = ["xmin", "ymin", "xmax", "ymax"], ["xcenter", "ycenter", "width", "height"]
+        out = SimpleNamespace()
+        for view, box_cols in (("xyxy", corners), ("xyxyn", corners), ("xywh", centres), ("xywhn", centres)):
+            frames = []
+            for r, t in zip(self.results, getattr(self, view)):
+                df = pd.DataFrame(t.tolist(), columns=[*box_cols, "confidence", "class"]).astype({"class": int})
+                df["name"] = [r.names.get(c, str(c)) for c in df["class"]]
+                frames.append(df)
+            setattr(out, view, frames)
+        return out
 
     def records(self) -> list[dict[str, Any]]:
         """All boxes of all images as dicts with an 'image' index column."""
