@@ -11,8 +11,7 @@ step is Model(yolov5s.yaml) forward + ComputeLoss + backward + clipping + each r
 batch 8 on a fixed random batch, each set up as its train.py is (ours: channels-last unless --nchw, and the malloc
 thresholds of utils/host_memory unless --default-malloc; yolov5: NCHW and glibc's defaults, or with --yolov5-malloc
 our thresholds through glibc's MALLOC_* variables); the epoch part runs each repo's own train.py (yolov5s from
-scratch, 320 px, batch
-16, --noval) and reads the seconds of each epoch after the first from its progress bar; the inference is the fused
+scratch, 320 px, batch 16, --noval) and reads the seconds of each epoch after the first from its progress bar; the inference is the fused
 yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in
 alternating order: AB, BA, AB, ...); the table has the median of each side over --pairs runs and the ratio
 ours / yolov5 (of the medians, and the median of the per-pair ratios). Nothing is downloaded and nothing of
@@ -235,8 +234,8 @@ def run_one(side: str, part: str, python: str, root: Path, data: Path, a: argpar
     if side == "ours" and a.default_malloc:  # any allocator variable makes utils/host_memory leave malloc alone
         env["GLIBC_TUNABLES"] = ""
     if side == "yolov5" and a.yolov5_malloc:  # the thresholds utils/host_memory sets, given to glibc at start
-        env.update(MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30),
-                   MALLOC_TOP_PAD_=str(256 << 20))
+        from utils.host_memory import as_environment  # this (parent) process: ROOT is on sys.path (make_data)
+        env.update(as_environment())
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:

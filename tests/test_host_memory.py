@@ -61,3 +61,11 @@ def test_user_choice_detection():
     assert user_chose_allocator({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
     assert user_chose_allocator({"LD_PRELOAD": "libtcmalloc_minimal.so.4"})
     assert not user_chose_allocator({"LD_PRELOAD": "libfoo.so"})
+
+
+def test_environment_form_names_the_same_settings():
+    from utils.host_memory import SETTINGS, as_environment
+    env = as_environment()
+    assert env == {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+                   "MALLOC_TOP_PAD_": str(256 << 20)} and len(env) == len(SETTINGS)
+    assert user_chose_allocator(env)  # a child started with them leaves them alone

@@ -17,8 +17,10 @@ import sys
 # mallopt() parameters from <malloc.h>; values are C ints, so they stay below 2 GiB
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 SETTINGS = ((M_MMAP_THRESHOLD, 1 << 30), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 256 << 20))
-USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
-                 "GLIBC_TUNABLES")
+# glibc's environment variable for each parameter: the same settings for a process started from outside
+ENV_NAMES = {M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_",
+             M_TOP_PAD: "MALLOC_TOP_PAD_"}
+USER_SETTINGS = (*ENV_NAMES.values(), "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES")
 
 _applied = False
 
@@ -53,3 +55,8 @@ def keep_freed_memory() -> bool:
         return False
     _applied = all(libc.mallopt(param, value) == 1 for param, value in SETTINGS)
     return _applied
+
+
+def as_environment() -> dict[str, str]:
+    """SETTINGS as glibc's variables, for a process this one starts (benchmarks/vs_yolov5.py --yolov5-malloc)."""
+    return {ENV_NAMES[param]: str(value) for param, value in SETTINGS}

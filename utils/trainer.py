@@ -25,8 +25,8 @@ from utils.compiled import CompiledForward
 from utils.dataset import LoadImagesAndLabels
 from utils.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
 from utils.ema import ModelEMA
-from utils.host_memory import keep_freed_memory
 from utils.errors import UserError
+from utils.host_memory import keep_freed_memory
 from utils.log import LOGGER, colorstr
 from utils.loss import ComputeLoss
 from utils.metrics import fitness
@@ -161,7 +161,8 @@ class Trainer:
         """Run the remaining epochs; returns the results dict of train.run()."""
         t0 = time.time()
         if self.device.type == "cpu" and keep_freed_memory():  # after the data scan: only the steps' memory is kept
-            LOGGER.info("host memory: freed tensor memory stays in the process for the next step (utils/host_memory.py)")
+            LOGGER.info("host memory: freed tensor memory stays in the process for the next step "
+                        "(utils/host_memory.py)")
         LOGGER.info(f"Image sizes {self.opt.imgsz} train, {self.opt.imgsz} val\n"
                     f"Logging results to {colorstr('bold', self.save_dir)}\n"
                     f"Starting training for {self.epochs} epochs...")
