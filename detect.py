@@ -10,6 +10,7 @@ Usage:
 
 Results go to runs/detect/exp*/ (images and mp4s; labels/, crops/, predictions.csv when asked).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,26 +18,20 @@ import csv
 import os
 import platform
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-FILE = Path(__file__).resolve()
-if str(FILE.parent) not in sys.path:
-    sys.path.insert(0, str(FILE.parent))  # run from any cwd
+import cv2
+import numpy as np
+import torch
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from utils import args as A  # noqa: E402
-from utils.api import Detector, ImageResult  # noqa: E402
-from utils.device import check_device  # noqa: E402
-from utils.errors import NoUsableInputError, UserError, cli_main  # noqa: E402
-from utils.files import ROOT, increment_path  # noqa: E402
-from utils.log import LOGGER, colorstr  # noqa: E402
-from utils.sources import Frame, load_source  # noqa: E402
-
+from utils.core import args as A
+from utils.core.device import check_device
+from utils.core.errors import NoUsableInputError, UserError, cli_main
+from utils.core.files import ROOT, increment_path
+from utils.core.log import LOGGER, colorstr
+from utils.dataloaders.sources import Frame, load_source
+from utils.inference.api import Detector, ImageResult
 
 DEFAULT_IMGSZ = 640  # YOLOv5's detect.py size, for weights that do not record their training size
 
@@ -62,8 +57,10 @@ def newest_weights(root: Path = ROOT / "runs" / "train") -> Path:
     """The most recently written runs/train/*/weights/best.pt, announced in one line; UserError when none."""
     found = sorted(root.glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise UserError(f"no --weights given and no trained weights in {root}/*/weights/best.pt — "
-                        f"train first (python train.py) or pass --weights path/to/best.pt")
+        raise UserError(
+            f"no --weights given and no trained weights in {root}/*/weights/best.pt — "
+            f"train first (python train.py) or pass --weights path/to/best.pt"
+        )
     LOGGER.info(f"Using newest weights {found[-1]} (pass --weights to choose)")
     return found[-1]
 
@@ -191,8 +188,16 @@ def _show(frame: Frame, im: np.ndarray) -> bool:
     return cv2.waitKey(1) & 0xFF != ord("q")
 
 
-def check_opts(imgsz: Any, conf_thres: float, iou_thres: float, max_det: int, device: str, classes: Any,
-               line_thickness: int | None, vid_stride: int) -> dict[str, Any]:
+def check_opts(
+    imgsz: Any,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int,
+    device: str,
+    classes: Any,
+    line_thickness: int | None,
+    vid_stride: int,
+) -> dict[str, Any]:
     """Every numeric and choice flag, checked before the model is loaded; returns normalised device and classes."""
     if imgsz is not None:  # None: the size the weights were trained at (default_imgsz)
         A.check_imgsz(imgsz, counts=(1, 2), multiple=None)  # rounded up to the model's stride once it is loaded
@@ -202,12 +207,15 @@ def check_opts(imgsz: Any, conf_thres: float, iou_thres: float, max_det: int, de
     if line_thickness is not None:  # None: scaled to the image size
         A.check_int("line_thickness", line_thickness, lo=1, todo="e.g. --line-thickness 3")
     A.check_int("vid_stride", vid_stride, lo=1, todo="1 keeps every frame, 2 every second one")
-    return {"device": check_device(device), "classes": A.check_int_list("classes", classes, lo=0,
-                                                                      todo="class indices start at 0")}
+    return {
+        "device": check_device(device),
+        "classes": A.check_int_list("classes", classes, lo=0, todo="class indices start at 0"),
+    }
 
 
-def _detect_frames(loader: Any, detector: Detector, out: Outputs, view_img: bool, nosave: bool,
-                   style: tuple[int | None, bool, bool]) -> tuple[list[dict], dict[str, float], tuple]:
+def _detect_frames(
+    loader: Any, detector: Detector, out: Outputs, view_img: bool, nosave: bool, style: tuple[int | None, bool, bool]
+) -> tuple[list[dict], dict[str, float], tuple]:
     """Run every batch of the loader: save, log and (optionally) show each frame; (frames, times, input shape)."""
     frames, totals, shape = [], {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}, ()
     for batch in loader:
@@ -229,14 +237,32 @@ def _detect_frames(loader: Any, detector: Detector, out: Outputs, view_img: bool
     return frames, totals, shape
 
 
-def run(weights: str | Path | None = None, source: str | Path | list = str(ROOT / "data" / "images"),
-        imgsz: int | list[int] | tuple[int, ...] | None = None, conf_thres: float = 0.25, iou_thres: float = 0.45,
-        max_det: int = 1000, device: str = "", view_img: bool = False, save_txt: bool = False,
-        save_conf: bool = False, save_crop: bool = False, save_csv: bool = False, nosave: bool = False,
-        classes: list[int] | None = None, agnostic_nms: bool = False, augment: bool = False,
-        project: str | Path = str(ROOT / "runs" / "detect"), name: str = "exp", exist_ok: bool = False,
-        line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False, half: bool = False,
-        vid_stride: int = 1) -> dict[str, Any]:
+def run(
+    weights: str | Path | None = None,
+    source: str | Path | list = str(ROOT / "data" / "images"),
+    imgsz: int | list[int] | tuple[int, ...] | None = None,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 1000,
+    device: str = "",
+    view_img: bool = False,
+    save_txt: bool = False,
+    save_conf: bool = False,
+    save_crop: bool = False,
+    save_csv: bool = False,
+    nosave: bool = False,
+    classes: list[int] | None = None,
+    agnostic_nms: bool = False,
+    augment: bool = False,
+    project: str | Path = str(ROOT / "runs" / "detect"),
+    name: str = "exp",
+    exist_ok: bool = False,
+    line_thickness: int = 3,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
+    half: bool = False,
+    vid_stride: int = 1,
+) -> dict[str, Any]:
     """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms). The CLI's
     defaults are these.
 
@@ -244,10 +270,18 @@ def run(weights: str | Path | None = None, source: str | Path | list = str(ROOT 
     o = check_opts(imgsz, conf_thres, iou_thres, max_det, device, classes, line_thickness, vid_stride)
     classes = o["classes"]
     weights = weights or newest_weights()
-    detector = Detector(weights, device=o["device"], imgsz=default_imgsz(weights) if imgsz is None else imgsz,
-                        conf=conf_thres,
-                        iou=iou_thres, classes=classes, agnostic=agnostic_nms, max_det=max_det, fp16=half,
-                        augment=augment)
+    detector = Detector(
+        weights,
+        device=o["device"],
+        imgsz=default_imgsz(weights) if imgsz is None else imgsz,
+        conf=conf_thres,
+        iou=iou_thres,
+        classes=classes,
+        agnostic=agnostic_nms,
+        max_det=max_det,
+        fp16=half,
+        augment=augment,
+    )
     if classes and max(classes) >= detector.nc:
         LOGGER.warning(f"WARNING: --classes {classes}: the model has only {detector.nc} classes (0..{detector.nc - 1})")
     loader = load_source(source, vid_stride=vid_stride)
@@ -257,30 +291,37 @@ def run(weights: str | Path | None = None, source: str | Path | list = str(ROOT 
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     created = not save_dir.exists()
     save_dir.mkdir(parents=True, exist_ok=True)
-    out = Outputs(save_dir, {"save_txt": save_txt, "save_conf": save_conf, "save_crop": save_crop,
-                             "save_csv": save_csv})
+    out = Outputs(
+        save_dir, {"save_txt": save_txt, "save_conf": save_conf, "save_crop": save_crop, "save_csv": save_csv}
+    )
     detector.warmup()
     try:
-        frames, totals, shape = _detect_frames(loader, detector, out, view_img, nosave,
-                                               (line_thickness, hide_labels, hide_conf))
+        frames, totals, shape = _detect_frames(
+            loader, detector, out, view_img, nosave, (line_thickness, hide_labels, hide_conf)
+        )
     finally:
         out.close()
         if hasattr(loader, "close"):
             loader.close()
     if not frames:
         _drop_empty(save_dir, created)
-        raise NoUsableInputError(f"--source {source}: not one of its {len(loader)} input(s) could be read (see the "
-                                 f"warnings above) — check that they are valid image or video files")
+        raise NoUsableInputError(
+            f"--source {source}: not one of its {len(loader)} input(s) could be read (see the "
+            f"warnings above) — check that they are valid image or video files"
+        )
     return _finish(save_dir, frames, totals, shape, out, nosave)
 
 
-def _finish(save_dir: Path, frames: list[dict], totals: dict[str, float], shape: tuple, out: Outputs,
-            nosave: bool) -> dict[str, Any]:
+def _finish(
+    save_dir: Path, frames: list[dict], totals: dict[str, float], shape: tuple, out: Outputs, nosave: bool
+) -> dict[str, Any]:
     """Log the speed summary and where results went; build run()'s return value."""
     n = max(len(frames), 1)
     speed = {k: v / n for k, v in totals.items()}
-    LOGGER.info(f"Speed: {speed['preprocess']:.1f}ms pre-process, {speed['inference']:.1f}ms inference, "
-                f"{speed['nms']:.1f}ms NMS per image at shape {tuple(shape)}")
+    LOGGER.info(
+        f"Speed: {speed['preprocess']:.1f}ms pre-process, {speed['inference']:.1f}ms inference, "
+        f"{speed['nms']:.1f}ms NMS per image at shape {tuple(shape)}"
+    )
     if out.n_labels or not nosave:
         labels = f"\n{out.n_labels} labels saved to {save_dir / 'labels'}" if out.n_labels else ""
         LOGGER.info(f"Results saved to {colorstr('bold', str(save_dir))}{labels}")
@@ -289,12 +330,19 @@ def _finish(save_dir: Path, frames: list[dict], totals: dict[str, float], shape:
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """detect.py's flags; every default is run()'s."""
-    p = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                    defaults=A.signature_defaults(run))
+    p = A.ArgParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, defaults=A.signature_defaults(run)
+    )
     p.add_argument("--weights", type=str, help="model .pt/.torchscript/.onnx (default: newest best.pt)")
     p.add_argument("--source", type=str, help="file/dir/glob/.txt list/video/webcam index/URL/.streams")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int,
-                   help="inference size h,w (default: the training size of a .pt, else 640)")
+    p.add_argument(
+        "--imgsz",
+        "--img",
+        "--img-size",
+        nargs="+",
+        type=int,
+        help="inference size h,w (default: the training size of a .pt, else 640)",
+    )
     p.add_argument("--conf-thres", type=float, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, help="maximum detections per image")

@@ -8,8 +8,9 @@ Usage:
     python export.py --weights yolov5s.pt --include pt             # yolov5s_converted.pt, our checkpoint layout
 
 The exported files output the decoded prediction (B, N, 5+nc) and carry stride and class names as metadata, so
-detect.py / val.py / utils.backend.DetectBackend run them like the .pt file.
+detect.py / val.py / utils.inference.backend.DetectBackend run them like the .pt file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,30 +18,32 @@ import copy
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-FILE = Path(__file__).resolve()
-if str(FILE.parent) not in sys.path:
-    sys.path.insert(0, str(FILE.parent))  # run from any cwd
+import torch
+import torch.nn as nn
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from utils import args as A  # noqa: E402
-from utils.backend import METADATA_FILE, OPENVINO_DIR_SUFFIX, OPENVINO_METADATA, OPENVINO_RT_INFO, check_imgsz, \
-    export_metadata, import_openvino  # noqa: E402
-from utils.checkpoint import load_model, model_record, new_checkpoint, save_checkpoint  # noqa: E402
-from utils.device import check_device, select_device  # noqa: E402
-from utils.errors import UserError, cli_main, first_line  # noqa: E402
-from utils.files import user_writes, yaml_save  # noqa: E402
-from utils.log import LOGGER, colorstr  # noqa: E402
-from utils.names import names_dict  # noqa: E402
+from models.checkpoint import load_model, model_record, new_checkpoint, save_checkpoint
+from utils.core import args as A
+from utils.core.device import check_device, select_device
+from utils.core.errors import UserError, cli_main, first_line
+from utils.core.files import user_writes, yaml_save
+from utils.core.log import LOGGER, colorstr
+from utils.core.names import names_dict
+from utils.inference.backend import (
+    METADATA_FILE,
+    OPENVINO_DIR_SUFFIX,
+    OPENVINO_METADATA,
+    OPENVINO_RT_INFO,
+    check_imgsz,
+    export_metadata,
+    import_openvino,
+)
 
 FORMATS = ("torchscript", "onnx", "openvino", "pt")
 TRACED = ("torchscript", "onnx", "openvino")  # formats built from a traced graph at a given input shape
@@ -121,8 +124,15 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, metadata:
     return f
 
 
-def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, str], opset: int = DEFAULT_OPSET,
-                dynamic: bool = False, simplify: bool = False) -> Path:
+def export_onnx(
+    model: nn.Module,
+    im: torch.Tensor,
+    file: Path,
+    metadata: dict[str, str],
+    opset: int = DEFAULT_OPSET,
+    dynamic: bool = False,
+    simplify: bool = False,
+) -> Path:
     """Export with the TorchScript-based ONNX exporter, check the graph, and store metadata_props."""
     try:
         import onnx  # optional dependency: only needed for this format
@@ -148,14 +158,25 @@ def _torch_onnx_export(model: nn.Module, im: torch.Tensor, f: Path, opset: int, 
     """torch.onnx.export; an opset the exporter cannot write this model at is a UserError (the default must work)."""
     # dynamo=False: the TorchScript exporter needs no onnxscript and handles our plain conv graph well.
     try:
-        torch.onnx.export(model, (im,), str(f), dynamo=False, opset_version=opset, do_constant_folding=True,
-                          input_names=["images"], output_names=["output0"], dynamic_axes=axes)
+        torch.onnx.export(
+            model,
+            (im,),
+            str(f),
+            dynamo=False,
+            opset_version=opset,
+            do_constant_folding=True,
+            input_names=["images"],
+            output_names=["output0"],
+            dynamic_axes=axes,
+        )
     except torch.onnx.OnnxExporterError as e:
         if opset == DEFAULT_OPSET:
             raise  # the default opset must work: that is a bug, not a flag to change
         first = first_line(e, limit=200).split(". ")[0]  # e.g. "Unsupported: ONNX export of ..."
-        raise UserError(f"--opset {opset}: the ONNX exporter cannot write this model at that opset ({first}) — "
-                        f"use a newer one, e.g. --opset {DEFAULT_OPSET}") from None
+        raise UserError(
+            f"--opset {opset}: the ONNX exporter cannot write this model at that opset ({first}) — "
+            f"use a newer one, e.g. --opset {DEFAULT_OPSET}"
+        ) from None
 
 
 def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: bool = False) -> Path:
@@ -183,11 +204,20 @@ def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: boo
 
 def export_pt(model: nn.Module, file: Path, half: bool = False) -> Path:
     """<stem>_converted.pt: the loaded (unfused) model as our plain-data checkpoint, finished (epoch -1). Loading
-    goes through utils.checkpoint.load_model, so this also converts what it accepts (e.g. YOLOv5 checkpoints)."""
+    goes through models.checkpoint.load_model, so this also converts what it accepts (e.g. YOLOv5 checkpoints)."""
     f = file.with_name(f"{file.stem}{CONVERTED_SUFFIX}")
     LOGGER.info(f"{colorstr('PyTorch:')} saving our checkpoint layout (torch.load(weights_only=True) loads it)...")
-    ckpt = new_checkpoint(epoch=-1, best_fitness=0.0, model=model, ema=None, updates=0, optimizer=None,
-                          scaler=None, opt={}, hyp=dict(getattr(model, "hyp", None) or {}))
+    ckpt = new_checkpoint(
+        epoch=-1,
+        best_fitness=0.0,
+        model=model,
+        ema=None,
+        updates=0,
+        optimizer=None,
+        scaler=None,
+        opt={},
+        hyp=dict(getattr(model, "hyp", None) or {}),
+    )
     if half:
         ckpt["model"] = model_record(model, half=True)  # fp16 weights, like strip_optimizer's best.pt
     return save_checkpoint(ckpt, f)
@@ -213,8 +243,10 @@ def _check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
     fmts = [x.strip().lower() for item in items for x in str(item).split(",") if x.strip()]
     bad = [x for x in fmts if x not in FORMATS]
     if bad or not fmts:
-        raise UserError(f"--include {' '.join(items)}: unknown format {bad[0] if bad else '(none)'} — "
-                        f"choose from {', '.join(FORMATS)}")
+        raise UserError(
+            f"--include {' '.join(items)}: unknown format {bad[0] if bad else '(none)'} — "
+            f"choose from {', '.join(FORMATS)}"
+        )
     return fmts
 
 
@@ -222,14 +254,22 @@ def onnx_opset_range() -> tuple[int, int]:
     """(lowest, highest) opset the installed torch's TorchScript-based ONNX exporter (dynamo=False) can write."""
     try:
         from torch.onnx import _constants as c  # optional: private, but the only place torch states its range
+
         hi = getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or c.ONNX_MAX_OPSET
         return int(c.ONNX_MIN_OPSET), int(hi)
     except (ImportError, AttributeError):  # older/newer torch without the table: let the exporter judge
         return 1, 10**6
 
 
-def check_opts(include: list[str] | tuple[str, ...] | str, imgsz: int | list[int] | tuple[int, ...], batch_size: int,
-               device: str, opset: int, half: bool, dynamic: bool) -> tuple[list[str], str]:
+def check_opts(
+    include: list[str] | tuple[str, ...] | str,
+    imgsz: int | list[int] | tuple[int, ...],
+    batch_size: int,
+    device: str,
+    opset: int,
+    half: bool,
+    dynamic: bool,
+) -> tuple[list[str], str]:
     """Every flag, checked before the checkpoint is loaded; returns (formats, device spec)."""
     fmts = _check_include(include)
     A.check_imgsz(imgsz, counts=(1, 2), multiple=None)  # rounded up to the model's stride once it is loaded
@@ -240,8 +280,10 @@ def check_opts(include: list[str] | tuple[str, ...] | str, imgsz: int | list[int
     spec = check_device(device)
     cuda_half = [f for f in fmts if f in CUDA_HALF]
     if half and cuda_half and (spec == "cpu" or (spec == "" and not torch.cuda.is_available())):
-        raise UserError(f"--half export of {' / '.join(cuda_half)} needs a CUDA device — add --device 0, or drop "
-                        f"--half (OpenVINO and pt store fp16 weights without one)")
+        raise UserError(
+            f"--half export of {' / '.join(cuda_half)} needs a CUDA device — add --device 0, or drop "
+            f"--half (OpenVINO and pt store fp16 weights without one)"
+        )
     if half and dynamic and "onnx" in fmts:
         raise UserError("--half and --dynamic cannot be combined for ONNX — drop one of them")
     if "openvino" in fmts:
@@ -259,23 +301,26 @@ def _prepare(model: nn.Module, dynamic: bool) -> None:
             m.dynamic = dynamic
 
 
-def _traced(model: nn.Module, imgsz: tuple[int, ...] | list[int] | int, batch_size: int, dev: torch.device,
-            dynamic: bool) -> Traced:
+def _traced(
+    model: nn.Module, imgsz: tuple[int, ...] | list[int] | int, batch_size: int, dev: torch.device, dynamic: bool
+) -> Traced:
     """Fuse the model, put it in export mode and dry-run it once (builds lazy state, logs the output shape)."""
     model = model.fuse() if hasattr(model, "fuse") else model
     stride = int(max(float(s) for s in model.stride))
     names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
     _prepare(model, dynamic)
-    traced = Traced(PredOnly(model).eval(), torch.zeros(batch_size, 3, *check_imgsz(imgsz, stride), device=dev),
-                    stride, names)
+    traced = Traced(
+        PredOnly(model).eval(), torch.zeros(batch_size, 3, *check_imgsz(imgsz, stride), device=dev), stride, names
+    )
     with torch.no_grad():
         shape = tuple(traced.module(traced.im).shape)
     LOGGER.info(f"{colorstr('PyTorch:')} tracing at input {tuple(traced.im.shape)}, output shape {shape}")
     return traced
 
 
-def _export_traced(traced: Traced, weights: Path, fmts: list[str], half: bool, dynamic: bool, opset: int,
-                   simplify: bool) -> dict[str, Path]:
+def _export_traced(
+    traced: Traced, weights: Path, fmts: list[str], half: bool, dynamic: bool, opset: int, simplify: bool
+) -> dict[str, Path]:
     """The traced formats asked for; OpenVINO first, from the fp32 model (its --half only compresses weights)."""
     out: dict[str, Path] = {}
     if "openvino" in fmts:
@@ -285,8 +330,9 @@ def _export_traced(traced: Traced, weights: Path, fmts: list[str], half: bool, d
     if "torchscript" in fmts:
         out["torchscript"] = export_torchscript(traced.module, traced.im, weights, traced.metadata)
     if "onnx" in fmts:
-        out["onnx"] = export_onnx(traced.module, traced.im, weights, traced.metadata, opset=opset, dynamic=dynamic,
-                                  simplify=simplify)
+        out["onnx"] = export_onnx(
+            traced.module, traced.im, weights, traced.metadata, opset=opset, dynamic=dynamic, simplify=simplify
+        )
     return out
 
 
@@ -296,9 +342,17 @@ def size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in files) / 1e6
 
 
-def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | int = (640, 640), batch_size: int = 1,
-        device: str = "cpu", include: tuple[str, ...] | list[str] = ("torchscript", "onnx"), half: bool = False,
-        dynamic: bool = False, opset: int = DEFAULT_OPSET, simplify: bool = False) -> dict[str, Path]:
+def run(
+    weights: str | Path = "yolo.pt",
+    imgsz: tuple[int, ...] | list[int] | int = (640, 640),
+    batch_size: int = 1,
+    device: str = "cpu",
+    include: tuple[str, ...] | list[str] = ("torchscript", "onnx"),
+    half: bool = False,
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = False,
+) -> dict[str, Path]:
     """Export weights to each format in include; returns {format: path} (a folder for openvino). The CLI's defaults
     are these."""
     t0 = time.time()
@@ -316,21 +370,25 @@ def run(weights: str | Path = "yolo.pt", imgsz: tuple[int, ...] | list[int] | in
     out = {f: out[f] for f in fmts}  # in the order asked for
     for fmt, f in out.items():
         LOGGER.info(f"{fmt}: saved as {f} ({size_mb(f):.1f} MB)")
-    LOGGER.info(f"\nExport complete ({time.time() - t0:.1f}s). Run with: python detect.py --weights "
-                f"{next(iter(out.values()))}{hint}")
+    LOGGER.info(
+        f"\nExport complete ({time.time() - t0:.1f}s). Run with: python detect.py --weights "
+        f"{next(iter(out.values()))}{hint}"
+    )
     return out
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                         defaults=A.signature_defaults(run))  # every default is run()'s
+    parser = A.ArgParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, defaults=A.signature_defaults(run)
+    )  # every default is run()'s
     parser.add_argument("--weights", type=str, required=True, help="checkpoint .pt to export (or convert)")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, help="h w")
     parser.add_argument("--batch-size", type=int, help="batch size baked into a non-dynamic export")
     parser.add_argument("--device", help="cpu or cuda device, i.e. 0")
     parser.add_argument("--include", nargs="+", help=", ".join(FORMATS))
-    parser.add_argument("--half", action="store_true", help="FP16 export (torchscript / onnx: CUDA only; "
-                                                            "openvino / pt: fp16 weights)")
+    parser.add_argument(
+        "--half", action="store_true", help="FP16 export (torchscript / onnx: CUDA only; openvino / pt: fp16 weights)"
+    )
     parser.add_argument("--dynamic", action="store_true", help="ONNX / OpenVINO: dynamic batch and image size")
     parser.add_argument("--opset", type=int, help="ONNX opset version")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify with onnxsim if installed")

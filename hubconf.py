@@ -2,7 +2,7 @@
 an official ConvNeXt file instead of a path).
 
     import torch
-    model = torch.hub.load("path/to/this/repo", "custom", path="best.pt", source="local")  # utils.api.Detector
+    model = torch.hub.load("path/to/this/repo", "custom", path="best.pt", source="local")  # a Detector
     print(model("data/images/shapes_1.jpg"))            # image 1/1 data/images/shapes_1.jpg 3 circles, 1 rectangle, ...
     model = torch.hub.load("path/to/this/repo", "yolov5_convnext", nc=3, source="local")  # untrained models.yolo.Model
     model = torch.hub.load("path/to/this/repo", "yolov5s", nc=3, source="local")          # untrained YOLOv5s
@@ -10,6 +10,7 @@ an official ConvNeXt file instead of a path).
 torch.hub lists every public callable of this module as an entry point, so everything else is a module object or
 starts with an underscore. torch.hub consumes `verbose=` itself; the entries take YOLOv5's `_verbose=` instead.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,10 @@ def _check_packages() -> None:
         mod = sys.modules.get(name)
         where = getattr(mod, "__file__", None)
         if mod is not None and (where is None or pathlib.Path(where).resolve().parent.parent != _ROOT):
-            raise ImportError(f"another '{name}' package ({where or mod}) is already imported — this repository's "
-                              f"'{name}' cannot be loaded next to it: call torch.hub.load in a fresh Python process")
+            raise ImportError(
+                f"another '{name}' package ({where or mod}) is already imported — this repository's "
+                f"'{name}' cannot be loaded next to it: call torch.hub.load in a fresh Python process"
+            )
 
 
 _check_packages()
@@ -41,18 +44,18 @@ if str(_ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from models import checkpoint as _checkpoint  # noqa: E402
 from models import pretrained as _pretrained  # noqa: E402
 from models import yolo as _yolo  # noqa: E402
-from utils import api as _api  # noqa: E402
-from utils import checkpoint as _checkpoint  # noqa: E402
-from utils import device as _device  # noqa: E402
-from utils import errors as _errors  # noqa: E402
-from utils import log as _log  # noqa: E402
+from utils.core import device as _device  # noqa: E402
+from utils.core import errors as _errors  # noqa: E402
+from utils.core import log as _log  # noqa: E402
+from utils.inference import api as _api  # noqa: E402
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-_Device = typing.Union[str, int, torch.device, None]  # None: CUDA device 0 when there is one, else the CPU
+_Device = str | int | torch.device | None  # None: CUDA device 0 when there is one, else the CPU
 
 # What the entries need, by import name (pip names: opencv-python-headless, pyyaml, pillow). torch.hub re-checks the
 # list before calling an entry; a missing package already fails the imports above with Python's own message.
@@ -83,20 +86,33 @@ def _check_filters(conf: float, iou: float, classes: Sequence[int] | None, max_d
             raise _errors.UserError(f"custom({name}={v!r}): must be a number in [0, 1] — e.g. {name}=0.25")
     if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 1:
         raise _errors.UserError(f"custom(max_det={max_det!r}): must be a whole number >= 1 — e.g. max_det=1000")
-    if classes is not None and (not isinstance(classes, (list, tuple)) or not classes or
-                                any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes)):
-        raise _errors.UserError(f"custom(classes={classes!r}): must be a list of class indices >= 0 — "
-                                f"e.g. classes=[0, 2], or None for all classes")
+    if classes is not None and (
+        not isinstance(classes, (list, tuple))
+        or not classes
+        or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes)
+    ):
+        raise _errors.UserError(
+            f"custom(classes={classes!r}): must be a list of class indices >= 0 — "
+            f"e.g. classes=[0, 2], or None for all classes"
+        )
 
 
-def custom(path: str | pathlib.Path, autoshape: bool = True, device: _Device = None, conf: float = 0.25,
-           iou: float = 0.45, classes: Sequence[int] | None = None, max_det: int = 1000,
-           imgsz: int | Sequence[int] = 640, agnostic: bool = False, _verbose: bool = True
-           ) -> nn.Module | _api.Detector:
+def custom(
+    path: str | pathlib.Path,
+    autoshape: bool = True,
+    device: _Device = None,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    classes: Sequence[int] | None = None,
+    max_det: int = 1000,
+    imgsz: int | Sequence[int] = 640,
+    agnostic: bool = False,
+    _verbose: bool = True,
+) -> nn.Module | _api.Detector:
     """Trained weights: a .pt from train.py, or a .torchscript / .onnx from export.py.
 
-    autoshape=True: a utils.api.Detector — call it with image paths, PIL images, numpy arrays (RGB, or BGR with
-    bgr=True) or tensors, get Detections; conf, iou, classes, max_det, imgsz, agnostic set its NMS and input size
+    autoshape=True: a utils.inference.api.Detector — call it with image paths, PIL images, numpy arrays (RGB, or BGR
+    with bgr=True) or tensors, get Detections; conf, iou, classes, max_det, imgsz, agnostic set its NMS and input size
     (also settable afterwards: model.conf = 0.5). autoshape=False: the bare models.yolo.Model of a .pt (eval mode;
     tensors in, YOLOv5's (pred, raw) out; the NMS options do not apply).
     """
@@ -104,13 +120,16 @@ def custom(path: str | pathlib.Path, autoshape: bool = True, device: _Device = N
         dev = _select(device)
         if not autoshape:
             if pathlib.Path(path).suffix != ".pt":
-                raise _errors.UserError(f"custom({str(path)!r}, autoshape=False): the bare model needs a .pt "
-                                        f"checkpoint — pass the .pt, or use autoshape=True for exported files")
+                raise _errors.UserError(
+                    f"custom({str(path)!r}, autoshape=False): the bare model needs a .pt "
+                    f"checkpoint — pass the .pt, or use autoshape=True for exported files"
+                )
             return _checkpoint.load_model(path, device=dev)
         _check_filters(conf, iou, classes, max_det)
         classes = list(classes) if classes is not None else None
-        return _api.load_model(path, device=dev, imgsz=imgsz, conf=conf, iou=iou, classes=classes, agnostic=agnostic,
-                               max_det=max_det)
+        return _api.load_model(
+            path, device=dev, imgsz=imgsz, conf=conf, iou=iou, classes=classes, agnostic=agnostic, max_det=max_det
+        )
 
 
 def _nc(entry: str, nc: int | None, classes: int | None) -> int | None:
@@ -123,8 +142,15 @@ def _nc(entry: str, nc: int | None, classes: int | None) -> int | None:
     return n
 
 
-def _build(entry: str, cfg: str | pathlib.Path, nc: int | None, channels: int, pretrained: bool, autoshape: bool,
-           device: _Device) -> _yolo.Model:
+def _build(
+    entry: str,
+    cfg: str | pathlib.Path,
+    nc: int | None,
+    channels: int,
+    pretrained: bool,
+    autoshape: bool,
+    device: _Device,
+) -> _yolo.Model:
     """An untrained Model from a yaml; the refusals a YOLOv5 user needs to see for pretrained / autoshape."""
     if pretrained:
         theirs = f"ultralytics' {entry}.pt or " if entry.startswith("yolov5") and entry != "yolov5_convnext" else ""
@@ -132,10 +158,13 @@ def _build(entry: str, cfg: str | pathlib.Path, nc: int | None, channels: int, p
             f"{entry}(pretrained=True): no pretrained detection weights are shipped and nothing is downloaded — "
             f"load a .pt you have ({theirs}a best.pt from train.py) with torch.hub.load(repo, 'custom', "
             f"path='{entry if theirs else 'best'}.pt', source='local'), or train one: "
-            f"python train.py --cfg {pathlib.Path(cfg).name}")
+            f"python train.py --cfg {pathlib.Path(cfg).name}"
+        )
     if autoshape:
-        raise _errors.UserError(f"{entry}(autoshape=True): an untrained model has nothing to detect — train it, then "
-                                f"torch.hub.load(repo, 'custom', path='best.pt', source='local') returns the Detector")
+        raise _errors.UserError(
+            f"{entry}(autoshape=True): an untrained model has nothing to detect — train it, then "
+            f"torch.hub.load(repo, 'custom', path='best.pt', source='local') returns the Detector"
+        )
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise _errors.UserError(f"{entry}(channels={channels!r}): must be a whole number >= 1 — e.g. channels=3")
     return _yolo.Model(cfg, ch=channels, nc=nc).to(_select(device))
@@ -146,8 +175,10 @@ def _convnext_cfg(cfg: str | pathlib.Path | None, size: str | None, version: int
     if cfg is not None:
         extra = ", ".join(f"{k}={v!r}" for k, v in (("size", size), ("version", version)) if v is not None)
         if extra:
-            raise _errors.UserError(f"yolov5_convnext(cfg={str(cfg)!r}, {extra}): give either cfg or size/version "
-                                    f"— the yaml already states its backbone")
+            raise _errors.UserError(
+                f"yolov5_convnext(cfg={str(cfg)!r}, {extra}): give either cfg or size/version "
+                f"— the yaml already states its backbone"
+            )
         return _yolo.find_cfg(cfg, flag="yolov5_convnext(cfg=...)")
     size, version = size or "tiny", 1 if version is None else version
     if version not in (1, 2):
@@ -156,10 +187,19 @@ def _convnext_cfg(cfg: str | pathlib.Path | None, size: str | None, version: int
     return _yolo.find_cfg(f"{name}.yaml", flag=f"yolov5_convnext(size={size!r}, version={version})")
 
 
-def yolov5_convnext(cfg: str | pathlib.Path | None = None, size: str | None = None, version: int | None = None,
-                    nc: int | None = None, channels: int = 3, backbone_weights: str | pathlib.Path | None = None,
-                    pretrained: bool = False, autoshape: bool = False, device: _Device = None,
-                    classes: int | None = None, _verbose: bool = True) -> _yolo.Model:
+def yolov5_convnext(
+    cfg: str | pathlib.Path | None = None,
+    size: str | None = None,
+    version: int | None = None,
+    nc: int | None = None,
+    channels: int = 3,
+    backbone_weights: str | pathlib.Path | None = None,
+    pretrained: bool = False,
+    autoshape: bool = False,
+    device: _Device = None,
+    classes: int | None = None,
+    _verbose: bool = True,
+) -> _yolo.Model:
     """An untrained ConvNeXt-YOLOv5 Model (training mode; default cfg models/yolov5_ConvNeXt.yaml, ConvNeXt-T).
 
     size ('atto' ... 'xlarge') and version (1 or 2) pick a shipped yaml instead; nc (or classes) overrides the
@@ -167,8 +207,15 @@ def yolov5_convnext(cfg: str | pathlib.Path | None = None, size: str | None = No
     the backbone — an official name such as 'convnext_tiny_1k' is downloaded, a path never is.
     """
     with _quiet(_verbose):
-        model = _build("yolov5_convnext", _convnext_cfg(cfg, size, version), _nc("yolov5_convnext", nc, classes),
-                       channels, pretrained, autoshape, device)
+        model = _build(
+            "yolov5_convnext",
+            _convnext_cfg(cfg, size, version),
+            _nc("yolov5_convnext", nc, classes),
+            channels,
+            pretrained,
+            autoshape,
+            device,
+        )
         if backbone_weights is not None:
             _pretrained.load_backbone_weights(model, backbone_weights)
         if _verbose:
@@ -176,43 +223,87 @@ def yolov5_convnext(cfg: str | pathlib.Path | None = None, size: str | None = No
         return model
 
 
-def _yolov5(size: str, nc: int | None, classes: int | None, channels: int, pretrained: bool, autoshape: bool,
-            device: _Device, verbose: bool) -> _yolo.Model:
+def _yolov5(
+    size: str,
+    nc: int | None,
+    classes: int | None,
+    channels: int,
+    pretrained: bool,
+    autoshape: bool,
+    device: _Device,
+    verbose: bool,
+) -> _yolo.Model:
     """An untrained YOLOv5 Model of models/yolov5<size>.yaml."""
     entry = f"yolov5{size}"
     with _quiet(verbose):
-        model = _build(entry, _yolo.find_cfg(f"{entry}.yaml"), _nc(entry, nc, classes), channels, pretrained,
-                       autoshape, device)
+        model = _build(
+            entry, _yolo.find_cfg(f"{entry}.yaml"), _nc(entry, nc, classes), channels, pretrained, autoshape, device
+        )
         if verbose:
             model.info()
         return model
 
 
-def yolov5n(pretrained: bool = False, channels: int = 3, classes: int | None = None, autoshape: bool = False,
-            _verbose: bool = True, device: _Device = None, nc: int | None = None) -> _yolo.Model:
+def yolov5n(
+    pretrained: bool = False,
+    channels: int = 3,
+    classes: int | None = None,
+    autoshape: bool = False,
+    _verbose: bool = True,
+    device: _Device = None,
+    nc: int | None = None,
+) -> _yolo.Model:
     """Untrained YOLOv5n (models/yolov5n.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
     return _yolov5("n", nc, classes, channels, pretrained, autoshape, device, _verbose)
 
 
-def yolov5s(pretrained: bool = False, channels: int = 3, classes: int | None = None, autoshape: bool = False,
-            _verbose: bool = True, device: _Device = None, nc: int | None = None) -> _yolo.Model:
+def yolov5s(
+    pretrained: bool = False,
+    channels: int = 3,
+    classes: int | None = None,
+    autoshape: bool = False,
+    _verbose: bool = True,
+    device: _Device = None,
+    nc: int | None = None,
+) -> _yolo.Model:
     """Untrained YOLOv5s (models/yolov5s.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
     return _yolov5("s", nc, classes, channels, pretrained, autoshape, device, _verbose)
 
 
-def yolov5m(pretrained: bool = False, channels: int = 3, classes: int | None = None, autoshape: bool = False,
-            _verbose: bool = True, device: _Device = None, nc: int | None = None) -> _yolo.Model:
+def yolov5m(
+    pretrained: bool = False,
+    channels: int = 3,
+    classes: int | None = None,
+    autoshape: bool = False,
+    _verbose: bool = True,
+    device: _Device = None,
+    nc: int | None = None,
+) -> _yolo.Model:
     """Untrained YOLOv5m (models/yolov5m.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
     return _yolov5("m", nc, classes, channels, pretrained, autoshape, device, _verbose)
 
 
-def yolov5l(pretrained: bool = False, channels: int = 3, classes: int | None = None, autoshape: bool = False,
-            _verbose: bool = True, device: _Device = None, nc: int | None = None) -> _yolo.Model:
+def yolov5l(
+    pretrained: bool = False,
+    channels: int = 3,
+    classes: int | None = None,
+    autoshape: bool = False,
+    _verbose: bool = True,
+    device: _Device = None,
+    nc: int | None = None,
+) -> _yolo.Model:
     """Untrained YOLOv5l (models/yolov5l.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
     return _yolov5("l", nc, classes, channels, pretrained, autoshape, device, _verbose)
 
 
-def yolov5x(pretrained: bool = False, channels: int = 3, classes: int | None = None, autoshape: bool = False,
-            _verbose: bool = True, device: _Device = None, nc: int | None = None) -> _yolo.Model:
+def yolov5x(
+    pretrained: bool = False,
+    channels: int = 3,
+    classes: int | None = None,
+    autoshape: bool = False,
+    _verbose: bool = True,
+    device: _Device = None,
+    nc: int | None = None,
+) -> _yolo.Model:
     """Untrained YOLOv5x (models/yolov5x.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
     return _yolov5("x", nc, classes, channels, pretrained, autoshape, device, _verbose)

@@ -9,38 +9,49 @@
 
 run(**opts) is callable from Python and returns a results dict (save_dir, best, last, mAP50, mAP50-95, ...).
 """
+
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run from any cwd
+import torch
 
-import torch  # noqa: E402
-
-import val as validate  # noqa: E402
-from utils import args as A  # noqa: E402
-from utils.autoanchor import check_anchors  # noqa: E402
-from utils.checkpoint import model_from_record  # noqa: E402
-from utils.device import check_device, select_device  # noqa: E402
-from utils.distributed import DistInfo, broadcast_object, check_batch_size, cleanup_distributed, dist_info, \
-    init_distributed  # noqa: E402
-from utils.ema import ModelEMA  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.evolve import evolve_dir, generation_options, run_generations  # noqa: E402
-from utils.files import check_writable, increment_path, yaml_load  # noqa: E402
-from utils.log import LOGGER, colorstr  # noqa: E402
-from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
-from utils.optim import backbone_indices, freeze_layers, unfreeze_layers  # noqa: E402
-from utils.train_options import MACHINE_KEYS, TrainOptions, flag_defaults  # noqa: E402
-from utils.train_setup import build_model, ddp_wrapper, freeze_indices, load_resume, make_loaders, \
-    make_optimizer, prepare_data, resolve_cfg  # noqa: E402
-from utils.trainer import Trainer, TrainParts, seed_everything  # noqa: E402
+import val as validate
+from models.checkpoint import model_from_record
+from utils.core import args as A
+from utils.core.device import check_device, select_device
+from utils.core.distributed import (
+    DistInfo,
+    broadcast_object,
+    check_batch_size,
+    cleanup_distributed,
+    dist_info,
+    init_distributed,
+)
+from utils.core.errors import UserError, cli_main
+from utils.core.files import ROOT, check_writable, increment_path, yaml_load
+from utils.core.log import LOGGER, colorstr
+from utils.training.autoanchor import check_anchors
+from utils.training.ema import ModelEMA
+from utils.training.evolve import evolve_dir, generation_options, run_generations
+from utils.training.loss import ComputeLoss, scale_loss_gains
+from utils.training.optim import backbone_indices, freeze_layers, unfreeze_layers
+from utils.training.train_options import MACHINE_KEYS, TrainOptions, flag_defaults
+from utils.training.train_setup import (
+    build_model,
+    ddp_wrapper,
+    freeze_indices,
+    load_resume,
+    make_loaders,
+    make_optimizer,
+    prepare_data,
+    resolve_cfg,
+)
+from utils.training.trainer import Trainer, TrainParts, seed_everything
 
 DEFAULT_CFG = ROOT / "models" / "yolov5_ConvNeXt-atto.yaml"
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
@@ -93,8 +104,15 @@ def _model_for_run(opt: TrainOptions, data: dict[str, Any], device: torch.device
         model.names = dict(data["names"])
         return model
     cfg = opt.cfg or (None if opt.weights else DEFAULT_CFG)
-    return build_model(cfg, opt.weights or None, data["nc"], data["names"], device, opt.backbone_weights,
-                       backbone_sha256=opt.backbone_sha256 or None)
+    return build_model(
+        cfg,
+        opt.weights or None,
+        data["nc"],
+        data["names"],
+        device,
+        opt.backbone_weights,
+        backbone_sha256=opt.backbone_sha256 or None,
+    )
 
 
 def _set_frozen(model: torch.nn.Module, rows: list[int], frozen: bool) -> None:
@@ -102,8 +120,9 @@ def _set_frozen(model: torch.nn.Module, rows: list[int], frozen: bool) -> None:
     (freeze_layers if frozen else unfreeze_layers)(model, rows)
 
 
-def _build_parts(opt: TrainOptions, hyp: dict[str, Any], device: torch.device, info: DistInfo,
-                 ckpt: dict | None) -> TrainParts:
+def _build_parts(
+    opt: TrainOptions, hyp: dict[str, Any], device: torch.device, info: DistInfo, ckpt: dict | None
+) -> TrainParts:
     """Model, data, loss, optimizer, schedule, EMA, scaler and loaders for the Trainer."""
     data = prepare_data(opt.data, opt.single_cls, info.main)
     model = _model_for_run(opt, data, device, ckpt)
@@ -123,19 +142,35 @@ def _build_parts(opt: TrainOptions, hyp: dict[str, Any], device: torch.device, i
     ema = ModelEMA(model) if info.main else None  # of the bare model, before DDP / SyncBatchNorm wrapping
     wrap = ddp_wrapper(info, device, opt.sync_bn)
     rows = backbone_indices(model)
-    return TrainParts(model=wrap(model), data=data, train_loader=train_loader, dataset=dataset,
-                      val_loader=val_loader, compute_loss=ComputeLoss(model), optimizer=optimizer,
-                      scheduler=scheduler, lf=lf, ema=ema, gs=gs, validate=validate.run, ddp_wrap=wrap,
-                      scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
-                      set_backbone_frozen=lambda frozen: _set_frozen(model, rows, frozen))
+    return TrainParts(
+        model=wrap(model),
+        data=data,
+        train_loader=train_loader,
+        dataset=dataset,
+        val_loader=val_loader,
+        compute_loss=ComputeLoss(model),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        lf=lf,
+        ema=ema,
+        gs=gs,
+        validate=validate.run,
+        ddp_wrap=wrap,
+        scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
+        set_backbone_frozen=lambda frozen: _set_frozen(model, rows, frozen),
+    )
 
 
 def _check_evolve(o: TrainOptions) -> None:
     """--evolve N: N >= 0, one process (each generation is a whole run), continued with --exist-ok, not --resume."""
     A.check_int("evolve", o.evolve, lo=0, todo="N generations, e.g. --evolve 30 (0 = a plain run)")
     if o.evolve and o.resume:
-        A.fail("evolve", o.evolve, "cannot be combined with --resume",
-               "to continue an evolution rerun it with --exist-ok --name <its folder name>")
+        A.fail(
+            "evolve",
+            o.evolve,
+            "cannot be combined with --resume",
+            "to continue an evolution rerun it with --exist-ok --name <its folder name>",
+        )
     if o.evolve and dist_info().ddp:
         A.fail("evolve", o.evolve, "does not run under torchrun (DDP)", "run train.py --evolve as one process")
 
@@ -157,10 +192,18 @@ def check_opts(o: TrainOptions) -> dict[str, Any]:
     A.check_float("label_smoothing", o.label_smoothing, 0.0, 1.0, hi_open=True, todo="e.g. 0.1 (0 = off)")
     A.check_int("patience", o.patience, lo=0, todo="0 disables early stopping")
     raw = o.freeze
-    freeze = A.check_int_list("freeze", [0] if raw is None or (isinstance(raw, (list, tuple)) and not raw) else raw,
-                              todo="--freeze N freezes rows 0..N-1, --freeze 0 2 5 those rows, 0 none")
-    A.check_int("freeze_epochs", o.freeze_epochs, lo=0, hi=o.epochs - 1,
-                todo=f"fewer than --epochs {o.epochs}, so the backbone trains unfrozen at least one epoch (0 = off)")
+    freeze = A.check_int_list(
+        "freeze",
+        [0] if raw is None or (isinstance(raw, (list, tuple)) and not raw) else raw,
+        todo="--freeze N freezes rows 0..N-1, --freeze 0 2 5 those rows, 0 none",
+    )
+    A.check_int(
+        "freeze_epochs",
+        o.freeze_epochs,
+        lo=0,
+        hi=o.epochs - 1,
+        todo=f"fewer than --epochs {o.epochs}, so the backbone trains unfrozen at least one epoch (0 = off)",
+    )
     A.check_float("layer_decay", o.layer_decay, 0.0, 1.0, todo="e.g. 0.8 (0 = off)")
     A.check_int("save_period", o.save_period, lo=-1, todo="N saves epochN.pt every N epochs, -1 = off")
     A.check_int("seed", o.seed, lo=0, hi=MAX_SEED, todo="e.g. --seed 0")
@@ -168,13 +211,18 @@ def check_opts(o: TrainOptions) -> dict[str, Any]:
     _check_evolve(o)
     sha = A.check_sha256("backbone_sha256", o.backbone_sha256)
     if sha and not o.backbone_weights:
-        A.fail("backbone_sha256", o.backbone_sha256, "given without --backbone-weights",
-               "add --backbone-weights FILE_OR_URL, or drop --backbone-sha256")
+        A.fail(
+            "backbone_sha256",
+            o.backbone_sha256,
+            "given without --backbone-weights",
+            "add --backbone-weights FILE_OR_URL, or drop --backbone-sha256",
+        )
     return {"device": check_device(o.device), "backbone_sha256": sha, "freeze": freeze, "imgsz": imgsz}
 
 
 def _run_evolve(opt: TrainOptions) -> dict[str, Any]:
-    """--evolve N: generations of mutated hyperparameters, each a full run() (utils/evolve.py); returns save_dir,
+    """--evolve N: generations of mutated hyperparameters, each a full run() (utils.training.evolve); returns
+    save_dir,
     generations, failed, best_generation, best_fitness, best_hyp, evolve_csv, hyp_evolve."""
     save_dir = evolve_dir(opt.project, opt.name, opt.exist_ok)
     check_writable(save_dir)
@@ -187,8 +235,8 @@ def run(**kwargs: Any) -> dict[str, Any]:
     """Train and return {save_dir, best, last, precision, recall, mAP50, mAP50-95, val losses, epochs_trained, ...}.
 
     The keywords are the CLI flags' names (batch_size for --batch-size), i.e. the fields of
-    utils.train_options.TrainOptions, whose defaults are the CLI's. Under torchrun each process calls run(); only
-    rank 0 returns the full results.
+    utils.training.train_options.TrainOptions, whose defaults are the CLI's. Under torchrun each process calls run();
+    only rank 0 returns the full results.
     """
     opt = TrainOptions.from_kwargs(kwargs)  # unknown keywords: one warning, ignored
     opt = replace(opt, **check_opts(opt))  # bad flags fail here, before any data scan, download or run folder
@@ -231,8 +279,13 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imgsz", "--img", "--img-size", type=int, help="train, val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training")
     p.add_argument("--resume", nargs="?", const=True, help="resume the newest run, or a last.pt")
-    p.add_argument("--evolve", type=int, nargs="?", const=300,
-                   help="evolve hyperparameters for N generations (bare --evolve: 300, as YOLOv5; 0 = off)")
+    p.add_argument(
+        "--evolve",
+        type=int,
+        nargs="?",
+        const=300,
+        help="evolve hyperparameters for N generations (bare --evolve: 300, as YOLOv5; 0 = off)",
+    )
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate the final epoch")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
@@ -257,10 +310,14 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-period", type=int, help="save epoch{N}.pt every N epochs (-1 = off)")
     p.add_argument("--seed", type=int, help="global training seed")
     p.add_argument("--image-weights", action="store_true", help="weighted image selection for training")
-    p.add_argument("--cache", type=str, nargs="?", const="ram", choices=CACHE_MODES,
-                   help="cache images in ram (default) or disk")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="channels-last (NHWC) memory format for training (default on; --no-channels-last: NCHW)")
+    p.add_argument(
+        "--cache", type=str, nargs="?", const="ram", choices=CACHE_MODES, help="cache images in ram (default) or disk"
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="channels-last (NHWC) memory format for training (default on; --no-channels-last: NCHW)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward (falls back to eager)")
     p.add_argument("--ddp-timeout", type=int, help="seconds a DDP rank waits for the others before failing (torchrun)")
     p.add_argument("--local-rank", "--local_rank", type=int, help="ignored: torchrun sets LOCAL_RANK")

@@ -6,40 +6,43 @@
 
 train.py calls run(...) every epoch with an in-memory model, its dataloader and compute_loss.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run from any cwd
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from utils import args as A  # noqa: E402
-from utils.api import tta_forward  # noqa: E402
-from utils.backend import DetectBackend  # noqa: E402
-from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.coco import class_to_category_map, coco_evaluate, coco_summary, detections_to_coco, image_id_for, \
-    load_annotations  # noqa: E402
-from utils.data_yaml import check_dataset  # noqa: E402
-from utils.dataset import create_dataloader  # noqa: E402
-from utils.device import check_device, select_device  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.files import increment_path  # noqa: E402
-from utils.log import LOGGER, colorstr  # noqa: E402
-from utils.metrics import ConfusionMatrix, DetectionStats  # noqa: E402
-from utils.names import names_dict  # noqa: E402
-from utils.nms import non_max_suppression  # noqa: E402
-from utils.plots import output_to_target, plot_images  # noqa: E402
+from utils.core import args as A
+from utils.core.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.core.device import check_device, select_device
+from utils.core.errors import UserError, cli_main
+from utils.core.files import ROOT, increment_path
+from utils.core.log import LOGGER, colorstr
+from utils.core.names import names_dict
+from utils.core.plots import output_to_target, plot_images
+from utils.dataloaders.data_yaml import check_dataset
+from utils.dataloaders.dataset import create_dataloader
+from utils.evaluation.coco import (
+    class_to_category_map,
+    coco_evaluate,
+    coco_summary,
+    detections_to_coco,
+    image_id_for,
+    load_annotations,
+)
+from utils.evaluation.metrics import ConfusionMatrix, DetectionStats
+from utils.evaluation.nms import non_max_suppression
+from utils.inference.api import tta_forward
+from utils.inference.backend import DetectBackend
 
 COCO_DEFAULT_JSON = "annotations/instances_val2017.json"  # where the COCO dataset keeps its val annotations
 TASKS = ("train", "val", "test", "speed")
@@ -67,8 +70,17 @@ class ValState:
 class _ModelRunner:
     """One call signature for an in-memory Model and a DetectBackend: float (B,3,H,W) 0-1 -> (pred, raw or None)."""
 
-    def __init__(self, model: torch.nn.Module, stride: int, names: dict[int, str], nc: int, pt: bool,
-                 device: torch.device, half: bool, training: bool):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        stride: int,
+        names: dict[int, str],
+        nc: int,
+        pt: bool,
+        device: torch.device,
+        half: bool,
+        training: bool,
+    ):
         self.model, self.stride, self.names, self.nc, self.pt = model, stride, names, nc, pt
         self.device, self.half, self.training = device, half, training
 
@@ -86,21 +98,24 @@ class _ModelRunner:
         return self.infer(im)[0]
 
 
-def _load_runner(weights: str | Path | None, model: torch.nn.Module | None, device: str, half: bool,
-                 batch_size: int) -> _ModelRunner:
+def _load_runner(
+    weights: str | Path | None, model: torch.nn.Module | None, device: str, half: bool, batch_size: int
+) -> _ModelRunner:
     """The model to validate: the caller's (training) or one loaded from --weights via DetectBackend."""
     if model is not None:  # called by train.py
         dev = next(model.parameters()).device
         model.eval()
         stride = int(max(float(s) for s in model.stride))
-        return _ModelRunner(model, stride, names_dict(model.names), int(model.nc), True, dev,
-                            bool(half) and dev.type == "cuda", True)
+        return _ModelRunner(
+            model, stride, names_dict(model.names), int(model.nc), True, dev, bool(half) and dev.type == "cuda", True
+        )
     if not weights:
         raise UserError("no model given — pass --weights path/to/best.pt (or .torchscript / .onnx)")
     dev = select_device(device, batch_size=batch_size)
     backend = DetectBackend(weights, device=dev, fp16=half)
-    return _ModelRunner(backend, int(backend.stride), names_dict(backend.names), int(backend.nc), backend.pt, dev,
-                        backend.fp16, False)
+    return _ModelRunner(
+        backend, int(backend.stride), names_dict(backend.names), int(backend.nc), backend.pt, dev, backend.fp16, False
+    )
 
 
 def _check_data(data: str | Path | dict, runner: _ModelRunner, single_cls: bool) -> tuple[dict, int, dict]:
@@ -111,22 +126,34 @@ def _check_data(data: str | Path | dict, runner: _ModelRunner, single_cls: bool)
     nc = 1 if single_cls else int(data.get("nc", len(names)))
     if not runner.training and runner.nc != nc:
         where = getattr(runner.model, "weights", "the weights")
-        raise UserError(f"{where} has {runner.nc} classes but the dataset has {nc} — pass the --data yaml the model "
-                        f"was trained on (or --single-cls for a 1-class model)")
+        raise UserError(
+            f"{where} has {runner.nc} classes but the dataset has {nc} — pass the --data yaml the model "
+            f"was trained on (or --single-cls for a 1-class model)"
+        )
     return data, nc, names
 
 
-def _make_dataloader(data: dict, task: str, imgsz: int, batch_size: int, runner: _ModelRunner, single_cls: bool,
-                     workers: int, nc: int):
+def _make_dataloader(
+    data: dict, task: str, imgsz: int, batch_size: int, runner: _ModelRunner, single_cls: bool, workers: int, nc: int
+):
     """Letterboxed, rectangular-batch val loader for the task's split (YOLOv5's val settings)."""
     split = task if task in ("train", "val", "test") else "val"  # speed runs on val
     if not data.get(split):
         raise UserError(f"the data yaml has no '{split}' split — add {split}: images/... or use --task val")
     rect = runner.pt  # exported files run at one fixed size
     pad = 0.0 if task == "speed" else 0.5
-    loader = create_dataloader(data[split], imgsz, batch_size, runner.stride, single_cls=single_cls, pad=pad,
-                               rect=rect, workers=workers, prefix=colorstr(f"{split}: "),
-                               nc=None if single_cls else nc)[0]  # classes >= nc: warned about and skipped
+    loader = create_dataloader(
+        data[split],
+        imgsz,
+        batch_size,
+        runner.stride,
+        single_cls=single_cls,
+        pad=pad,
+        rect=rect,
+        workers=workers,
+        prefix=colorstr(f"{split}: "),
+        nc=None if single_cls else nc,
+    )[0]  # classes >= nc: warned about and skipped
     return loader
 
 
@@ -164,16 +191,19 @@ def _coco_setup(data: dict, nc: int, save_json: bool) -> tuple[Path | None, list
         return None, list(range(nc)), {}
     anno_file = _anno_json(data)
     if anno_file is None:
-        LOGGER.warning("WARNING ⚠️ --save-json: no COCO annotation json found (set val_json in the data yaml); "
-                       "predictions are written but not scored by pycocotools")
+        LOGGER.warning(
+            "WARNING ⚠️ --save-json: no COCO annotation json found (set val_json in the data yaml); "
+            "predictions are written but not scored by pycocotools"
+        )
         return None, list(range(nc)), {}
     anno = load_annotations(anno_file)
     name_to_id = {Path(im["file_name"]).name: int(im["id"]) for im in anno["images"]}
     return anno_file, class_to_category_map(anno["categories"], nc), name_to_id
 
 
-def _print_table(res: dict, seen: int, nt: np.ndarray, names: dict[int, str], image_counts: np.ndarray,
-                 verbose: bool) -> None:
+def _print_table(
+    res: dict, seen: int, nt: np.ndarray, names: dict[int, str], image_counts: np.ndarray, verbose: bool
+) -> None:
     """YOLOv5's results table: 'all' row, then one row per class with labels when verbose."""
     pf = "%22s" + "%11i" * 2 + "%11.3g" * 4
     LOGGER.info(("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95"))
@@ -182,8 +212,18 @@ def _print_table(res: dict, seen: int, nt: np.ndarray, names: dict[int, str], im
         LOGGER.warning("WARNING ⚠️ no labels found in the validation set, metrics cannot be computed")
     if verbose:
         for i, c in enumerate(res["classes"]):
-            LOGGER.info(pf % (names.get(int(c), str(c)), image_counts[c], nt[c], res["p"][i], res["r"][i],
-                              res["ap50"][i], res["ap"][i]))
+            LOGGER.info(
+                pf
+                % (
+                    names.get(int(c), str(c)),
+                    image_counts[c],
+                    nt[c],
+                    res["p"][i],
+                    res["r"][i],
+                    res["ap50"][i],
+                    res["ap"][i],
+                )
+            )
 
 
 def _sync(device: torch.device) -> float:
@@ -192,8 +232,9 @@ def _sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _process_image(si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch.Tensor, paths, shapes,
-                   state: ValState) -> None:
+def _process_image(
+    si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch.Tensor, paths, shapes, state: ValState
+) -> None:
     """Scale one image's predictions and labels to original pixels and feed metrics, confusion matrix, txt, json."""
     path = Path(paths[si])
     shape0, ratio_pad = (shapes[si][0], shapes[si][1]) if shapes[si] is not None else (im.shape[2:], None)
@@ -214,8 +255,9 @@ def _process_image(si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch
         state.image_ids.append(image_id)
 
 
-def check_opts(batch_size: int, imgsz: int, conf_thres: float, iou_thres: float, max_det: int, task: str,
-               device: str, workers: int) -> str:
+def check_opts(
+    batch_size: int, imgsz: int, conf_thres: float, iou_thres: float, max_det: int, task: str, device: str, workers: int
+) -> str:
     """The numeric and choice flags, checked before any model load, data scan or run folder; returns the device spec.
 
     --imgsz follows train.py's rule (>= 32 and a multiple of 32; of the model's max stride once it is loaded)."""
@@ -232,8 +274,9 @@ def check_opts(batch_size: int, imgsz: int, conf_thres: float, iou_thres: float,
 def _warn_flags(conf_thres: float, task: str, training: bool) -> None:
     """Flags that give numbers nobody else would get."""
     if conf_thres > 0.001 and task != "speed" and not training:
-        LOGGER.warning(f"WARNING ⚠️ --conf-thres {conf_thres} > 0.001: mAP is not comparable to published numbers "
-                       f"(they use 0.001)")
+        LOGGER.warning(
+            f"WARNING ⚠️ --conf-thres {conf_thres} > 0.001: mAP is not comparable to published numbers (they use 0.001)"
+        )
 
 
 def _coco_score(state: ValState, anno_file: Path | None, res: dict, weights: Any) -> None:
@@ -250,8 +293,10 @@ def _coco_score(state: ValState, anno_file: Path | None, res: dict, weights: Any
         LOGGER.info(line)
     LOGGER.info(f"Evaluating pycocotools mAP against {anno_file}...")
     coco_map, coco_map50 = coco_evaluate(anno_file, pred_json, state.image_ids)
-    LOGGER.info(f"mAP50-95 ours {res['map']:.4f}  pycocotools {coco_map:.4f} | "
-                f"mAP50 ours {res['map50']:.4f}  pycocotools {coco_map50:.4f}  (pycocotools reported)")
+    LOGGER.info(
+        f"mAP50-95 ours {res['map']:.4f}  pycocotools {coco_map:.4f} | "
+        f"mAP50 ours {res['map50']:.4f}  pycocotools {coco_map50:.4f}  (pycocotools reported)"
+    )
     res["map"], res["map50"] = coco_map, coco_map50
 
 
@@ -264,19 +309,47 @@ def _val_plots(state: ValState, batch_i: int, im: torch.Tensor, targets: torch.T
 
 
 @torch.no_grad()
-def run(data: str | Path | dict = str(ROOT / "data" / "coco128.yaml"), weights: str | Path | None = None,
-        batch_size: int = 32, imgsz: int = 640, conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300,
-        task: str = "val", device: str = "", workers: int = 8, single_cls: bool = False, augment: bool = False,
-        verbose: bool = False, save_txt: bool = False, save_conf: bool = False, save_json: bool = False,
-        project: str | Path = str(ROOT / "runs" / "val"), name: str = "exp", exist_ok: bool = False,
-        half: bool = False, model: torch.nn.Module | None = None, dataloader=None, save_dir: Path = Path(""),
-        plots: bool = True, compute_loss=None):
+def run(
+    data: str | Path | dict = str(ROOT / "data" / "coco128.yaml"),
+    weights: str | Path | None = None,
+    batch_size: int = 32,
+    imgsz: int = 640,
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    max_det: int = 300,
+    task: str = "val",
+    device: str = "",
+    workers: int = 8,
+    single_cls: bool = False,
+    augment: bool = False,
+    verbose: bool = False,
+    save_txt: bool = False,
+    save_conf: bool = False,
+    save_json: bool = False,
+    project: str | Path = str(ROOT / "runs" / "val"),
+    name: str = "exp",
+    exist_ok: bool = False,
+    half: bool = False,
+    model: torch.nn.Module | None = None,
+    dataloader=None,
+    save_dir: Path = Path(""),
+    plots: bool = True,
+    compute_loss=None,
+):
     """Validate and return ((mp, mr, map50, map, *val_losses), maps (per-class mAP50-95, nc), times (ms/image:
     pre-process, inference, NMS)). See the module docstring for the CLI, whose defaults are these.
 
     model, dataloader, save_dir, plots and compute_loss are for train.py's in-memory calls (no CLI flags)."""
-    device = check_opts(batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres, iou_thres=iou_thres,
-                        max_det=max_det, task=task, device=device, workers=workers)
+    device = check_opts(
+        batch_size=batch_size,
+        imgsz=imgsz,
+        conf_thres=conf_thres,
+        iou_thres=iou_thres,
+        max_det=max_det,
+        task=task,
+        device=device,
+        workers=workers,
+    )
     runner = _load_runner(weights, model, device, half, batch_size)
     if task == "speed":  # YOLOv5's speed benchmark settings
         conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
@@ -292,8 +365,19 @@ def run(data: str | Path | dict = str(ROOT / "data" / "coco128.yaml"), weights: 
     save_dir = Path(save_dir)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     anno_file, class_map, name_to_id = _coco_setup(data, nc, save_json)
-    state = ValState(DetectionStats(), ConfusionMatrix(nc=nc), np.zeros(nc, dtype=int), single_cls, plots, save_txt,
-                   save_conf, save_json, save_dir, name_to_id, class_map)
+    state = ValState(
+        DetectionStats(),
+        ConfusionMatrix(nc=nc),
+        np.zeros(nc, dtype=int),
+        single_cls,
+        plots,
+        save_txt,
+        save_conf,
+        save_json,
+        save_dir,
+        name_to_id,
+        class_map,
+    )
     dt, seen, loss = [0.0, 0.0, 0.0], 0, torch.zeros(3, device=runner.device)
     desc = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
     for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=desc, leave=not runner.training)):
@@ -308,8 +392,9 @@ def run(data: str | Path | dict = str(ROOT / "data" / "coco128.yaml"), weights: 
             loss += compute_loss([x.float() for x in raw], targets)[1]
         targets = targets.clone()
         targets[:, 2:] *= torch.tensor(im.shape[2:], device=runner.device)[[1, 0, 1, 0]]  # to input pixels
-        preds = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls,
-                                    max_det=max_det)
+        preds = non_max_suppression(
+            preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls, max_det=max_det
+        )
         t3 = _sync(runner.device)
         dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
         for si, pred in enumerate(preds):
@@ -320,16 +405,31 @@ def run(data: str | Path | dict = str(ROOT / "data" / "coco128.yaml"), weights: 
     return _finish(state, seen, dt, loss, len(dataloader), names, nc, verbose, anno_file, weights, runner, task)
 
 
-def _finish(state: ValState, seen: int, dt: list[float], loss: torch.Tensor, n_batches: int, names: dict[int, str],
-            nc: int, verbose: bool, anno_file: Path | None, weights: Any, runner: _ModelRunner, task: str):
+def _finish(
+    state: ValState,
+    seen: int,
+    dt: list[float],
+    loss: torch.Tensor,
+    n_batches: int,
+    names: dict[int, str],
+    nc: int,
+    verbose: bool,
+    anno_file: Path | None,
+    weights: Any,
+    runner: _ModelRunner,
+    task: str,
+):
     """Compute and print the summary, plots, COCO eval; build run()'s return value."""
     res = state.stats.compute(plot=state.plots, save_dir=state.save_dir, names=names)
-    nt = np.bincount(np.concatenate(state.stats.target_cls).astype(int), minlength=nc) if state.stats.target_cls \
+    nt = (
+        np.bincount(np.concatenate(state.stats.target_cls).astype(int), minlength=nc)
+        if state.stats.target_cls
         else np.zeros(nc, dtype=int)
+    )
     _print_table(res, seen, nt, names, state.image_counts, verbose)
     times = tuple(x / max(seen, 1) * 1e3 for x in dt)  # ms per image
     if not runner.training:
-        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image" % times)
+        LOGGER.info("Speed: {:.1f}ms pre-process, {:.1f}ms inference, {:.1f}ms NMS per image".format(*times))
     if state.plots:
         state.confusion.plot(save_dir=state.save_dir, names=names)
     if state.save_json and seen:

@@ -4,10 +4,12 @@
     python benchmarks/backbone.py --imgsz 320 --runs 5 --device 0
 
 Both run the same random weights (torchvision's, loaded into ours through models.pretrained) in eval mode under
-torch.inference_mode, interleaved run by run (alternating which goes first) so that background load hits both alike. Prints median latencies, the
+torch.inference_mode, interleaved run by run (alternating which goes first) so that background load hits both alike.
+Prints median latencies, the
 latency ratio (ours / torchvision), the parameter ratio and the max abs difference of the final feature maps.
 Targets: both ratios <= 1.00.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torchvision  # noqa: E402
+import torch
+import torch.nn as nn
+import torchvision
 
-from models.pretrained import load_backbone_weights  # noqa: E402
-from models.yolo import Model  # noqa: E402
-from utils.device import select_device  # noqa: E402
-from utils.errors import cli_main  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+from models.pretrained import load_backbone_weights
+from models.yolo import Model
+from utils.core.device import select_device
+from utils.core.errors import cli_main
+from utils.core.log import LOGGER
 
 
 def _time(fn, x: torch.Tensor, device: torch.device) -> float:
@@ -59,7 +61,7 @@ def run(imgsz: int = 640, runs: int = 10, device: str = "cpu", threads: int = 0)
     tv = torchvision.models.convnext_tiny(weights=None)
     model = Model("yolov5_ConvNeXt.yaml")
     load_backbone_weights(model, tv.state_dict())
-    ours = nn.Sequential(*model.model[:model.backbone_rows]).to(dev).eval()
+    ours = nn.Sequential(*model.model[: model.backbone_rows]).to(dev).eval()
     ref = tv.features.to(dev).eval()
     x = torch.rand(1, 3, imgsz, imgsz, device=dev)
     t_ours, t_ref = [], []
@@ -73,17 +75,24 @@ def run(imgsz: int = 640, runs: int = 10, device: str = "cpu", threads: int = 0)
                 times.append(_time(fn, x, dev))
     n_ours = sum(p.numel() for p in ours.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
-    res = {"ours_ms": 1e3 * statistics.median(t_ours), "torchvision_ms": 1e3 * statistics.median(t_ref),
-           "params_ours": n_ours, "params_torchvision": n_ref, "max_abs_diff": diff}
+    res = {
+        "ours_ms": 1e3 * statistics.median(t_ours),
+        "torchvision_ms": 1e3 * statistics.median(t_ref),
+        "params_ours": n_ours,
+        "params_torchvision": n_ref,
+        "max_abs_diff": diff,
+    }
     res["latency_ratio"] = res["ours_ms"] / res["torchvision_ms"]
     res["param_ratio"] = n_ours / n_ref
-    LOGGER.info(f"ConvNeXt-T backbone, {imgsz}x{imgsz}, batch 1, {dev}, median of {runs} runs "
-                f"({torch.get_num_threads()} threads)\n"
-                f"  ours        {res['ours_ms']:8.1f} ms  {n_ours:,} params\n"
-                f"  torchvision {res['torchvision_ms']:8.1f} ms  {n_ref:,} params\n"
-                f"  latency ratio (ours / torchvision) {res['latency_ratio']:.3f}   target <= 1.00\n"
-                f"  param ratio   (ours / torchvision) {res['param_ratio']:.3f}   target <= 1.00\n"
-                f"  max |ours - torchvision| on the P5 features: {diff:.2e}")
+    LOGGER.info(
+        f"ConvNeXt-T backbone, {imgsz}x{imgsz}, batch 1, {dev}, median of {runs} runs "
+        f"({torch.get_num_threads()} threads)\n"
+        f"  ours        {res['ours_ms']:8.1f} ms  {n_ours:,} params\n"
+        f"  torchvision {res['torchvision_ms']:8.1f} ms  {n_ref:,} params\n"
+        f"  latency ratio (ours / torchvision) {res['latency_ratio']:.3f}   target <= 1.00\n"
+        f"  param ratio   (ours / torchvision) {res['param_ratio']:.3f}   target <= 1.00\n"
+        f"  max |ours - torchvision| on the P5 features: {diff:.2e}"
+    )
     return res
 
 

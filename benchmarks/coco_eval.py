@@ -1,4 +1,5 @@
-"""Benchmark: COCO bbox evaluation at COCO scale — utils.coco.coco_summary vs pycocotools vs faster-coco-eval.
+"""Benchmark: COCO bbox evaluation at COCO scale — utils.evaluation.coco.coco_summary vs pycocotools and
+faster-coco-eval.
 
     python benchmarks/coco_eval.py                      # 5,000 images, ~36k gt boxes, ~300k detections, 3 rounds
     python benchmarks/coco_eval.py --images 500 --rounds 5
@@ -12,6 +13,7 @@ the same round), and the largest difference of the 12 numbers to pycocotools. Ta
 pycocotools and faster than faster-coco-eval, all 12 numbers within 1e-4 of pycocotools.
 faster-coco-eval is optional (pip install faster-coco-eval; not a dependency of the project): skipped when absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,17 +24,17 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from utils.coco import coco80_to_coco91_class, coco_summary, pycocotools_stats  # noqa: E402
-from utils.errors import cli_main  # noqa: E402
+from utils.core.errors import cli_main
+from utils.evaluation.coco import coco80_to_coco91_class, coco_summary, pycocotools_stats
 
 IMG_W, IMG_H = 640, 480
 
@@ -62,18 +64,30 @@ def synthetic_ground_truth(rng: np.random.Generator, n_images: int, per_image: f
     crowd = rng.random(n) < 0.01
     area = boxes[:, 2] * boxes[:, 3] * rng.uniform(0.5, 1.0, n)  # a segment covers part of its box
     img = np.repeat(np.arange(1, n_images + 1), counts)
-    anns = [{"id": i + 1, "image_id": int(im), "category_id": int(c), "bbox": [round(v, 2) for v in b],
-             "area": round(float(a), 2), "iscrowd": int(cr)}
-            for i, (im, c, b, a, cr) in enumerate(zip(img, cats, boxes.tolist(), area, crowd))]
-    return {"images": [{"id": i, "width": IMG_W, "height": IMG_H, "file_name": f"{i:012d}.jpg"}
-                       for i in range(1, n_images + 1)],
-            "annotations": anns, "categories": [{"id": int(c), "name": f"class{c}"} for c in cat_ids]}
+    anns = [
+        {
+            "id": i + 1,
+            "image_id": int(im),
+            "category_id": int(c),
+            "bbox": [round(v, 2) for v in b],
+            "area": round(float(a), 2),
+            "iscrowd": int(cr),
+        }
+        for i, (im, c, b, a, cr) in enumerate(zip(img, cats, boxes.tolist(), area, crowd))
+    ]
+    return {
+        "images": [
+            {"id": i, "width": IMG_W, "height": IMG_H, "file_name": f"{i:012d}.jpg"} for i in range(1, n_images + 1)
+        ],
+        "annotations": anns,
+        "categories": [{"id": int(c), "name": f"class{c}"} for c in cat_ids],
+    }
 
 
 def synthetic_detections(rng: np.random.Generator, anno: dict, per_image: float) -> list[dict]:
     """Result dicts: 0-4 jittered copies of each gt (10% with a wrong class, higher scores), then clutter up to
     ~per_image detections per image (low scores, mostly the image's own categories). Rounded like
-    utils.coco.detections_to_coco."""
+    utils.evaluation.coco.detections_to_coco."""
     anns = anno["annotations"]
     gt = np.array([a["bbox"] for a in anns]).reshape(-1, 4)
     copies = rng.integers(0, 5, len(anns))
@@ -91,8 +105,12 @@ def synthetic_detections(rng: np.random.Generator, anno: dict, per_image: float)
     c_box = _place(rng, _box_sizes(rng, n_clutter))
     c_cls = rng.choice(all_cats, n_clutter)
     c_score = rng.beta(1.5, 4, n_clutter)
-    rows = zip(np.r_[img, c_img].tolist(), np.r_[cls, c_cls].tolist(), np.r_[box, c_box].round(3).tolist(),
-               np.r_[score, c_score].round(5).tolist())
+    rows = zip(
+        np.r_[img, c_img].tolist(),
+        np.r_[cls, c_cls].tolist(),
+        np.r_[box, c_box].round(3).tolist(),
+        np.r_[score, c_score].round(5).tolist(),
+    )
     return [{"image_id": i, "category_id": c, "bbox": b, "score": s} for i, c, b, s in rows]
 
 
@@ -103,6 +121,7 @@ def ours(anno: dict, dets: list[dict]) -> list[float]:
 def faster_coco_eval_stats(anno: dict, dets: list[dict]) -> list[float]:
     """faster-coco-eval's COCOeval_faster (C++ evaluate / accumulate) from the same dicts."""
     from faster_coco_eval import COCO, COCOeval_faster  # optional: not a dependency of the project
+
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(anno)
         ev = COCOeval_faster(gt, gt.loadRes(dets), "bbox")
@@ -117,6 +136,7 @@ def evaluators() -> dict[str, Callable[[dict, list[dict]], list[float]]]:
     out = {"ours": ours, "pycocotools": pycocotools_stats}
     try:
         import faster_coco_eval  # noqa: F401  optional: only compared against when installed
+
         out["faster-coco-eval"] = faster_coco_eval_stats
     except ImportError:
         print("note: faster-coco-eval is not installed (pip install faster-coco-eval) — skipped")
@@ -131,7 +151,7 @@ def time_rounds(anno_json: str, dets_json: str, rounds: int) -> tuple[dict[str, 
     times: dict[str, list[float]] = {n: [] for n in names}
     stats: dict[str, list] = {}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             anno, dets = json.loads(anno_json), json.loads(dets_json)
             gc.collect()  # no evaluator pays for the garbage of the one before
             t0 = time.perf_counter()
@@ -150,15 +170,18 @@ def report(times: dict[str, list[float]], stats: dict[str, list]) -> dict:
     for name, ts in times.items():
         ratio = statistics.median(t / o for t, o in zip(ts, times["ours"]))
         out[name] = {"median_s": statistics.median(ts), "ratio": ratio}
-        print(f"| {name} | {statistics.median(ts):.3f} | {' '.join(f'{t:.2f}' for t in ts)} | {ratio:.1f}x | "
-              f"{out['diff_vs_pycocotools'][name]:.1e} |")
+        print(
+            f"| {name} | {statistics.median(ts):.3f} | {' '.join(f'{t:.2f}' for t in ts)} | {ratio:.1f}x | "
+            f"{out['diff_vs_pycocotools'][name]:.1e} |"
+        )
     keys = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
     print("\n" + "  ".join(f"{k} {v:.4f}" for k, v in zip(keys, stats["ours"])))
     return out
 
 
-def run(images: int = 5000, gt_per_image: float = 7.2, dets_per_image: float = 60.0, rounds: int = 3,
-        seed: int = 0) -> dict:
+def run(
+    images: int = 5000, gt_per_image: float = 7.2, dets_per_image: float = 60.0, rounds: int = 3, seed: int = 0
+) -> dict:
     rng = np.random.default_rng(seed)
     anno = synthetic_ground_truth(rng, images, gt_per_image)
     dets = synthetic_detections(rng, anno, dets_per_image)
@@ -167,9 +190,15 @@ def run(images: int = 5000, gt_per_image: float = 7.2, dets_per_image: float = 6
     times, stats = time_rounds(json.dumps(anno), json.dumps(dets), rounds)
     out = report(times, stats)
     ok = out["diff_vs_pycocotools"]["ours"] <= 1e-4
-    print(f"\n12 numbers within 1e-4 of pycocotools: {ok};  ours vs pycocotools {out['pycocotools']['ratio']:.1f}x "
-          f"(target >= 15x)" + (f";  vs faster-coco-eval {out['faster-coco-eval']['ratio']:.2f}x (target > 1x)"
-                                if "faster-coco-eval" in out else ""))
+    print(
+        f"\n12 numbers within 1e-4 of pycocotools: {ok};  ours vs pycocotools {out['pycocotools']['ratio']:.1f}x "
+        f"(target >= 15x)"
+        + (
+            f";  vs faster-coco-eval {out['faster-coco-eval']['ratio']:.2f}x (target > 1x)"
+            if "faster-coco-eval" in out
+            else ""
+        )
+    )
     return out
 
 

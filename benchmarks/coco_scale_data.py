@@ -18,6 +18,7 @@ Measured, each in a fresh process (figures are medians of --repeats runs; warm r
                  and from the process start (imports included)
 Goals (issue #13): first epoch starts <= 60 s with a warm cache on 2 cores, reload <= 3 s, RSS <= 1.5 GB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the real import is inside the measured functions (see the module docstring)
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES, N_BOXES, MAX_BOXES, EMPTY_SHARE = 118_287, 860_001, 93, 0.0086  # COCO train2017
@@ -37,10 +42,11 @@ SPLIT = "train2017"
 
 
 # ------------------------------------------------------------------------------------------------ data
-def box_counts(n: int, total: int, seed: int = 0) -> "np.ndarray":
+def box_counts(n: int, total: int, seed: int = 0) -> np.ndarray:
     """Boxes per image: ~EMPTY_SHARE zeros, the rest 1 + geometric-like (negative binomial r=0.9) capped at
     MAX_BOXES, then nudged one box at a time on random images until the sum is exactly `total`."""
     import numpy as np
+
     rng = np.random.default_rng(seed)
     mean_rest = total / (n * (1 - EMPTY_SHARE)) - 1
     r = 0.9
@@ -54,7 +60,7 @@ def box_counts(n: int, total: int, seed: int = 0) -> "np.ndarray":
     return counts
 
 
-def _label_text(rng: "np.random.Generator", k: int) -> str:
+def _label_text(rng: np.random.Generator, k: int) -> str:
     """k YOLO rows: class 0-79, box inside the image (normalised cx cy w h)."""
     wh = rng.uniform(0.01, 0.5, (k, 2))
     c = rng.uniform(wh / 2, 1 - wh / 2)
@@ -67,6 +73,7 @@ def generate(root: Path, n: int = N_IMAGES, total: int = N_BOXES, seed: int = 0)
     A finished tree (marker file) is reused."""
     import cv2
     import numpy as np
+
     images, labels, done = root / "images" / SPLIT, root / "labels" / SPLIT, root / f".generated-{n}-{total}-{seed}"
     if done.is_file():
         return images
@@ -96,24 +103,32 @@ def generate(root: Path, n: int = N_IMAGES, total: int = N_BOXES, seed: int = 0)
 # ------------------------------------------------------------------------------------------------ child side
 def _rss() -> int:
     import psutil
+
     return psutil.Process().memory_info().rss
 
 
 def child_build(images: str) -> dict:
     """Build the dataset (cold or warm, whatever the cache state is) -> seconds and RSS before / after."""
-    from utils.dataset import LoadImagesAndLabels
+    from utils.dataloaders.dataset import LoadImagesAndLabels
+
     rss0 = _rss()  # torch, OpenCV, ... loaded: what follows is the dataset's own memory
     t0 = time.perf_counter()
     ds = LoadImagesAndLabels(images, 640, 16)
     t = time.perf_counter() - t0
-    return {"seconds": t, "rss_imports": rss0, "rss": _rss(), "images": ds.n,
-            "boxes": int(sum(len(lb) for lb in ds.labels))}
+    return {
+        "seconds": t,
+        "rss_imports": rss0,
+        "rss": _rss(),
+        "images": ds.n,
+        "boxes": int(sum(len(lb) for lb in ds.labels)),
+    }
 
 
 def child_first_batch(images: str, start: float) -> dict:
     """create_dataloader as training builds it (mosaic, hyp.scratch-low, 2 workers) until the first batch."""
-    from utils.dataset import create_dataloader
-    from utils.files import yaml_load
+    from utils.core.files import yaml_load
+    from utils.dataloaders.dataset import create_dataloader
+
     hyp = yaml_load(ROOT / "data" / "hyps" / "hyp.scratch-low.yaml")
     t0 = time.perf_counter()
     loader, _ = create_dataloader(images, 640, 16, 32, hyp=hyp, augment=True, workers=2, shuffle=True)
@@ -136,15 +151,25 @@ def child_raw_read(images: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------ parent side
 def run_child(what: str, images: Path) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", what, "--images", str(images),
-           "--start", repr(time.time())]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        what,
+        "--images",
+        str(images),
+        "--start",
+        repr(time.time()),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
         sys.exit(f"{what} failed (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     out = json.loads(lines[-1])
-    print(f"  {what:12s} " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in out.items()), flush=True)
+    print(
+        f"  {what:12s} " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in out.items()),
+        flush=True,
+    )
     return out
 
 
@@ -155,11 +180,11 @@ def measure(images: Path, repeats: int) -> dict[str, list[dict]]:
     res: dict[str, list[dict]] = {"cold": [], "raw": [], "warm": [], "first": []}
     for k in range(repeats):
         cache.unlink(missing_ok=True)
-        for what in (("cold", "raw") if k % 2 == 0 else ("raw", "cold")):
+        for what in ("cold", "raw") if k % 2 == 0 else ("raw", "cold"):
             res[what].append(run_child("build" if what == "cold" else "raw-read", images))
     res["cache_bytes"] = cache.stat().st_size
     for k in range(repeats):
-        for what in (("warm", "first") if k % 2 == 0 else ("first", "warm")):
+        for what in ("warm", "first") if k % 2 == 0 else ("first", "warm"):
             res[what].append(run_child("build" if what == "warm" else "first-batch", images))
     return res
 
@@ -168,14 +193,25 @@ def report(res: dict, n: int) -> str:
     med = lambda key, field: statistics.median(r[field] for r in res[key])  # noqa: E731
     scan_rate, raw_rate = n / med("cold", "seconds"), n / med("raw", "seconds")
     warm = res["warm"][0]
-    rows = [("label scan, cold (no cache)", f"{scan_rate:,.0f} files/s ({med('cold', 'seconds'):.1f} s)",
-             f"{scan_rate / raw_rate:.2f} of plain reading ({raw_rate:,.0f} files/s)"),
-            ("label cache size", f"{res['cache_bytes'] / 1e6:.1f} MB", f"{warm['boxes']:,} boxes"),
-            ("reload, warm cache", f"{med('warm', 'seconds'):.2f} s", "goal <= 3 s"),
-            ("RSS after loading", f"{med('warm', 'rss') / 2**30:.2f} GiB",
-             f"+{(med('warm', 'rss') - med('warm', 'rss_imports')) / 2**20:.0f} MiB over the imports; goal <= 1.5 GB"),
-            ("first batch, warm cache", f"{med('first', 'seconds'):.1f} s",
-             f"{med('first', 'since_start'):.1f} s from process start; goal <= 60 s")]
+    rows = [
+        (
+            "label scan, cold (no cache)",
+            f"{scan_rate:,.0f} files/s ({med('cold', 'seconds'):.1f} s)",
+            f"{scan_rate / raw_rate:.2f} of plain reading ({raw_rate:,.0f} files/s)",
+        ),
+        ("label cache size", f"{res['cache_bytes'] / 1e6:.1f} MB", f"{warm['boxes']:,} boxes"),
+        ("reload, warm cache", f"{med('warm', 'seconds'):.2f} s", "goal <= 3 s"),
+        (
+            "RSS after loading",
+            f"{med('warm', 'rss') / 2**30:.2f} GiB",
+            f"+{(med('warm', 'rss') - med('warm', 'rss_imports')) / 2**20:.0f} MiB over the imports; goal <= 1.5 GB",
+        ),
+        (
+            "first batch, warm cache",
+            f"{med('first', 'seconds'):.1f} s",
+            f"{med('first', 'since_start'):.1f} s from process start; goal <= 60 s",
+        ),
+    ]
     lines = ["| figure | value | note |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
 
@@ -193,8 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if a.child:
-        fn = {"build": lambda: child_build(a.images), "raw-read": lambda: child_raw_read(a.images),
-              "first-batch": lambda: child_first_batch(a.images, a.start)}[a.child]
+        fn = {
+            "build": lambda: child_build(a.images),
+            "raw-read": lambda: child_raw_read(a.images),
+            "first-batch": lambda: child_first_batch(a.images, a.start),
+        }[a.child]
         print(json.dumps(fn()))
         return
     tmp = None if a.root else tempfile.mkdtemp(prefix="coco_scale_")

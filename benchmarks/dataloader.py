@@ -8,10 +8,12 @@
 Variants, each a fresh loader (one untimed epoch: workers start, label cache; then --epochs timed ones), run in
 alternating order (ABC, CBA, ABC, ...) --repeats times; the table has each variant's median and its ratio to the
 reference measured in the same run, and plain cv2.imread + cv2.resize of every file (one process) for scale:
-  fast        what training uses: utils.mosaic (each tile resized once into the output), reduced JPEG decoding
+  fast        what training uses: utils.dataloaders.mosaic (each tile resized once into the output), reduced JPEG
+              decoding
   reference   LoadImagesAndLabels.fast_mosaic = False: 2s x 2s canvas of resized tiles, then warpAffine
   full-decode (--big only) fast mosaic, but JPEGs always decoded at full size
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from data.scripts.make_shapes import generate_shapes  # noqa: E402
-from utils.dataset import LoadImagesAndLabels, create_dataloader, find_images  # noqa: E402
-from utils.files import yaml_load  # noqa: E402
+from data.scripts.make_shapes import generate_shapes
+from utils.core.files import yaml_load
+from utils.dataloaders.dataset import LoadImagesAndLabels, create_dataloader, find_images
 
 
 def loader_rate(source: Path, a: argparse.Namespace, variant: str) -> float:
@@ -40,8 +42,9 @@ def loader_rate(source: Path, a: argparse.Namespace, variant: str) -> float:
     if variant == "full-decode":  # set before the workers fork, so they inherit it
         LoadImagesAndLabels._reduce_factor = lambda self, i: 1
     try:
-        loader, ds = create_dataloader(source, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers,
-                                       shuffle=True, seed=0)
+        loader, ds = create_dataloader(
+            source, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers, shuffle=True, seed=0
+        )
         ds.fast_mosaic = variant != "reference"
         for _ in loader:  # warm-up epoch: worker start-up and first reads are not what we measure
             pass
@@ -70,8 +73,9 @@ def big_jpegs(root: Path, n: int, size: int = 1280) -> Path:
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     for i in range(n):
-        im = cv2.resize(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), (size, size * 3 // 4),
-                        interpolation=cv2.INTER_CUBIC)
+        im = cv2.resize(
+            rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), (size, size * 3 // 4), interpolation=cv2.INTER_CUBIC
+        )
         cv2.imwrite(str(root / "images" / f"{i:05d}.jpg"), im)
         (root / "labels" / f"{i:05d}.txt").write_text("0 0.5 0.5 0.3 0.4\n1 0.25 0.3 0.1 0.2\n")
     return root / "images"
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         files = find_images(source)
         rates: dict[str, list[float]] = {v: [] for v in variants + ["plain"]}
         for k in range(a.repeats):
-            for v in (variants if k % 2 == 0 else variants[::-1]):
+            for v in variants if k % 2 == 0 else variants[::-1]:
                 rates[v].append(loader_rate(source, a, v))
                 print(f"  run {k + 1} {v:11s} {rates[v][-1]:8.1f} images/s", flush=True)
             rates["plain"].append(plain_rate(files, a.imgsz))

@@ -18,6 +18,7 @@ INFERENCE_NUM_THREADS). On a machine busier than its cores, PyTorch's OpenMP thr
 1546 ms per 320 px image with 2 threads vs 93 ms with 1 (ConvNeXt-atto, load average 7 on 2 cores), so compare
 formats there with --threads 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,18 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-import export  # noqa: E402
-import val  # noqa: E402
-from utils import args as A  # noqa: E402
-from utils.backend import DetectBackend  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
-from utils.data_yaml import check_dataset  # noqa: E402
-from utils.dataset import create_dataloader  # noqa: E402
-from utils.device import check_device, select_device  # noqa: E402
-from utils.errors import UserError, cli_main, first_line  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+import export
+import val
+from models.checkpoint import load_model
+from utils.core import args as A
+from utils.core.device import check_device, select_device
+from utils.core.errors import UserError, cli_main, first_line
+from utils.core.log import LOGGER
+from utils.dataloaders.data_yaml import check_dataset
+from utils.dataloaders.dataset import create_dataloader
+from utils.inference.backend import DetectBackend
 
 FORMATS = ("pt", "torchscript", "onnx", "openvino")  # pt first: the baseline of the speed column
 LABELS = {"pt": "PyTorch", "torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}
@@ -64,15 +65,25 @@ class Row:
     note: str = ""
 
 
-def check_opts(weights: str | None, formats: list[str] | tuple[str, ...], imgsz: int, batch_size: int, runs: int,
-               iters: int, device: str) -> str:
+def check_opts(
+    weights: str | None,
+    formats: list[str] | tuple[str, ...],
+    imgsz: int,
+    batch_size: int,
+    runs: int,
+    iters: int,
+    device: str,
+) -> str:
     """Every flag, checked before anything is exported; returns the device spec."""
     if not weights:
-        raise UserError("no --weights given — train a model first (python train.py writes "
-                        "runs/train/exp/weights/best.pt), then pass --weights runs/train/exp/weights/best.pt")
+        raise UserError(
+            "no --weights given — train a model first (python train.py writes "
+            "runs/train/exp/weights/best.pt), then pass --weights runs/train/exp/weights/best.pt"
+        )
     if not Path(weights).is_file():
-        raise UserError(f"--weights {weights}: file not found — check the path (trained weights are in "
-                        f"runs/train/*/weights/)")
+        raise UserError(
+            f"--weights {weights}: file not found — check the path (trained weights are in runs/train/*/weights/)"
+        )
     for f in formats:
         A.check_choice("formats", f, FORMATS)
     A.check_imgsz(imgsz, counts=(1,))
@@ -101,8 +112,18 @@ def validate(rows: list[Row], data: dict, imgsz: int, batch_size: int, device: s
     for r in (r for r in rows if r.path is not None):
         loader = create_dataloader(data["val"], imgsz, batch_size, 32, pad=0.5, rect=False, workers=0)[0]
         try:
-            res = val.run(data=data, weights=r.path, imgsz=imgsz, batch_size=batch_size, device=device, workers=0,
-                          dataloader=loader, plots=False, project=workdir / "val", name=r.fmt)[0]
+            res = val.run(
+                data=data,
+                weights=r.path,
+                imgsz=imgsz,
+                batch_size=batch_size,
+                device=device,
+                workers=0,
+                dataloader=loader,
+                plots=False,
+                project=workdir / "val",
+                name=r.fmt,
+            )[0]
             r.map5095 = float(res[3])
         except UserError as e:  # e.g. onnxruntime / openvino not installed
             r.path, r.note = None, first_line(e, 100)
@@ -123,7 +144,7 @@ def time_formats(rows: list[Row], x: torch.Tensor, dev: torch.device, runs: int,
         for be in backends.values():
             be(x)  # warmup: lazy initialisation, thread pools, first-call allocations
         for k in range(runs):
-            order = live[k % len(live):] + live[:k % len(live)]
+            order = live[k % len(live) :] + live[: k % len(live)]
             for r in order:
                 backends[r.fmt](x)  # untimed: the previous runtime's threads may still be spinning on the cores
                 t = _sync(dev)
@@ -149,28 +170,40 @@ def table(rows: list[Row]) -> str:
             lines.append(f"| {LABELS[r.fmt]} | — | — | — | — | not run: {r.note} |")
             continue
         speed = f"{base / r.ms:.2f}x" if base and r.ms else "—"
-        lines.append(f"| {LABELS[r.fmt]} | `{r.path.name}` | {r.size_mb:.1f} | {r.map5095:.4f} | {r.ms:.1f} | "
-                     f"{speed} |")
+        lines.append(
+            f"| {LABELS[r.fmt]} | `{r.path.name}` | {r.size_mb:.1f} | {r.map5095:.4f} | {r.ms:.1f} | {speed} |"
+        )
     return "\n".join(lines)
 
 
 def environment(dev: torch.device, threads: int) -> str:
     """Versions, threads and load: the context the timings were measured in."""
-    parts = [f"torch {torch.__version__} ({torch.get_num_threads()} threads)", f"device {dev}",
-             f"onnxruntime / OpenVINO threads {threads or 'default'}"]
+    parts = [
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        f"device {dev}",
+        f"onnxruntime / OpenVINO threads {threads or 'default'}",
+    ]
     for name in ("onnxruntime", "openvino"):
         try:
             parts.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             parts.append(f"{name} not installed")
     if hasattr(os, "getloadavg"):
-        parts.append("load average %.1f %.1f %.1f" % os.getloadavg())
+        parts.append("load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     return ", ".join(parts)
 
 
-def run(weights: str | None = None, data: str = str(ROOT / "data" / "shapes.yaml"), imgsz: int = 320,
-        formats: tuple[str, ...] | list[str] = FORMATS, batch_size: int = 32, runs: int = 5, iters: int = 10,
-        device: str = "cpu", threads: int = 0) -> list[Row]:
+def run(
+    weights: str | None = None,
+    data: str = str(ROOT / "data" / "shapes.yaml"),
+    imgsz: int = 320,
+    formats: tuple[str, ...] | list[str] = FORMATS,
+    batch_size: int = 32,
+    runs: int = 5,
+    iters: int = 10,
+    device: str = "cpu",
+    threads: int = 0,
+) -> list[Row]:
     """Export, validate and time every format; prints and returns the rows. The CLI's defaults are these."""
     spec = check_opts(weights, formats, imgsz, batch_size, runs, iters, device)
     A.check_int("threads", threads, lo=0, todo="0 keeps each runtime's default, e.g. --threads 1")
@@ -182,16 +215,28 @@ def run(weights: str | None = None, data: str = str(ROOT / "data" / "shapes.yaml
         rows = export_all(Path(weights), list(dict.fromkeys(formats)), imgsz, Path(tmp), spec)
         validate(rows, data_dict, imgsz, batch_size, spec, Path(tmp))
         time_formats(rows, sample_input(data_dict, imgsz, dev), dev, runs, iters, threads)
-        own = val.run(data=data_dict, weights=weights, imgsz=imgsz, batch_size=batch_size, device=spec, workers=0,
-                      plots=False, project=Path(tmp) / "val", name="rect")[0][3]
-    LOGGER.info(f"\n{environment(dev, threads)}; input 1x3x{imgsz}x{imgsz}, {runs} rounds x {iters} calls\n"
-                f"{table(rows)}\nval.py's own rect batches for {Path(weights).name}: mAP50-95 {own:.4f}")
+        own = val.run(
+            data=data_dict,
+            weights=weights,
+            imgsz=imgsz,
+            batch_size=batch_size,
+            device=spec,
+            workers=0,
+            plots=False,
+            project=Path(tmp) / "val",
+            name="rect",
+        )[0][3]
+    LOGGER.info(
+        f"\n{environment(dev, threads)}; input 1x3x{imgsz}x{imgsz}, {runs} rounds x {iters} calls\n"
+        f"{table(rows)}\nval.py's own rect batches for {Path(weights).name}: mAP50-95 {own:.4f}"
+    )
     return rows
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    p = A.ArgParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                    defaults=A.signature_defaults(run))  # every default is run()'s
+    p = A.ArgParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, defaults=A.signature_defaults(run)
+    )  # every default is run()'s
     p.add_argument("--weights", type=str, help="trained checkpoint .pt (python train.py writes one)")
     p.add_argument("--data", type=str, help="dataset yaml whose val split is scored")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, help="export, validation and timing size (pixels)")

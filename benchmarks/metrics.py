@@ -1,4 +1,4 @@
-"""Benchmark: our mAP (utils.metrics) vs pycocotools COCOeval on the same predictions — agreement and speed.
+"""Benchmark: our mAP (utils.evaluation.metrics) vs pycocotools COCOeval on the same predictions — agreement and speed.
 
     python benchmarks/metrics.py                 # synthetic labels, 500 images
     python benchmarks/metrics.py --data data.yaml  # the labels of a dataset's val split instead
@@ -7,6 +7,7 @@ Predictions are noisy copies of the labels (jitter, misses, duplicates, wrong cl
 inside (0, 1). Prints both mAP50-95 values, their difference and the speed ratio (pycocotools time / ours) measured
 in this run. Targets: difference <= 0.005, ours >= 5x faster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,15 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from utils.boxes import xywhn2xyxy  # noqa: E402
-from utils.coco import detections_to_coco, image_id_for, labels_to_coco, pycocotools_stats  # noqa: E402
-from utils.data_yaml import check_dataset  # noqa: E402
-from utils.dataset import LoadImagesAndLabels  # noqa: E402
-from utils.errors import cli_main  # noqa: E402
-from utils.metrics import DetectionStats  # noqa: E402
+from utils.core.boxes import xywhn2xyxy
+from utils.core.errors import cli_main
+from utils.dataloaders.data_yaml import check_dataset
+from utils.dataloaders.dataset import LoadImagesAndLabels
+from utils.evaluation.coco import detections_to_coco, image_id_for, labels_to_coco, pycocotools_stats
+from utils.evaluation.metrics import DetectionStats
 
 
 def synthetic_labels(n_images: int, nc: int, rng: np.random.Generator, size: int = 320) -> list[tuple]:
@@ -41,7 +42,7 @@ def synthetic_labels(n_images: int, nc: int, rng: np.random.Generator, size: int
 
 
 def dataset_labels(data: str) -> tuple[list[tuple], int]:
-    """The val split's labels of a dataset yaml (needs the data pipeline: utils.data_yaml / utils.dataset)."""
+    """The val split's labels of a dataset yaml (read through the data pipeline: check_dataset, LoadImagesAndLabels)."""
     d = check_dataset(data)
     ds = LoadImagesAndLabels(d["val"], img_size=640, augment=False)
     return [(f, int(s[0]), int(s[1]), lb) for f, s, lb in zip(ds.im_files, ds.shapes, ds.labels)], len(d["names"])
@@ -76,7 +77,7 @@ def pixel_labels(images: list[tuple]) -> list[torch.Tensor]:
 
 
 def ours(labels: list[torch.Tensor], preds: list[torch.Tensor]) -> float:
-    """mAP50-95 with utils.metrics from per-image predictions and pixel labels."""
+    """mAP50-95 with utils.evaluation.metrics from per-image predictions and pixel labels."""
     stats = DetectionStats()
     for lb, p in zip(labels, preds):
         stats.update(p, lb)
@@ -105,13 +106,23 @@ def run(data: str = "", images: int = 500, nc: int = 5, seed: int = 0) -> dict[s
     t1 = time.perf_counter()
     m_coco = pycocotools_map(anno, results)
     t2 = time.perf_counter()
-    out = {"images": len(imgs), "boxes": sum(len(p) for p in preds), "labels": len(anno["annotations"]),
-           "ours": m_ours, "pycocotools": m_coco, "diff": abs(m_ours - m_coco),
-           "t_ours": t1 - t0, "t_coco": t2 - t1, "speedup": (t2 - t1) / max(t1 - t0, 1e-9)}
+    out = {
+        "images": len(imgs),
+        "boxes": sum(len(p) for p in preds),
+        "labels": len(anno["annotations"]),
+        "ours": m_ours,
+        "pycocotools": m_coco,
+        "diff": abs(m_ours - m_coco),
+        "t_ours": t1 - t0,
+        "t_coco": t2 - t1,
+        "speedup": (t2 - t1) / max(t1 - t0, 1e-9),
+    }
     print(f"{out['images']} images, {out['labels']} labels, {out['boxes']} predicted boxes")
     print(f"mAP50-95  ours {m_ours:.5f}   pycocotools {m_coco:.5f}   |diff| {out['diff']:.5f}  (target <= 0.005)")
-    print(f"time      ours {out['t_ours']:.3f}s   pycocotools {out['t_coco']:.3f}s   "
-          f"speed ratio {out['speedup']:.1f}x  (target >= 5x)")
+    print(
+        f"time      ours {out['t_ours']:.3f}s   pycocotools {out['t_coco']:.3f}s   "
+        f"speed ratio {out['speedup']:.1f}x  (target >= 5x)"
+    )
     return out
 
 

@@ -6,28 +6,38 @@
 Both models run in the same process, alternating, on the same random batch and targets; the ratio
 ConvNeXt-T / yolov5s is what to compare across machines.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from models.yolo import Model  # noqa: E402
-from utils.device import select_device  # noqa: E402
-from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
-from utils.optim import build_optimizer  # noqa: E402
+from models.yolo import Model
+from utils.core.device import select_device
+from utils.training.loss import ComputeLoss, scale_loss_gains
+from utils.training.optim import build_optimizer
 
 CONFIGS = {"yolov5s": "yolov5s.yaml", "ConvNeXt-T": "yolov5_ConvNeXt.yaml"}
-HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
-       "label_smoothing": 0.0}
+HYP = {
+    "box": 0.05,
+    "cls": 0.5,
+    "cls_pw": 1.0,
+    "obj": 1.0,
+    "obj_pw": 1.0,
+    "anchor_t": 4.0,
+    "fl_gamma": 0.0,
+    "label_smoothing": 0.0,
+}
 
 
 def make_setup(cfg: str, imgsz: int, device: torch.device) -> tuple:
@@ -39,8 +49,9 @@ def make_setup(cfg: str, imgsz: int, device: torch.device) -> tuple:
     return model, ComputeLoss(model), opt, scaler
 
 
-def step(setup: tuple, imgs: torch.Tensor, targets: torch.Tensor, forward: Callable | None = None,
-         ema: Any = None) -> None:
+def step(
+    setup: tuple, imgs: torch.Tensor, targets: torch.Tensor, forward: Callable | None = None, ema: Any = None
+) -> None:
     """One full training step (utils/trainer.Trainer._step with accumulate 1); forward defaults to the model, the
     EMA update runs when an EMA is given (benchmarks/train_speed.py measures both)."""
     model, loss_fn, opt, scaler = setup
@@ -83,7 +94,7 @@ def run(imgsz: int = 320, batch_size: int = 8, steps: int = 3, warmup: int = 1, 
     for s in setups.values():
         for _ in range(warmup):
             step(s, imgs, targets)
-    total = {k: 0.0 for k in setups}
+    total = dict.fromkeys(setups, 0.0)
     for _ in range(steps):
         for k, s in setups.items():  # alternate so background load hits both alike
             t0 = sync(dev)
@@ -91,7 +102,9 @@ def run(imgsz: int = 320, batch_size: int = 8, steps: int = 3, warmup: int = 1, 
             total[k] += sync(dev) - t0
     ips = {k: steps * batch_size / total[k] for k in setups}
     for k, v in ips.items():
-        print(f"{k:12s} {v:8.2f} images/s  ({total[k] / steps * 1e3:.0f} ms/step, batch {batch_size}, {imgsz}px, {dev})")
+        print(
+            f"{k:12s} {v:8.2f} images/s  ({total[k] / steps * 1e3:.0f} ms/step, batch {batch_size}, {imgsz}px, {dev})"
+        )
     ratio = ips["ConvNeXt-T"] / ips["yolov5s"]
     print(f"ratio ConvNeXt-T / yolov5s: {ratio:.3f}")
     return {**ips, "ratio": ratio}
@@ -108,5 +121,6 @@ def parse_opt() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    from utils.errors import cli_main
+    from utils.core.errors import cli_main
+
     cli_main(lambda: run(**vars(parse_opt())))

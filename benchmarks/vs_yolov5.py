@@ -4,19 +4,20 @@
     python benchmarks/vs_yolov5.py --yolov5 ../yolov5                # + a yolov5 clone, run with this python
     python benchmarks/vs_yolov5.py --yolov5 ../yolov5 --yolov5-python ../y5venv/bin/python --pairs 5
 
-Both sides use their own code on the same generated data (shapes, 400 images of 256 px, hard-linked into one tree
-per side so their label caches do not collide): the loader is each repo's create_dataloader with its own
-hyp.scratch-low.yaml (mosaic on), 640 px, batch 16, 2 workers, one untimed epoch then --epochs timed ones; the
-step is Model(yolov5s.yaml) forward + ComputeLoss + backward + clipping + each repo's SGD groups + its EMA at 320 px,
-batch 8 on a fixed random batch, each set up as its train.py is (ours: channels-last unless --nchw, and the malloc
-thresholds of utils/host_memory unless --default-malloc; yolov5: NCHW and glibc's defaults, or with --yolov5-malloc
-our thresholds through glibc's MALLOC_* variables); the epoch part runs each repo's own train.py (yolov5s from
-scratch, 320 px, batch 16, --noval) and reads the seconds of each epoch after the first from its progress bar; the inference is the fused
-yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in
-alternating order: AB, BA, AB, ...); the table has the median of each side over --pairs runs and the ratio
-ours / yolov5 (of the medians, and the median of the per-pair ratios). Nothing is downloaded and nothing of
-yolov5 is imported into this process: its clone only runs in its own subprocess, with --yolov5-python.
+Both sides use their own code on the same generated data (shapes, 400 images of 256 px, hard-linked into one tree per
+side so their label caches do not collide): the loader is each repo's create_dataloader with its own
+hyp.scratch-low.yaml (mosaic on), 640 px, batch 16, 2 workers, one untimed epoch then --epochs timed ones; the step is
+Model(yolov5s.yaml) forward + ComputeLoss + backward + clipping + each repo's SGD groups + its EMA at 320 px, batch 8
+on a fixed random batch, each set up as its train.py is (ours: channels-last unless --nchw, and the malloc thresholds
+of utils/core/host_memory unless --default-malloc; yolov5: NCHW and glibc's defaults, or with --yolov5-malloc our
+thresholds through glibc's MALLOC_* variables); the epoch part runs each repo's own train.py (yolov5s from scratch,
+320 px, batch 16, --noval) and reads the seconds of each epoch after the first from its progress bar; the inference is
+the fused yolov5s at 640 px, batch 1. Every measurement is a fresh subprocess (yours, then theirs, in alternating
+order: AB, BA, AB, ...); the table has the median of each side over --pairs runs and the ratio ours / yolov5 (of the
+medians, and the median of the per-pair ratios). Nothing is downloaded and nothing of yolov5 is imported into this
+process: its clone only runs in its own subprocess, with --yolov5-python.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,16 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("loader", "step", "infer", "epoch")
 UNITS = {"loader": "images/s", "step": "images/s", "infer": "images/s", "epoch": "s/epoch"}
-HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
-       "label_smoothing": 0.0}  # loss gains for the step (the time does not depend on them)
+HYP = {
+    "box": 0.05,
+    "cls": 0.5,
+    "cls_pw": 1.0,
+    "obj": 1.0,
+    "obj_pw": 1.0,
+    "anchor_t": 4.0,
+    "fl_gamma": 0.0,
+    "label_smoothing": 0.0,
+}  # loss gains for the step (the time does not depend on them)
 
 
 # ------------------------------------------------------------------------------------------------ child side
@@ -46,34 +55,45 @@ def _side(name: str, root: Path) -> SimpleNamespace:
     if name == "yolov5":  # each side's train.py optimizer and EMA, so the step is the step its train.py runs
         from models.yolo import Model
         from utils.dataloaders import create_dataloader
-        from utils.loss import ComputeLoss
         from utils.torch_utils import ModelEMA, smart_optimizer
+        from utils.training.loss import ComputeLoss
+
         sgd = lambda m: smart_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
         nhwc = False  # yolov5's train.py keeps PyTorch's default NCHW layout
         process_setup = lambda: None  # noqa: E731 — and glibc's default malloc settings
     else:
         from models.yolo import Model
-        from utils.dataset import create_dataloader
-        from utils.ema import ModelEMA
-        from utils.loss import ComputeLoss
-        from utils.host_memory import keep_freed_memory
-        from utils.optim import build_optimizer
-        from utils.train_options import TrainOptions
+        from utils.core.host_memory import keep_freed_memory
+        from utils.dataloaders.dataset import create_dataloader
+        from utils.training.ema import ModelEMA
+        from utils.training.loss import ComputeLoss
+        from utils.training.optim import build_optimizer
+        from utils.training.train_options import TrainOptions
+
         sgd = lambda m: build_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
         nhwc = TrainOptions.channels_last  # the layout our train.py trains in by default
         process_setup = keep_freed_memory  # what our Trainer and DetectBackend set up on a CPU
-    return SimpleNamespace(Model=Model, create_dataloader=create_dataloader, ComputeLoss=ComputeLoss, sgd=sgd,
-                           nhwc=nhwc, process_setup=process_setup,
-                           EMA=ModelEMA, hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml",
-                           cfg=root / "models" / "yolov5s.yaml")
+    return SimpleNamespace(
+        Model=Model,
+        create_dataloader=create_dataloader,
+        ComputeLoss=ComputeLoss,
+        sgd=sgd,
+        nhwc=nhwc,
+        process_setup=process_setup,
+        EMA=ModelEMA,
+        hyp=root / "data" / "hyps" / "hyp.scratch-low.yaml",
+        cfg=root / "models" / "yolov5s.yaml",
+    )
 
 
 def measure_loader(api: SimpleNamespace, a: argparse.Namespace) -> float:
     """Images/s of the augmenting loader over --epochs epochs after one warm-up epoch (workers, label cache)."""
     import yaml
+
     hyp = yaml.safe_load(api.hyp.read_text())
-    loader, _ = api.create_dataloader(a.data, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers,
-                                      shuffle=True, seed=0)
+    loader, _ = api.create_dataloader(
+        a.data, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers, shuffle=True, seed=0
+    )
     for _ in loader:
         pass
     t0, n = time.perf_counter(), 0
@@ -86,6 +106,7 @@ def measure_loader(api: SimpleNamespace, a: argparse.Namespace) -> float:
 def _random_batch(batch: int, imgsz: int) -> tuple:
     """Fixed random images and 8 targets per image [i, cls, cx, cy, w, h]."""
     import torch
+
     g = torch.Generator().manual_seed(0)
     imgs = torch.rand(batch, 3, imgsz, imgsz, generator=g)
     n = batch * 8
@@ -101,6 +122,7 @@ def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
     """Images/s of one training step of yolov5s as each train.py runs it: forward + loss + backward + gradient
     clipping + that repo's SGD parameter groups + its EMA update (median step time of --steps)."""
     import torch
+
     fmt = torch.channels_last if api.nhwc and not a.nchw else torch.contiguous_format
     model = api.Model(str(api.cfg), nc=80).to(memory_format=fmt).train()
     model.hyp = dict(HYP)
@@ -108,7 +130,7 @@ def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
     imgs, targets = _random_batch(a.step_batch, a.step_imgsz)
     imgs = imgs.contiguous(memory_format=fmt)
     times = []
-    for i in range(a.steps + 2):  # 2 warm-up steps
+    for _i in range(a.steps + 2):  # 2 warm-up steps
         t0 = time.perf_counter()
         loss, _ = loss_fn(model(imgs), targets)
         loss.backward()
@@ -124,6 +146,7 @@ def measure_infer(api: SimpleNamespace, a: argparse.Namespace) -> float:
     """Images/s of the fused yolov5s in eval mode, batch 1 (median of --steps forwards), in the layout each repo's
     detect.py runs it (ours NHWC weights, the input as given)."""
     import torch
+
     model = api.Model(str(api.cfg), nc=80).fuse().eval()
     if api.nhwc and not a.nchw:  # our DetectBackend runs a .pt in channels-last
         model = model.to(memory_format=torch.channels_last)
@@ -169,7 +192,9 @@ def _offline_env(tmp: str) -> dict[str, str]:
     """yolov5's train.py downloads Arial.ttf into its config dir unless one is there: point that dir at tmp and put
     matplotlib's DejaVuSans there under that name, so nothing is fetched (our side ignores the variable)."""
     import shutil
+
     import matplotlib
+
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):
         shutil.copy(font, Path(tmp) / name)
@@ -179,15 +204,44 @@ def _offline_env(tmp: str) -> dict[str, str]:
 def measure_epoch(api: SimpleNamespace, a: argparse.Namespace) -> float:
     """Median seconds per epoch (after the first) of this repo's own train.py: yolov5s from scratch on the data."""
     import tempfile
+
     root = Path(a.root)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.yaml"
-        data.write_text(f"path: {Path(a.data).parents[1]}\ntrain: images/train\nval: images/train\nnc: 3\n"
-                        f"names: [circle, rectangle, triangle]\n")
-        cmd = [sys.executable, str(root / "train.py"), "--data", str(data), "--cfg", str(api.cfg), "--weights", "",
-               "--hyp", str(api.hyp), "--epochs", str(a.train_epochs), "--batch-size", str(a.batch), "--img",
-               str(a.epoch_imgsz), "--workers", str(a.workers), "--optimizer", "SGD", "--noval", "--noplots",
-               "--device", "cpu", "--project", tmp, "--name", "run"]
+        data.write_text(
+            f"path: {Path(a.data).parents[1]}\ntrain: images/train\nval: images/train\nnc: 3\n"
+            f"names: [circle, rectangle, triangle]\n"
+        )
+        cmd = [
+            sys.executable,
+            str(root / "train.py"),
+            "--data",
+            str(data),
+            "--cfg",
+            str(api.cfg),
+            "--weights",
+            "",
+            "--hyp",
+            str(api.hyp),
+            "--epochs",
+            str(a.train_epochs),
+            "--batch-size",
+            str(a.batch),
+            "--img",
+            str(a.epoch_imgsz),
+            "--workers",
+            str(a.workers),
+            "--optimizer",
+            "SGD",
+            "--noval",
+            "--noplots",
+            "--device",
+            "cpu",
+            "--project",
+            tmp,
+            "--name",
+            "run",
+        ]
         cmd += ["--no-channels-last"] if a.child == "ours" and a.nchw else []
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**os.environ, **_offline_env(tmp)})
     times = epoch_times(r.stdout + r.stderr)
@@ -201,8 +255,11 @@ def child(a: argparse.Namespace) -> None:
     api = _side(a.child, Path(a.root))
     if a.part != "epoch":  # as train.py / detect.py set up their process (the epoch part runs train.py itself);
         api.process_setup()  # --default-malloc reaches it as an environment variable it respects
-    value = {"loader": measure_loader, "step": measure_step, "infer": measure_infer, "epoch": measure_epoch}[a.part](api, a)
+    value = {"loader": measure_loader, "step": measure_step, "infer": measure_infer, "epoch": measure_epoch}[a.part](
+        api, a
+    )
     import torch
+
     print(json.dumps({"side": a.child, "part": a.part, "value": value, "threads": torch.get_num_threads()}))
 
 
@@ -211,6 +268,7 @@ def make_data(tmp: Path, n: int, sides: list[str]) -> dict[str, Path]:
     """Shapes images + labels generated once, hard-linked into one images/ + labels/ tree per side."""
     sys.path.insert(0, str(ROOT))
     from data.scripts.make_shapes import generate_shapes
+
     src = generate_shapes(tmp / "shapes", n_train=n, n_val=0)
     out = {}
     for side in sides:
@@ -225,16 +283,43 @@ def make_data(tmp: Path, n: int, sides: list[str]) -> dict[str, Path]:
 
 def run_one(side: str, part: str, python: str, root: Path, data: Path, a: argparse.Namespace) -> float:
     """Run one measurement subprocess and return its figure (its output is shown when it fails)."""
-    cmd = [python, str(Path(__file__).resolve()), "--child", side, "--part", part, "--root", str(root),
-           "--data", str(data), "--imgsz", str(a.imgsz), "--batch", str(a.batch), "--workers", str(a.workers),
-           "--epochs", str(a.epochs), "--steps", str(a.steps), "--step-imgsz", str(a.step_imgsz),
-           "--step-batch", str(a.step_batch), "--epoch-imgsz", str(a.epoch_imgsz), "--train-epochs", str(a.train_epochs)]
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--child",
+        side,
+        "--part",
+        part,
+        "--root",
+        str(root),
+        "--data",
+        str(data),
+        "--imgsz",
+        str(a.imgsz),
+        "--batch",
+        str(a.batch),
+        "--workers",
+        str(a.workers),
+        "--epochs",
+        str(a.epochs),
+        "--steps",
+        str(a.steps),
+        "--step-imgsz",
+        str(a.step_imgsz),
+        "--step-batch",
+        str(a.step_batch),
+        "--epoch-imgsz",
+        str(a.epoch_imgsz),
+        "--train-epochs",
+        str(a.train_epochs),
+    ]
     cmd += ["--nchw"] if a.nchw else []
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    if side == "ours" and a.default_malloc:  # any allocator variable makes utils/host_memory leave malloc alone
+    if side == "ours" and a.default_malloc:  # any allocator variable makes utils/core/host_memory leave malloc alone
         env["GLIBC_TUNABLES"] = ""
-    if side == "yolov5" and a.yolov5_malloc:  # the thresholds utils/host_memory sets, given to glibc at start
-        from utils.host_memory import as_environment  # this (parent) process: ROOT is on sys.path (make_data)
+    if side == "yolov5" and a.yolov5_malloc:  # the thresholds utils/core/host_memory sets, given to glibc at start
+        from utils.core.host_memory import as_environment  # this (parent) process: ROOT is on sys.path (make_data)
+
         env.update(as_environment())
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -263,15 +348,18 @@ def measure_all(a: argparse.Namespace, data: dict[str, Path]) -> dict[str, dict[
 
 def table(res: dict[str, dict[str, list[float]]], a: argparse.Namespace) -> str:
     """Markdown table: per part the median of each side, the range, and the ratios ours / yolov5."""
-    what = {"loader": f"training loader (mosaic, hyp.scratch-low, {a.imgsz} px, batch {a.batch}, {a.workers} workers, "
-                      f"{a.n} images of 256 px)",
-            "step": f"train step yolov5s ({a.step_imgsz} px, batch {a.step_batch}, fwd+loss+bwd+clip+SGD+EMA)",
-            "infer": f"fused yolov5s inference ({a.imgsz} px, batch 1)",
-            "epoch": f"train.py epoch, yolov5s from scratch ({a.epoch_imgsz} px, batch {a.batch}, {a.workers} workers, "
-                     f"SGD, hyp.scratch-low, {a.n} images; median of epochs 2-{a.train_epochs})"}
+    what = {
+        "loader": f"training loader (mosaic, hyp.scratch-low, {a.imgsz} px, batch {a.batch}, {a.workers} workers, "
+        f"{a.n} images of 256 px)",
+        "step": f"train step yolov5s ({a.step_imgsz} px, batch {a.step_batch}, fwd+loss+bwd+clip+SGD+EMA)",
+        "infer": f"fused yolov5s inference ({a.imgsz} px, batch 1)",
+        "epoch": f"train.py epoch, yolov5s from scratch ({a.epoch_imgsz} px, batch {a.batch}, {a.workers} workers, "
+        f"SGD, hyp.scratch-low, {a.n} images; median of epochs 2-{a.train_epochs})",
+    }
     two = "yolov5" in next(iter(res.values()))
-    head = "| figure | ours (median, range) |" + (" yolov5 (median, range) | ratio of medians | median of pair "
-                                                   "ratios |" if two else "")
+    head = "| figure | ours (median, range) |" + (
+        " yolov5 (median, range) | ratio of medians | median of pair ratios |" if two else ""
+    )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for part, by_side in res.items():
         cells = [f"{statistics.median(v):.3g} ({min(v):.3g}–{max(v):.3g}) {UNITS[part]}" for v in by_side.values()]
@@ -301,8 +389,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--epoch-imgsz", type=int, default=320, help="image size of the epoch part")
     p.add_argument("--train-epochs", type=int, default=3, help="epochs per train.py run (the first is not counted)")
-    p.add_argument("--nchw", action="store_true",
-                   help="our side in NCHW (step, infer; epoch: train.py --no-channels-last)")
+    p.add_argument(
+        "--nchw", action="store_true", help="our side in NCHW (step, infer; epoch: train.py --no-channels-last)"
+    )
     p.add_argument("--default-malloc", action="store_true", help="our side with glibc's default malloc thresholds")
     p.add_argument("--yolov5-malloc", action="store_true", help="yolov5's side with our malloc thresholds (env vars)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # internal: one measurement

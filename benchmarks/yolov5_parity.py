@@ -19,6 +19,7 @@ Nothing is downloaded and nothing of yolov5 runs in this process: the clone only
 side reads its own hard-linked copy of the images so their label caches (both named labels/*.cache) do not collide.
 Targets: |mAP50-95 difference| <= 0.005, boxes within 1 px.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,25 +38,31 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import yaml
 
-import detect  # noqa: E402
-import val  # noqa: E402
-from utils.data_yaml import check_dataset  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.image_io import imread  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+import detect
+import val
+from utils.core.errors import UserError, cli_main
+from utils.core.image_io import imread
+from utils.core.log import LOGGER
+from utils.dataloaders.data_yaml import check_dataset
 
-FONT_CANDIDATES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-                   "/Library/Fonts/Arial.ttf", "C:/Windows/Fonts/arial.ttf")
+FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:/Windows/Fonts/arial.ttf",
+)
 # yolov5's val.run, called in its clone; prints P, R, mAP50, mAP50-95 unrounded (its CLI prints 3 digits). half=False
 # as its CLI's default: run() itself defaults to half=True, which a direct call keeps even on CPU (fp16 inference)
-Y5_VAL = ("import json, sys; sys.path.insert(0, {root!r}); import val; "
-          "r = val.run(data={data!r}, weights={weights!r}, imgsz={imgsz}, batch_size={batch}, conf_thres=0.001, "
-          "iou_thres=0.6, device='cpu', workers=2, project={project!r}, name='val', exist_ok=True, plots=False, "
-          "half=False); "
-          "print('PARITY ' + json.dumps([float(x) for x in r[0][:4]]))")
+Y5_VAL = (
+    "import json, sys; sys.path.insert(0, {root!r}); import val; "
+    "r = val.run(data={data!r}, weights={weights!r}, imgsz={imgsz}, batch_size={batch}, conf_thres=0.001, "
+    "iou_thres=0.6, device='cpu', workers=2, project={project!r}, name='val', exist_ok=True, plots=False, "
+    "half=False); "
+    "print('PARITY ' + json.dumps([float(x) for x in r[0][:4]]))"
+)
 NMS_LIMIT = "NMS time limit"  # both sides' warning when NMS stops a batch early
 
 
@@ -102,8 +109,10 @@ def yolov5_env(work: Path) -> dict[str, str]:
         found = [Path(f) for f in FONT_CANDIDATES if Path(f).is_file()]
         found += sorted(Path(sys.prefix).glob("lib/python*/site-packages/matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf"))
         if not found:
-            raise UserError(f"no TrueType font found for yolov5's Arial.ttf — copy any .ttf to {cfg / 'Arial.ttf'} "
-                            f"(yolov5 would otherwise try to download it)")
+            raise UserError(
+                f"no TrueType font found for yolov5's Arial.ttf — copy any .ttf to {cfg / 'Arial.ttf'} "
+                f"(yolov5 would otherwise try to download it)"
+            )
         shutil.copy2(found[0], cfg / "Arial.ttf")
     return {**os.environ, "YOLOV5_CONFIG_DIR": str(cfg), "YOLOv5_AUTOINSTALL": "false", "PYTHONWARNINGS": "ignore"}
 
@@ -122,11 +131,37 @@ def run_yolov5(args: list[str], a: argparse.Namespace, env: dict[str, str], what
 def train_yolov5(a: argparse.Namespace, side: Side, work: Path, env: dict[str, str]) -> Path:
     """A yolov5n trained from scratch by the clone's train.py with its default hyp.scratch-low.yaml (seed 0: the
     same file on every run), validated only after the last epoch."""
-    run_yolov5(["train.py", "--img", str(a.imgsz), "--batch", str(a.batch), "--epochs", str(a.epochs),
-                "--cfg", "models/yolov5n.yaml", "--weights", "",
-                "--data", str(side.yaml), "--workers", "2", "--noplots", "--noval", "--device", "cpu",
-                "--project", str(work / "yolov5_runs"), "--name", "train", "--exist-ok"], a, env,
-               f"train.py ({a.epochs} epochs, {a.imgsz} px)")
+    run_yolov5(
+        [
+            "train.py",
+            "--img",
+            str(a.imgsz),
+            "--batch",
+            str(a.batch),
+            "--epochs",
+            str(a.epochs),
+            "--cfg",
+            "models/yolov5n.yaml",
+            "--weights",
+            "",
+            "--data",
+            str(side.yaml),
+            "--workers",
+            "2",
+            "--noplots",
+            "--noval",
+            "--device",
+            "cpu",
+            "--project",
+            str(work / "yolov5_runs"),
+            "--name",
+            "train",
+            "--exist-ok",
+        ],
+        a,
+        env,
+        f"train.py ({a.epochs} epochs, {a.imgsz} px)",
+    )
     return work / "yolov5_runs" / "train" / "weights" / "last.pt"
 
 
@@ -137,11 +172,17 @@ class Scores:
 
 
 def val_yolov5(a: argparse.Namespace, weights: Path, side: Side, work: Path, env: dict[str, str]) -> Scores:
-    code = Y5_VAL.format(root=str(Path(a.yolov5).resolve()), data=str(side.yaml), weights=str(weights),
-                         imgsz=a.imgsz, batch=a.val_batch, project=str(work / "yolov5_runs"))
+    code = Y5_VAL.format(
+        root=str(Path(a.yolov5).resolve()),
+        data=str(side.yaml),
+        weights=str(weights),
+        imgsz=a.imgsz,
+        batch=a.val_batch,
+        project=str(work / "yolov5_runs"),
+    )
     out = run_yolov5(["-c", code], a, env, "val.run")
     line = next(ln for ln in out.splitlines() if ln.startswith("PARITY "))
-    return Scores(json.loads(line[len("PARITY "):]), out.count(NMS_LIMIT))
+    return Scores(json.loads(line[len("PARITY ") :]), out.count(NMS_LIMIT))
 
 
 def val_ours(a: argparse.Namespace, weights: Path, side: Side, work: Path) -> Scores:
@@ -149,39 +190,92 @@ def val_ours(a: argparse.Namespace, weights: Path, side: Side, work: Path) -> Sc
     handler = logging.StreamHandler(log)
     LOGGER.addHandler(handler)
     try:
-        r = val.run(data=str(side.yaml), weights=str(weights), imgsz=a.imgsz, batch_size=a.val_batch,
-                    conf_thres=0.001, iou_thres=0.6, device="cpu", workers=2, project=str(work / "ours_runs"),
-                    name="val", exist_ok=True, plots=False)
+        r = val.run(
+            data=str(side.yaml),
+            weights=str(weights),
+            imgsz=a.imgsz,
+            batch_size=a.val_batch,
+            conf_thres=0.001,
+            iou_thres=0.6,
+            device="cpu",
+            workers=2,
+            project=str(work / "ours_runs"),
+            name="val",
+            exist_ok=True,
+            plots=False,
+        )
     finally:
         LOGGER.removeHandler(handler)
     print(f"our val.run: {time.time() - t0:.0f} s", flush=True)
     return Scores([float(x) for x in r[0][:4]], log.getvalue().count(NMS_LIMIT))
 
 
-def detect_yolov5(a: argparse.Namespace, weights: Path, images: Path, work: Path,
-                  env: dict[str, str]) -> dict[str, np.ndarray]:
+def detect_yolov5(
+    a: argparse.Namespace, weights: Path, images: Path, work: Path, env: dict[str, str]
+) -> dict[str, np.ndarray]:
     """{image stem: (n, 6) x1 y1 x2 y2 conf cls in pixels} from the clone's detect.py --save-txt --save-conf."""
     out = work / "yolov5_runs" / "detect"
     shutil.rmtree(out, ignore_errors=True)  # its labels/*.txt are appended to
-    run_yolov5(["detect.py", "--weights", str(weights), "--source", str(images), "--imgsz", str(a.imgsz),
-                "--conf-thres", str(a.conf), "--iou-thres", str(a.iou), "--device", "cpu", "--save-txt",
-                "--save-conf", "--nosave", "--project", str(out.parent), "--name", "detect", "--exist-ok"], a, env,
-               "detect.py")
+    run_yolov5(
+        [
+            "detect.py",
+            "--weights",
+            str(weights),
+            "--source",
+            str(images),
+            "--imgsz",
+            str(a.imgsz),
+            "--conf-thres",
+            str(a.conf),
+            "--iou-thres",
+            str(a.iou),
+            "--device",
+            "cpu",
+            "--save-txt",
+            "--save-conf",
+            "--nosave",
+            "--project",
+            str(out.parent),
+            "--name",
+            "detect",
+            "--exist-ok",
+        ],
+        a,
+        env,
+        "detect.py",
+    )
     boxes = {}
     for f in sorted(images.iterdir()):
         h, w = imread(f).shape[:2]
         txt = out / "labels" / f"{f.stem}.txt"
         rows = np.loadtxt(txt, ndmin=2) if txt.is_file() else np.zeros((0, 6))  # cls cx cy w h conf, normalised
-        xyxy = np.stack([rows[:, 1] - rows[:, 3] / 2, rows[:, 2] - rows[:, 4] / 2, rows[:, 1] + rows[:, 3] / 2,
-                         rows[:, 2] + rows[:, 4] / 2], 1) * [w, h, w, h]
+        xyxy = np.stack(
+            [
+                rows[:, 1] - rows[:, 3] / 2,
+                rows[:, 2] - rows[:, 4] / 2,
+                rows[:, 1] + rows[:, 3] / 2,
+                rows[:, 2] + rows[:, 4] / 2,
+            ],
+            1,
+        ) * [w, h, w, h]
         boxes[f.stem] = np.concatenate([xyxy, rows[:, 5:6], rows[:, 0:1]], 1)
     return boxes
 
 
 def detect_ours(a: argparse.Namespace, weights: Path, images: Path, work: Path) -> dict[str, np.ndarray]:
     t0 = time.time()
-    r = detect.run(weights=str(weights), source=str(images), imgsz=a.imgsz, conf_thres=a.conf, iou_thres=a.iou,
-                   device="cpu", nosave=True, project=str(work / "ours_runs"), name="detect", exist_ok=True)
+    r = detect.run(
+        weights=str(weights),
+        source=str(images),
+        imgsz=a.imgsz,
+        conf_thres=a.conf,
+        iou_thres=a.iou,
+        device="cpu",
+        nosave=True,
+        project=str(work / "ours_runs"),
+        name="detect",
+        exist_ok=True,
+    )
     print(f"our detect.run: {time.time() - t0:.0f} s", flush=True)
     return {Path(f["path"]).stem: f["boxes"].numpy().astype(np.float64) for f in r["frames"]}
 
@@ -216,8 +310,13 @@ def compare_boxes(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) ->
     rounded = {k: np.concatenate([np.round(v[:, :4]), v[:, 4:]], 1) for k, v in ours.items()}
     max_px, max_conf = nearest_pairs(ours, theirs)
     differing = sum(len(ours.get(k, ())) != len(theirs.get(k, ())) for k in set(ours) | set(theirs))
-    return BoxDiff((sum(map(len, ours.values())), sum(map(len, theirs.values()))), differing, max_px,
-                   nearest_pairs(rounded, theirs)[0], max_conf)
+    return BoxDiff(
+        (sum(map(len, ours.values())), sum(map(len, theirs.values()))),
+        differing,
+        max_px,
+        nearest_pairs(rounded, theirs)[0],
+        max_conf,
+    )
 
 
 def report(weights: Path, ours: Scores, y5: Scores, boxes: BoxDiff, a: argparse.Namespace) -> dict:
@@ -226,36 +325,62 @@ def report(weights: Path, ours: Scores, y5: Scores, boxes: BoxDiff, a: argparse.
     for i, name in enumerate(("P", "R", "mAP50", "mAP50-95")):
         print(f"{name:10s}{y5.pr_map[i]:10.5f}{ours.pr_map[i]:10.5f}{ours.pr_map[i] - y5.pr_map[i]:+10.5f}")
     if ours.nms_cut or y5.nms_cut:
-        print(f"CAUTION: NMS time limit hit in {y5.nms_cut} yolov5 / {ours.nms_cut} our batches — predictions were "
-              f"dropped; rerun on a quieter machine or with a smaller --val-batch")
-    print(f"detect at conf {a.conf}, IoU {a.iou}: boxes ours {boxes.boxes[0]} / yolov5 {boxes.boxes[1]}, images with "
-          f"a different count {boxes.images_differing}, max corner difference {boxes.max_px:.4f} px raw, "
-          f"{boxes.max_px_rounded:.4f} px with ours rounded like yolov5's; max confidence difference "
-          f"{boxes.max_conf:.5f}")
+        print(
+            f"CAUTION: NMS time limit hit in {y5.nms_cut} yolov5 / {ours.nms_cut} our batches — predictions were "
+            f"dropped; rerun on a quieter machine or with a smaller --val-batch"
+        )
+    print(
+        f"detect at conf {a.conf}, IoU {a.iou}: boxes ours {boxes.boxes[0]} / yolov5 {boxes.boxes[1]}, images with "
+        f"a different count {boxes.images_differing}, max corner difference {boxes.max_px:.4f} px raw, "
+        f"{boxes.max_px_rounded:.4f} px with ours rounded like yolov5's; max confidence difference "
+        f"{boxes.max_conf:.5f}"
+    )
     ok = abs(ours.pr_map[3] - y5.pr_map[3]) <= 0.005 and boxes.max_px <= 1.0
     print(f"targets (|mAP50-95 diff| <= 0.005, boxes within 1 px): {'met' if ok else 'NOT met'}")
     return {"ours": ours.__dict__, "yolov5": y5.__dict__, "boxes": boxes.__dict__, "ok": ok}
 
 
-def run(yolov5: str = "", yolov5_python: str = "", weights: str = "", epochs: int = 10, imgsz: int = 160,
-        batch: int = 16, val_batch: int = 1, conf: float = 0.25, iou: float = 0.45,
-        out: str = str(ROOT / "runs" / "yolov5_parity")) -> dict:
+def run(
+    yolov5: str = "",
+    yolov5_python: str = "",
+    weights: str = "",
+    epochs: int = 10,
+    imgsz: int = 160,
+    batch: int = 16,
+    val_batch: int = 1,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    out: str = str(ROOT / "runs" / "yolov5_parity"),
+) -> dict:
     """Train (unless weights) with the clone, then val and detect on both sides; prints and returns the figures."""
     if not (Path(yolov5) / "utils" / "dataloaders.py").is_file():
-        raise UserError(f"--yolov5 {yolov5!r}: not an ultralytics/yolov5 clone (no utils/dataloaders.py) — pass the "
-                        f"folder of a git clone of github.com/ultralytics/yolov5")
+        raise UserError(
+            f"--yolov5 {yolov5!r}: not an ultralytics/yolov5 clone (no utils/dataloaders.py) — pass the "
+            f"folder of a git clone of github.com/ultralytics/yolov5"
+        )
     if not Path(yolov5_python or "").is_file():
-        raise UserError(f"--yolov5-python {yolov5_python!r}: no such python — pass the python of a venv with the "
-                        f"clone's requirements.txt installed")
-    a = argparse.Namespace(yolov5=str(Path(yolov5).resolve()), yolov5_python=yolov5_python, epochs=epochs,
-                           imgsz=imgsz, batch=batch, val_batch=val_batch, conf=conf, iou=iou)
+        raise UserError(
+            f"--yolov5-python {yolov5_python!r}: no such python — pass the python of a venv with the "
+            f"clone's requirements.txt installed"
+        )
+    a = argparse.Namespace(
+        yolov5=str(Path(yolov5).resolve()),
+        yolov5_python=yolov5_python,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        val_batch=val_batch,
+        conf=conf,
+        iou=iou,
+    )
     work = Path(out).resolve()
     work.mkdir(parents=True, exist_ok=True)
     sides, env = prepare_data(work), yolov5_env(work)
     w = Path(weights).resolve() if weights else train_yolov5(a, sides["yolov5"], work, env)
     y5_scores, our_scores = val_yolov5(a, w, sides["yolov5"], work, env), val_ours(a, w, sides["ours"], work)
-    boxes = compare_boxes(detect_ours(a, w, sides["ours"].val_images, work),
-                          detect_yolov5(a, w, sides["yolov5"].val_images, work, env))
+    boxes = compare_boxes(
+        detect_ours(a, w, sides["ours"].val_images, work), detect_yolov5(a, w, sides["yolov5"].val_images, work, env)
+    )
     return report(w, our_scores, y5_scores, boxes, a)
 
 

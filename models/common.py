@@ -3,10 +3,11 @@
 Every module here is constructed from yaml rows by models/yolo.py:parse_model. The first constructor argument is
 always the input channel count c1 (except Concat / Upsample which need none).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -28,8 +29,17 @@ class Conv(nn.Module):
 
     default_act = nn.SiLU()
 
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1, d: int = 1,
-                 act: bool | nn.Module = True) -> None:
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: int = 1,
+        s: int = 1,
+        p: int | None = None,
+        g: int = 1,
+        d: int = 1,
+        act: bool | nn.Module = True,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
         self.bn = nn.BatchNorm2d(c2)
@@ -212,7 +222,7 @@ def drop_path_rates(depths: Sequence[int], rate: float) -> list[float]:
     return [rate * k / (total - 1) if total > 1 else 0.0 for k in range(total)]
 
 
-class ConvNeXt_Block(nn.Module):  # noqa: N801 (name used in yaml files)
+class ConvNeXt_Block(nn.Module):
     """One ConvNeXt stage: its own downsample layer (the stem for stage 0) followed by its own blocks.
 
     Args:
@@ -225,19 +235,29 @@ class ConvNeXt_Block(nn.Module):  # noqa: N801 (name used in yaml files)
     Output channels = dims[stage].
     """
 
-    def __init__(self, c1: int, stage: int, depths: Sequence[int], dims: Sequence[int], drop_path: float = 0.0,
-                 layer_scale_init: float = 1e-6, version: int = 1) -> None:
+    def __init__(
+        self,
+        c1: int,
+        stage: int,
+        depths: Sequence[int],
+        dims: Sequence[int],
+        drop_path: float = 0.0,
+        layer_scale_init: float = 1e-6,
+        version: int = 1,
+    ) -> None:
         super().__init__()
         self.stage, self.version = int(stage), int(version)
         dim = dims[stage]
         if stage == 0:  # stem: 4x4 stride-4 patchify conv + LayerNorm
-            self.downsample = nn.Sequential(nn.Conv2d(c1, dim, kernel_size=4, stride=4),
-                                            LayerNorm(dim, eps=1e-6, data_format="channels_first"))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c1, dim, kernel_size=4, stride=4), LayerNorm(dim, eps=1e-6, data_format="channels_first")
+            )
         else:  # LayerNorm + 2x2 stride-2 conv
-            self.downsample = nn.Sequential(LayerNorm(c1, eps=1e-6, data_format="channels_first"),
-                                            nn.Conv2d(c1, dim, kernel_size=2, stride=2))
+            self.downsample = nn.Sequential(
+                LayerNorm(c1, eps=1e-6, data_format="channels_first"), nn.Conv2d(c1, dim, kernel_size=2, stride=2)
+            )
         start = sum(depths[:stage])  # global index of this stage's first block
-        rates = drop_path_rates(depths, drop_path)[start:start + depths[stage]]
+        rates = drop_path_rates(depths, drop_path)[start : start + depths[stage]]
         if self.version == 2:
             blocks = [BlockV2(dim, r) for r in rates]
         else:

@@ -10,22 +10,24 @@ hold `ConvNeXt_Block` stage s: `downsample_layers.s.k.*` -> `model.<row>.downsam
 `stages.s.j.*` -> `model.<row>.blocks.j.*`. All checks run before the first tensor is copied, so a refused file
 leaves the model untouched.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from models.common import ConvNeXt_Block
-from models.convnext import CONVNEXT_SIZES, official_sizes
-from utils.download import download_file, file_sha256, normalise_sha256
-from utils.errors import UserError, first_line
-from utils.log import LOGGER
-from utils.parallel import unwrap
+from models.sizes import CONVNEXT_SIZES, official_sizes
+from utils.core.download import download_file, file_sha256, normalise_sha256
+from utils.core.errors import UserError, first_line
+from utils.core.log import LOGGER
+from utils.core.parallel import unwrap
 
 V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
 V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
@@ -44,8 +46,10 @@ class LoadReport:
     format: str = ""
 
     def __str__(self) -> str:
-        return (f"Backbone weights from {self.source} ({self.format} format): {len(self.loaded)} loaded, "
-                f"{len(self.skipped)} skipped (classifier), {len(self.missing)} missing")
+        return (
+            f"Backbone weights from {self.source} ({self.format} format): {len(self.loaded)} loaded, "
+            f"{len(self.skipped)} skipped (classifier), {len(self.missing)} missing"
+        )
 
 
 # --------------------------------------------------------------------------------------------------- official names
@@ -57,9 +61,11 @@ def official_url(name: str) -> str:
         return (V2_URL if n.startswith("convnextv2_") else V1_URL) + n
     m = re.fullmatch(r"convnext(v2)?_([a-z]+)_(1k|22k|22k_1k)(?:_(224|384))?", n)
     if m is None or (m[1] and (m[2] not in V2_SIZES or m[3] != "1k")) or (not m[1] and m[2] not in V1_SIZES):
-        raise UserError(f"unknown weights name or file {name!r} — pass an existing file or an official name: "
-                        f"convnext_<{'|'.join(V1_SIZES)}>_<1k|22k|22k_1k>[_384] or "
-                        f"convnextv2_<{'|'.join(V2_SIZES)}>_1k")
+        raise UserError(
+            f"unknown weights name or file {name!r} — pass an existing file or an official name: "
+            f"convnext_<{'|'.join(V1_SIZES)}>_<1k|22k|22k_1k>[_384] or "
+            f"convnextv2_<{'|'.join(V2_SIZES)}>_1k"
+        )
     version, size, data, res = m[1], m[2], m[3], m[4] or "224"
     if version:
         return f"{V2_URL}convnextv2_{size}_1k_{res}_ema.pt"
@@ -72,8 +78,9 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many exception types for corrupt / foreign files
-        raise UserError(f"cannot read weights file {path}: {first_line(e)} — pass a ConvNeXt .pth/.pt state dict") \
-            from None
+        raise UserError(
+            f"cannot read weights file {path}: {first_line(e)} — pass a ConvNeXt .pth/.pt state dict"
+        ) from None
 
 
 def _read_source(source: Any, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
@@ -97,7 +104,7 @@ def _read_source(source: Any, sha256: str | None = None) -> tuple[dict[str, torc
 
 def _download_official(url: str, sha256: str | None) -> Any:
     """The loaded object of an official weights file: from the torch hub cache when that copy is good, else
-    downloaded there (utils.download: time limit, retries, moved into place only once complete and loadable)."""
+    downloaded there (utils.core.download: time limit, retries, moved into place only once complete and loadable)."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     if cache.is_file():
         obj = _cached(cache, sha256)
@@ -119,14 +126,14 @@ def _cached(cache: Path, sha256: str | None) -> Any:
     with another hash stays until a good download replaces it.
     """
     if sha256 and (got := file_sha256(cache)) != sha256:
-        LOGGER.warning(f"WARNING ⚠️ cached {cache} has sha256 {got}, not the expected {sha256}: "
-                       f"downloading again")
+        LOGGER.warning(f"WARNING ⚠️ cached {cache} has sha256 {got}, not the expected {sha256}: downloading again")
         return None
     try:
         return torch.load(cache, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or truncated: any torch error
-        LOGGER.warning(f"WARNING ⚠️ cached {cache} cannot be read ({first_line(e, 100)}): deleting it and "
-                       f"downloading again")
+        LOGGER.warning(
+            f"WARNING ⚠️ cached {cache} cannot be read ({first_line(e, 100)}): deleting it and downloading again"
+        )
         cache.unlink(missing_ok=True)
         return None
 
@@ -142,14 +149,21 @@ def _unwrap(obj: dict, where: str) -> dict[str, torch.Tensor]:
         raise UserError(f"{where} holds no tensors — pass a ConvNeXt state dict")
     for prefix in ("module.", "backbone."):
         if all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 
 # ------------------------------------------------------------------------------------------- key formats -> canonical
 _TV_BLOCK = {"block.0": "dwconv", "block.2": "norm", "block.3": "pwconv1", "block.5": "pwconv2"}
-_TIMM_BLOCK = {"conv_dw": "dwconv", "norm": "norm", "mlp.fc1": "pwconv1", "mlp.fc2": "pwconv2",
-               "gamma": "gamma", "mlp.grn.weight": "grn.gamma", "mlp.grn.bias": "grn.beta"}
+_TIMM_BLOCK = {
+    "conv_dw": "dwconv",
+    "norm": "norm",
+    "mlp.fc1": "pwconv1",
+    "mlp.fc2": "pwconv2",
+    "gamma": "gamma",
+    "mlp.grn.weight": "grn.gamma",
+    "mlp.grn.bias": "grn.beta",
+}
 
 
 def _from_official(k: str, v: torch.Tensor) -> tuple[str, torch.Tensor] | None:
@@ -203,8 +217,10 @@ def to_canonical(sd: dict[str, torch.Tensor], where: str) -> tuple[dict[str, tor
     """(canonical state dict, skipped classifier keys, format name). Unknown formats / keys raise UserError."""
     fmt = next((name for name, (key, _) in _FORMATS.items() if any(re.fullmatch(key, k) for k in sd)), None)
     if fmt is None:
-        raise UserError(f"{where}: unknown key format (first keys: {list(sd)[:3]}) — expected official ConvNeXt "
-                        f"(downsample_layers.*, stages.*), torchvision (features.*) or timm (stem.*, stages.*.blocks.*)")
+        raise UserError(
+            f"{where}: unknown key format (first keys: {list(sd)[:3]}) — expected official ConvNeXt "
+            f"(downsample_layers.*, stages.*), torchvision (features.*) or timm (stem.*, stages.*.blocks.*)"
+        )
     convert = _FORMATS[fmt][1]
     out: dict[str, torch.Tensor] = {}
     skipped, unknown = [], []
@@ -220,16 +236,22 @@ def to_canonical(sd: dict[str, torch.Tensor], where: str) -> tuple[dict[str, tor
         else:
             out[kv[0]] = kv[1]
     if unknown:
-        raise UserError(f"{where}: {len(unknown)} key(s) not understood in {fmt} format, e.g. {unknown[:3]} — "
-                        f"pass a plain ImageNet ConvNeXt classification checkpoint")
+        raise UserError(
+            f"{where}: {len(unknown)} key(s) not understood in {fmt} format, e.g. {unknown[:3]} — "
+            f"pass a plain ImageNet ConvNeXt classification checkpoint"
+        )
     return out, skipped, fmt
 
 
 # ---------------------------------------------------------------------------------------------------- size checking
 def describe_canonical(sd: dict[str, torch.Tensor]) -> tuple[list[int], list[int], int]:
     """(depths, dims, version) of a canonical state dict."""
-    dims = [int(sd[f"downsample_layers.{s}.{0 if s == 0 else 1}.weight"].shape[0])
-            if f"downsample_layers.{s}.{0 if s == 0 else 1}.weight" in sd else 0 for s in range(4)]
+    dims = [
+        int(sd[f"downsample_layers.{s}.{0 if s == 0 else 1}.weight"].shape[0])
+        if f"downsample_layers.{s}.{0 if s == 0 else 1}.weight" in sd
+        else 0
+        for s in range(4)
+    ]
     depths = [0, 0, 0, 0]
     for k in sd:
         if m := re.match(r"stages\.(\d)\.(\d+)\.", k):
@@ -254,8 +276,10 @@ def _stages_of(model: nn.Module) -> dict[int, ConvNeXt_Block]:
 
 def _model_desc(stages: dict[int, ConvNeXt_Block]) -> tuple[list[int], list[int], int]:
     depths = [len(stages[s].blocks) if s in stages else 0 for s in range(4)]
-    dims = [int(stages[s].blocks[0].dwconv.weight.shape[0]) if s in stages and len(stages[s].blocks) else 0
-            for s in range(4)]
+    dims = [
+        int(stages[s].blocks[0].dwconv.weight.shape[0]) if s in stages and len(stages[s].blocks) else 0
+        for s in range(4)
+    ]
     return depths, dims, next(iter(stages.values())).version
 
 
@@ -284,15 +308,19 @@ def load_backbone_weights(model: nn.Module, source: Any, sha256: str | None = No
     stages = _stages_of(model)
     have, want = describe_canonical(canon), _model_desc(stages)
     if have != want:
-        raise UserError(f"{where} holds {_size_name(*have)} weights but the model backbone is {_size_name(*want)} — "
-                        f"use the matching model yaml or weights")
+        raise UserError(
+            f"{where} holds {_size_name(*have)} weights but the model backbone is {_size_name(*want)} — "
+            f"use the matching model yaml or weights"
+        )
     targets = _targets(stages)
     for k, v in canon.items():
         if k not in targets:
             raise UserError(f"{where}: {k} has no place in the model backbone — is the file a ConvNeXt checkpoint?")
         if targets[k][1].shape != v.shape:
-            raise UserError(f"{where}: {k} has shape {list(v.shape)} but the model expects "
-                            f"{list(targets[k][1].shape)} — weights and model yaml are different ConvNeXt sizes")
+            raise UserError(
+                f"{where}: {k} has shape {list(v.shape)} but the model expects "
+                f"{list(targets[k][1].shape)} — weights and model yaml are different ConvNeXt sizes"
+            )
     report = LoadReport(source=where, skipped=skipped, format=fmt)
     with torch.no_grad():
         for k, v in canon.items():
@@ -302,6 +330,8 @@ def load_backbone_weights(model: nn.Module, source: Any, sha256: str | None = No
     report.missing = [name for k, (name, _) in targets.items() if k not in canon]
     LOGGER.info(str(report))
     if report.missing:
-        LOGGER.warning(f"Backbone parameters not in {where} (left at init): {report.missing[:5]}"
-                       f"{' ...' if len(report.missing) > 5 else ''}")
+        LOGGER.warning(
+            f"Backbone parameters not in {where} (left at init): {report.missing[:5]}"
+            f"{' ...' if len(report.missing) > 5 else ''}"
+        )
     return report

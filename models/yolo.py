@@ -1,33 +1,29 @@
 """YOLOv5 model builder: Detect head, Model (yaml path or dict), parse_model. Run directly to print the layer table.
 
 Usage:
-    python models/yolo.py --cfg models/yolov5_ConvNeXt.yaml
+    python -m models.yolo --cfg models/yolov5_ConvNeXt.yaml
 """
+
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # so `python models/yolo.py` works from any cwd
+import torch
+import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.flop_counter import FlopCounterMode
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from models.common import C3, SPPF, Bottleneck, Concat, Conv, ConvNeXt_Block, DWConv  # noqa: E402
-from models.convnext import resolve_convnext  # noqa: E402
-from utils.device import select_device  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.files import yaml_load  # noqa: E402
-from utils.log import LOGGER, colorstr  # noqa: E402
-from utils.names import names_dict  # noqa: E402
+from models.common import C3, SPPF, Bottleneck, Concat, Conv, ConvNeXt_Block, DWConv
+from models.sizes import resolve_convnext
+from utils.core.device import select_device
+from utils.core.errors import UserError, cli_main
+from utils.core.files import ROOT, yaml_load
+from utils.core.log import LOGGER, colorstr
+from utils.core.names import names_dict
 
 
 class Detect(nn.Module):
@@ -76,8 +72,11 @@ class Detect(nn.Module):
     def _grid(self, nx: int, ny: int, i: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (i, nx, ny, like.device, like.dtype)
         if key not in self._grids or self.dynamic or torch.jit.is_tracing():
-            yv, xv = torch.meshgrid(torch.arange(ny, device=like.device, dtype=like.dtype),
-                                    torch.arange(nx, device=like.device, dtype=like.dtype), indexing="ij")
+            yv, xv = torch.meshgrid(
+                torch.arange(ny, device=like.device, dtype=like.dtype),
+                torch.arange(nx, device=like.device, dtype=like.dtype),
+                indexing="ij",
+            )
             grid = torch.stack((xv, yv), 2).expand(1, self.na, ny, nx, 2) - 0.5  # cell offset folds the -0.5
             anchor_grid = (self.anchors[i] * self.stride[i]).to(like.dtype).view(1, self.na, 1, 1, 2)
             self._grids[key] = (grid, anchor_grid.expand(1, self.na, ny, nx, 2))
@@ -108,8 +107,16 @@ def check_anchor_order(detect: Detect) -> bool:
 
 
 MODULES: dict[str, type[nn.Module]] = {
-    "Conv": Conv, "DWConv": DWConv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF, "Concat": Concat,
-    "nn.Upsample": nn.Upsample, "Upsample": nn.Upsample, "Detect": Detect, "ConvNeXt_Block": ConvNeXt_Block,
+    "Conv": Conv,
+    "DWConv": DWConv,
+    "Bottleneck": Bottleneck,
+    "C3": C3,
+    "SPPF": SPPF,
+    "Concat": Concat,
+    "nn.Upsample": nn.Upsample,
+    "Upsample": nn.Upsample,
+    "Detect": Detect,
+    "ConvNeXt_Block": ConvNeXt_Block,
 }
 _CHANNEL_MODULES = (Conv, DWConv, Bottleneck, C3, SPPF)  # args[0] is c2; width multiple applies
 _REPEAT_MODULES = (C3,)  # n is passed as the third constructor argument
@@ -152,8 +159,9 @@ def _resolve_args(args: list, d: dict) -> list:
     return [table.get(a, a) if isinstance(a, str) else a for a in args]
 
 
-def _convnext_args(args: list, c1: int, spec: dict | None, stages_seen: int, i: int, row: Any,
-                   err: _RowError) -> tuple[list, int]:
+def _convnext_args(
+    args: list, c1: int, spec: dict | None, stages_seen: int, i: int, row: Any, err: _RowError
+) -> tuple[list, int]:
     """Constructor args and output channels for a ConvNeXt_Block row [from, 1, ConvNeXt_Block, [stage]]."""
     if spec is None:
         raise err(i, row, "ConvNeXt_Block needs a top-level 'convnext:' key (e.g. 'convnext: tiny') in the yaml")
@@ -163,13 +171,26 @@ def _convnext_args(args: list, c1: int, spec: dict | None, stages_seen: int, i: 
     if stage != stages_seen:
         raise err(i, row, f"ConvNeXt stage {stage} out of order — expected stage {stages_seen} here")
     if stage > 0 and c1 != spec["dims"][stage - 1]:
-        raise err(i, row, f"stage {stage} input has {c1} channels, expected dims[{stage - 1}]="
-                          f"{spec['dims'][stage - 1]} — take 'from' the previous stage")
-    return [c1, stage, spec["depths"], spec["dims"], spec["drop_path"], spec["layer_scale_init"],
-            spec["version"]], spec["dims"][stage]
+        raise err(
+            i,
+            row,
+            f"stage {stage} input has {c1} channels, expected dims[{stage - 1}]="
+            f"{spec['dims'][stage - 1]} — take 'from' the previous stage",
+        )
+    return [
+        c1,
+        stage,
+        spec["depths"],
+        spec["dims"],
+        spec["drop_path"],
+        spec["layer_scale_init"],
+        spec["version"],
+    ], spec["dims"][stage]
 
 
-def parse_model(d: dict, ch: int, where: str = "model yaml", verbose: bool = True) -> tuple[nn.Sequential, list[int], int]:
+def parse_model(
+    d: dict, ch: int, where: str = "model yaml", verbose: bool = True
+) -> tuple[nn.Sequential, list[int], int]:
     """Build layers from a model dict; returns (Sequential, save list, number of backbone rows)."""
     err = _RowError(where)
     for key in ("backbone", "head"):
@@ -204,8 +225,11 @@ def parse_model(d: dict, ch: int, where: str = "model yaml", verbose: bool = Tru
         else:
             args, c2 = _head_args(m, args, cin, n_, gw, no, i, row, err)
         copies = 1 if m in _REPEAT_MODULES or m is Detect or m is ConvNeXt_Block else n_
-        m_ = nn.Sequential(*(_build(m, args, i, row, err) for _ in range(copies))) if copies > 1 \
+        m_ = (
+            nn.Sequential(*(_build(m, args, i, row, err) for _ in range(copies)))
+            if copies > 1
             else _build(m, args, i, row, err)
+        )
         m_.i, m_.f, m_.type, m_.np = i, f, name, sum(p.numel() for p in m_.parameters())
         if verbose:
             LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{_short_args(m, args)!s:<30}")
@@ -217,8 +241,9 @@ def parse_model(d: dict, ch: int, where: str = "model yaml", verbose: bool = Tru
     return nn.Sequential(*layers), sorted(set(save)), len(d["backbone"])
 
 
-def _head_args(m: type, args: list, cin: list[int], n_: int, gw: float, no: int, i: int, row: Any,
-               err: _RowError) -> tuple[list, int]:
+def _head_args(
+    m: type, args: list, cin: list[int], n_: int, gw: float, no: int, i: int, row: Any, err: _RowError
+) -> tuple[list, int]:
     """Constructor args and output channels for YOLOv5 rows (width multiple on c2, C3 repeats inserted)."""
     if m in _CHANNEL_MODULES:
         if not args or not isinstance(args[0], int):
@@ -237,8 +262,12 @@ def _head_args(m: type, args: list, cin: list[int], n_: int, gw: float, no: int,
         if isinstance(anchors, int):  # anchor count only: zero anchors for AutoAnchor to fill in
             anchors = [[0.0] * (anchors * 2)] * len(cin)
         if not isinstance(anchors, list) or len(anchors) != len(cin):
-            raise err(i, row, f"Detect takes {len(cin)} inputs but anchors has "
-                              f"{len(anchors) if isinstance(anchors, list) else anchors!r} levels")
+            raise err(
+                i,
+                row,
+                f"Detect takes {len(cin)} inputs but anchors has "
+                f"{len(anchors) if isinstance(anchors, list) else anchors!r} levels",
+            )
         return [args[0], anchors, cin], no
     return args, cin[0]  # Upsample and other shape-preserving layers
 
@@ -292,8 +321,14 @@ class Model(nn.Module):
     Attributes: model (Sequential of rows with .i .f .type .np), yaml, names, nc, stride, backbone_rows, save.
     """
 
-    def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None,
-                 anchors: Any = None, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: str | Path | dict = "yolov5s.yaml",
+        ch: int = 3,
+        nc: int | None = None,
+        anchors: Any = None,
+        verbose: bool = False,
+    ) -> None:
         super().__init__()
         self.yaml, where = _load_cfg(cfg)
         self.yaml["ch"] = self.yaml.get("ch", ch) if ch is None else ch
@@ -304,8 +339,9 @@ class Model(nn.Module):
         if anchors is not None:
             LOGGER.info(f"Overriding {where} anchors with anchors={anchors}")
             self.yaml["anchors"] = round(anchors) if isinstance(anchors, (int, float)) else anchors
-        self.model, self.save, self.backbone_rows = parse_model(deepcopy(self.yaml), ch=self.yaml["ch"], where=where,
-                                                                verbose=verbose)
+        self.model, self.save, self.backbone_rows = parse_model(
+            deepcopy(self.yaml), ch=self.yaml["ch"], where=where, verbose=verbose
+        )
         self.nc = int(self.yaml["nc"])
         names = names_dict(self.yaml.get("names"))
         self.names = names if len(names) == self.nc else {i: str(i) for i in range(self.nc)}
@@ -336,10 +372,10 @@ class Model(nn.Module):
         for mi, s in zip(m.m, self.stride.tolist()):
             b = mi.bias.view(m.na, -1)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
-            b[:, 5:5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
+            b[:, 5 : 5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
 
     def forward(self, x: torch.Tensor) -> Any:
-        """Training: list of raw level outputs. Eval: (pred, raw). Test-time augmentation is utils.api.tta_forward."""
+        """Training: list of raw level outputs. Eval: (pred, raw). TTA: utils.inference.api.tta_forward."""
         return self._forward_once(x)
 
     def _forward_once(self, x: torch.Tensor) -> Any:
@@ -351,7 +387,7 @@ class Model(nn.Module):
             y.append(x if m.i in self.save else None)
         return x
 
-    def fuse(self) -> "Model":
+    def fuse(self) -> Model:
         """Fold each Conv's BatchNorm into its conv weights (inference only); returns self."""
         for m in self.modules():
             if isinstance(m, Conv) and isinstance(m.bn, nn.BatchNorm2d):
@@ -416,8 +452,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(cfg: str | Path | dict = "yolov5s.yaml", nc: int | None = None, imgsz: int = 640, device: str = "cpu",
-        verbose: bool = False) -> dict[str, Any]:
+def run(
+    cfg: str | Path | dict = "yolov5s.yaml",
+    nc: int | None = None,
+    imgsz: int = 640,
+    device: str = "cpu",
+    verbose: bool = False,
+) -> dict[str, Any]:
     """Build the model, print the layer table and summary; returns {'model', 'layers', 'params', 'gflops'}."""
     model = Model(cfg, nc=nc, verbose=True).to(select_device(device))
     layers, n_p, _, gflops = model.info(verbose=verbose, imgsz=imgsz)

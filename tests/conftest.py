@@ -3,6 +3,7 @@
 Tests that use the trained fixture model (`trained_run` / `trained_weights`, a 120-epoch session-wide training run)
 are marked `slow` here: `pytest -m "not slow"` is the quick local loop; CI runs everything.
 """
+
 from __future__ import annotations
 
 import os

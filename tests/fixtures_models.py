@@ -1,4 +1,5 @@
 """Model fixtures for every area's tests: a micro ConvNeXt-YOLOv5 config that builds in milliseconds."""
+
 from __future__ import annotations
 
 from copy import deepcopy

@@ -1,4 +1,5 @@
 """Training fixtures: a micro ConvNeXt-YOLOv5 trained briefly on the shapes fixture dataset (session-wide)."""
+
 from __future__ import annotations
 
 import socket
@@ -19,7 +20,8 @@ FIXTURE_IMGSZ = 128
 
 def train_hyp(**over: Any) -> dict[str, Any]:
     """data/hyps/hyp.shapes.yaml with overrides (warmup floor and nominal batch lowered for tiny datasets)."""
-    from utils.files import ROOT
+    from utils.core.files import ROOT
+
     hyp = yaml.safe_load(open(ROOT / "data" / "hyps" / "hyp.shapes.yaml"))
     hyp.update(warmup_min_iters=10, nbs=8)
     hyp.update(over)
@@ -50,10 +52,21 @@ def micro_cfg_file(tmp_path_factory) -> Path:
 def trained_run(shapes_yaml, micro_cfg_file, tmp_path_factory) -> dict[str, Any]:
     """train.run() results of a short micro-model run on the shapes fixture data (best.pt path in ['best'])."""
     import train
+
     project = tmp_path_factory.mktemp("train")
-    return train.run(cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(lr0=0.01),
-                     epochs=FIXTURE_EPOCHS, batch_size=8, imgsz=FIXTURE_IMGSZ, project=str(project), name="fixture", workers=0, device="cpu",
-                     seed=0)
+    return train.run(
+        cfg=str(micro_cfg_file),
+        data=str(shapes_yaml),
+        hyp=train_hyp(lr0=0.01),
+        epochs=FIXTURE_EPOCHS,
+        batch_size=8,
+        imgsz=FIXTURE_IMGSZ,
+        project=str(project),
+        name="fixture",
+        workers=0,
+        device="cpu",
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """Python API: every input type gives the same detections, boxes land in original pixels, TTA maps views back."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
-from utils.api import Detector, ImageResult, load_model, tta_forward
-from utils.errors import UserError
+from utils.core.errors import UserError
+from utils.inference.api import Detector, ImageResult, load_model, tta_forward
 
 
 class BrightBoxBackend(torch.nn.Module):
@@ -46,7 +47,7 @@ def stub_detector(**kw) -> Detector:
 def scene(h: int = 60, w: int = 120, box: tuple[int, int, int, int] = (30, 15, 90, 45)) -> np.ndarray:
     """RGB image, dark grey, with a pure red rectangle at box (x1, y1, x2, y2)."""
     im = np.full((h, w, 3), 40, np.uint8)
-    im[box[1]:box[3], box[0]:box[2]] = (255, 0, 0)
+    im[box[1] : box[3], box[0] : box[2]] = (255, 0, 0)
     return im
 
 
@@ -74,8 +75,15 @@ def test_input_types_agree(tmp_path: Path) -> None:
     det, rgb = stub_detector(), scene()
     path = tmp_path / "scene.png"
     cv2.imwrite(str(path), rgb[..., ::-1])
-    inputs = [rgb, np.ascontiguousarray(rgb[..., ::-1]), Image.fromarray(rgb), torch.from_numpy(rgb).permute(2, 0, 1),
-              torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, str(path), path]
+    inputs = [
+        rgb,
+        np.ascontiguousarray(rgb[..., ::-1]),
+        Image.fromarray(rgb),
+        torch.from_numpy(rgb).permute(2, 0, 1),
+        torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
+        str(path),
+        path,
+    ]
     bgr_flags = [False, True, False, False, False, False, False]
     want = det(rgb)[0].boxes
     for im, bgr in zip(inputs, bgr_flags):
@@ -146,9 +154,9 @@ def test_tta_keeps_every_level_of_every_view() -> None:
     torch.testing.assert_close(tta[:, :n], full)
     mid[..., :4] /= 0.83
     mid[..., 0] = 64 - mid[..., 0]  # the flipped view's x mirrored back
-    torch.testing.assert_close(tta[:, n:2 * n], mid, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tta[:, n : 2 * n], mid, atol=1e-5, rtol=0)
     small[..., :4] /= 0.67
-    torch.testing.assert_close(tta[:, 2 * n:], small, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tta[:, 2 * n :], small, atol=1e-5, rtol=0)
 
 
 def test_result_conveniences(tmp_path: Path) -> None:
@@ -163,7 +171,7 @@ def test_result_conveniences(tmp_path: Path) -> None:
     assert res.records() == [{"image": 0, **r.records()[0]}] and r.records()[0]["name"] == "b"
     rows = list(csv.DictReader(open(res.to_csv(tmp_path / "p.csv"))))
     assert rows[0]["name"] == "b" and float(rows[0]["xmin"]) == pytest.approx(r.xyxy[0, 0].item(), abs=1e-4)
-    (c, crop), = r.crops()
+    ((c, crop),) = r.crops()
     assert c == 1 and 60 <= crop.shape[1] <= 80 and 30 <= crop.shape[0] <= 50  # box 60x30 grown by 2% + 10 px
     plotted = r.plot()
     assert plotted.shape == r.image.shape and not np.array_equal(plotted, r.image)  # drawn on a copy
@@ -184,9 +192,10 @@ def test_load_model_on_real_checkpoint(tmp_path: Path) -> None:
 
 
 def _two_image_detections():
-    from utils.api import Detections
+    from utils.inference.api import Detections
+
     names = {0: "circle", 1: "square"}
-    boxes = torch.tensor([[20., 10., 60., 50., 0.9, 1.], [0., 0., 200., 100., 0.5, 0.]])
+    boxes = torch.tensor([[20.0, 10.0, 60.0, 50.0, 0.9, 1.0], [0.0, 0.0, 200.0, 100.0, 0.5, 0.0]])
     a = ImageResult(np.zeros((100, 200, 3), np.uint8), boxes, names, "a.jpg")
     b = ImageResult(np.zeros((50, 50, 3), np.uint8), torch.zeros(0, 6), names, "b.jpg")
     return Detections([a, b], times={"preprocess": 1.0, "inference": 2.0, "nms": 0.5}, shape=(2, 3, 128, 224))
@@ -194,11 +203,12 @@ def _two_image_detections():
 
 def test_yolov5_hub_views_and_print(caplog):
     import logging
+
     res = _two_image_detections()
     assert res.n == 2 and [t.shape for t in res.xyxy] == [(2, 6), (0, 6)]
-    torch.testing.assert_close(res.xywh[0][0], torch.tensor([40., 30., 40., 40., 0.9, 1.]))
-    torch.testing.assert_close(res.xyxyn[0][0], torch.tensor([0.1, 0.1, 0.3, 0.5, 0.9, 1.]))
-    torch.testing.assert_close(res.xywhn[0][1], torch.tensor([0.5, 0.5, 1.0, 1.0, 0.5, 0.]))
+    torch.testing.assert_close(res.xywh[0][0], torch.tensor([40.0, 30.0, 40.0, 40.0, 0.9, 1.0]))
+    torch.testing.assert_close(res.xyxyn[0][0], torch.tensor([0.1, 0.1, 0.3, 0.5, 0.9, 1.0]))
+    torch.testing.assert_close(res.xywhn[0][1], torch.tensor([0.5, 0.5, 1.0, 1.0, 0.5, 0.0]))
     with caplog.at_level(logging.INFO, logger="yolo"):
         res.print()
     text = caplog.text
@@ -219,6 +229,7 @@ def test_yolov5_pandas_view():
 
 def test_pandas_view_without_pandas_is_a_user_error(monkeypatch):
     import sys
+
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
     with pytest.raises(UserError, match="pip install pandas"):
         _two_image_detections().pandas()

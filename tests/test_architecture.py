@@ -1,21 +1,23 @@
 """The layer rule of docs/architecture.md, checked on the real import graph.
 
-The `## Layers` table in docs/architecture.md is the one definition of the layers (rows bottom to top); this file
-parses it, so the doc and the rule cannot drift apart. Imports are read with `ast` (nothing is imported), at module
+The `## Layers` table in docs/architecture.md is the one definition of the layers (rows bottom to top, one folder per
+layer, plus the scripts); this file parses it, so a module's layer is the folder it sits in and the doc and the rule
+cannot drift apart. Imports are read with `ast` (nothing is imported), at module
 level and inside functions. A module may import only modules of its own or a lower layer; there are no cycles;
 utils/models/data never import the scripts; a function-level import is allowed only for a library listed under
 `## Lazy imports`, with a comment on its line saying it is optional or heavy; every module is in both tables.
 The last test runs each check on a small made-up tree to show it catches what it should.
 """
+
 from __future__ import annotations
 
 import ast
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -31,7 +33,7 @@ LAZY_WORDS = ("optional", "heavy")  # one of these must be in a function-level i
 class Import:
     path: str  # importing file, relative to the root
     source: str  # importing module, dotted
-    target: str  # imported module, dotted; `from utils import args` resolves to utils.args
+    target: str  # imported module, dotted; `from utils.core import args` resolves to utils.core.args
     line: int
     lazy: bool  # inside a function body: runs at call time, not import time
     comment: str  # the line's comment, lower case ('' if none)
@@ -46,7 +48,7 @@ class Import:
 
 
 def _dotted(rel: Path) -> str:
-    """utils/boxes.py -> utils.boxes; models/__init__.py -> models."""
+    """utils/core/boxes.py -> utils.core.boxes; models/__init__.py -> models."""
     parts = rel.with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -111,12 +113,28 @@ def _section(root: Path, heading: str, required: bool = True) -> list[list[str]]
 
 
 @lru_cache(maxsize=None)
+def layer_entries(root: Path) -> tuple[tuple[str, int, str], ...]:
+    """(folder or file, layer index from the bottom, layer name) from the `## Layers` table: a cell names folders
+    (`utils/core/`: every module below it) and single files (`train.py`)."""
+    rows = _section(root, "Layers")
+    return tuple((e, i, name) for i, (name, cell, *_) in enumerate(rows) for e in re.findall(r"`([^`]+)`", cell))
+
+
+def _matches(module: str, entry: str) -> bool:
+    """utils/core/ holds utils.core.x (and deeper); train.py is the module train."""
+    if entry.endswith("/"):
+        return module.startswith(entry.rstrip("/").replace("/", ".") + ".")
+    return module == _dotted(Path(entry))
+
+
+@lru_cache(maxsize=None)
 def layers(root: Path) -> dict[str, tuple[int, str]]:
-    """Module -> (layer index from the bottom, layer name), from the `## Layers` table."""
+    """Module -> (layer index from the bottom, layer name): its file's entry, else the deepest folder holding it."""
     out: dict[str, tuple[int, str]] = {}
-    for i, (name, cell, *_) in enumerate(_section(root, "Layers")):
-        for path in re.findall(r"`([^`]+\.py)`", cell):
-            out[_dotted(Path(path))] = (i, name)
+    for name in scan(root)[0]:
+        hits = [(len(e), i, n) for e, i, n in layer_entries(root) if _matches(name, e)]
+        if hits:
+            out[name] = max(hits)[1:]
     return out
 
 
@@ -127,8 +145,11 @@ def lazy_libraries(root: Path) -> tuple[str, ...]:
 
 def lazy_exempt(root: Path) -> set[str]:
     """Modules whose function-level imports are all deliberate, from the optional `## Lazy-import exceptions` table."""
-    return {_dotted(Path(p)) for row in _section(root, "Lazy-import exceptions", required=False)
-            for p in re.findall(r"`([^`]+\.py)`", row[0])}
+    return {
+        _dotted(Path(p))
+        for row in _section(root, "Lazy-import exceptions", required=False)
+        for p in re.findall(r"`([^`]+\.py)`", row[0])
+    }
 
 
 def _import_free_init(root: Path, name: str) -> bool:
@@ -144,9 +165,14 @@ def _layer_of(root: Path, name: str) -> tuple[int, str] | None:
 def unplaced_modules(root: Path) -> list[str]:
     """Modules missing from the layer table, and table entries naming no module."""
     modules, table = scan(root)[0], layers(root)
-    missing = [f"{modules[n].relative_to(root)} is in no layer — add it to the '## Layers' table of {DOC}"
-               for n in modules if n not in table and not _import_free_init(root, n)]
-    stale = [f"{DOC} '## Layers' lists {n.replace('.', '/')}.py, which does not exist" for n in table if n not in modules]
+    missing = [
+        f"{modules[n].relative_to(root)} is in no layer — add it to the '## Layers' table of {DOC}"
+        for n in modules
+        if n not in table and not _import_free_init(root, n)
+    ]
+    stale = [
+        f"{DOC} '## Layers' lists {e}, which does not exist" for e, *_ in layer_entries(root) if not (root / e).exists()
+    ]
     return missing + stale
 
 
@@ -156,8 +182,10 @@ def upward_imports(root: Path) -> list[str]:
     for imp in scan(root)[1]:
         src, dst = _layer_of(root, imp.source), _layer_of(root, imp.target) if imp.ours else None
         if src and dst and dst[0] > src[0]:
-            out.append(f"{imp.where} imports {imp.target}: layer '{dst[1]}' is above '{src[1]}' — a module may import "
-                       f"only its own or lower layers ({DOC}, '## Layers'); move the code that needs it down")
+            out.append(
+                f"{imp.where} imports {imp.target}: layer '{dst[1]}' is above '{src[1]}' — a module may import "
+                f"only its own or lower layers ({DOC}, '## Layers'); move the code that needs it down"
+            )
     return out
 
 
@@ -197,39 +225,62 @@ def import_cycles(root: Path) -> list[str]:
 
 def script_imports(root: Path) -> list[str]:
     """utils/, models/ and data/ importing a top-level script (train, val, detect, export)."""
-    return [f"{imp.where} imports the script {imp.target} — utils/models/data never import scripts; pass what is "
-            f"needed in (e.g. Trainer gets val.run as `validate`)"
-            for imp in scan(root)[1]
-            if imp.source.split(".")[0] in ("utils", "models", "data") and imp.target.split(".")[0] in SCRIPTS]
+    return [
+        f"{imp.where} imports the script {imp.target} — utils/models/data never import scripts; pass what is "
+        f"needed in (e.g. Trainer gets val.run as `validate`)"
+        for imp in scan(root)[1]
+        if imp.source.split(".")[0] in ("utils", "models", "data") and imp.target.split(".")[0] in SCRIPTS
+    ]
 
 
 def lazy_import_problems(root: Path) -> list[str]:
     """Function-level imports other than a listed heavy/optional library with a comment saying so."""
     allowed, exempt, modules = lazy_libraries(root), lazy_exempt(root), scan(root)[0]
-    out = [f"{DOC} '## Lazy-import exceptions' lists {n.replace('.', '/')}.py, which does not exist"
-           for n in sorted(exempt - set(modules))]
+    out = [
+        f"{DOC} '## Lazy-import exceptions' lists {n.replace('.', '/')}.py, which does not exist"
+        for n in sorted(exempt - set(modules))
+    ]
     for imp in (i for i in scan(root)[1] if i.lazy and i.source not in exempt):
         if imp.ours:
-            out.append(f"{imp.where} imports {imp.target} inside a function — our modules are imported at module "
-                       f"level (the layer order rules out cycles)")
+            out.append(
+                f"{imp.where} imports {imp.target} inside a function — our modules are imported at module "
+                f"level (the layer order rules out cycles)"
+            )
         elif not any(imp.target == lib or imp.target.startswith(lib + ".") for lib in allowed):
-            out.append(f"{imp.where} imports {imp.target} inside a function — import it at module level, or list it "
-                       f"under '## Lazy imports' in {DOC} if it is a heavy optional library")
+            out.append(
+                f"{imp.where} imports {imp.target} inside a function — import it at module level, or list it "
+                f"under '## Lazy imports' in {DOC} if it is a heavy optional library"
+            )
         elif not any(w in imp.comment for w in LAZY_WORDS):
-            out.append(f"{imp.where} imports {imp.target} inside a function without a comment saying why "
-                       f"(one with 'optional' or 'heavy')")
+            out.append(
+                f"{imp.where} imports {imp.target} inside a function without a comment saying why "
+                f"(one with 'optional' or 'heavy')"
+            )
     return out
 
 
 def unmapped_modules(root: Path) -> list[str]:
-    """Modules with no row in the `## Module map` table (the map lists every module's interface)."""
-    mapped = {_dotted(Path(p)) for row in _section(root, "Module map") for p in re.findall(r"`([^`]+\.py)`", row[0])}
-    return [f"{f.relative_to(root)} has no row in the '## Module map' of {DOC}" for n, f in scan(root)[0].items()
-            if n not in mapped and not _import_free_init(root, n)]
+    """Modules with no row in the `## Module map` table, and rows naming no module (the map says what each holds)."""
+    rows = [p for row in _section(root, "Module map") for p in re.findall(r"`([^`]+\.py)`", row[0])]
+    mapped = {_dotted(Path(p)) for p in rows}
+    missing = [
+        f"{f.relative_to(root)} has no row in the '## Module map' of {DOC}"
+        for n, f in scan(root)[0].items()
+        if n not in mapped and not _import_free_init(root, n)
+    ]
+    return missing + [
+        f"{DOC} '## Module map' lists {p}, which does not exist" for p in rows if not (root / p).is_file()
+    ]
 
 
-CHECKS: list[Callable[[Path], list[str]]] = [unplaced_modules, upward_imports, import_cycles, script_imports,
-                                              lazy_import_problems, unmapped_modules]
+CHECKS: list[Callable[[Path], list[str]]] = [
+    unplaced_modules,
+    upward_imports,
+    import_cycles,
+    script_imports,
+    lazy_import_problems,
+    unmapped_modules,
+]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -241,8 +292,9 @@ def test_repository_keeps_the_architecture_rules(check: Callable[[Path], list[st
 def test_layer_table_is_read() -> None:
     """Guards the parser: a mis-formatted table must not make every check pass vacuously."""
     table = layers(ROOT)
-    assert table["utils.errors"][0] == 0 and table["train"][1] == "scripts"
-    assert table["utils.boxes"][0] < table["models.yolo"][0] < table["utils.trainer"][0]
+    assert table["utils.core.errors"] == (0, "core") and table["train"][1] == "scripts"
+    assert table["benchmarks.formats"][1] == "scripts" and table["models.checkpoint"][1] == "model"
+    assert table["utils.core.boxes"][0] < table["models.yolo"][0] < table["utils.training.trainer"][0]
     assert "onnxruntime" in lazy_libraries(ROOT)
     assert any(i.lazy and i.target == "onnxruntime" for i in scan(ROOT)[1])  # function-level imports are seen
 
@@ -251,13 +303,13 @@ MINI_DOC = """# doc
 ## Module map
 | module | what |
 |---|---|
-| `utils/low.py` `utils/high.py` `train.py` | x |
+| `utils/core/low.py` `utils/top/high.py` `train.py` | x |
 
 ## Layers
-| layer | modules |
+| layer | folders |
 |---|---|
-| core | `utils/low.py` |
-| top | `utils/high.py` `train.py` |
+| core | `utils/core/` |
+| top | `utils/top/` `train.py` |
 
 ## Lazy imports
 | library | why |
@@ -266,30 +318,48 @@ MINI_DOC = """# doc
 """
 
 
-CLEAN_TREE = {"utils/low.py": "import os\n", "train.py": "import utils.high\n",
-              "utils/high.py": "import utils.low\n\n\ndef f():\n    import onnx  # optional\n"}
+CLEAN_TREE = {
+    "utils/core/low.py": "import os\n",
+    "train.py": "import utils.top.high\n",
+    "utils/top/high.py": "import utils.core.low\n\n\ndef f():\n    import onnx  # optional\n",
+}
 
 
 def _write_tree(root: Path, files: dict[str, str]) -> Path:
     for rel, text in {DOC: MINI_DOC, **files}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+        if text is not None:  # None: leave the file out
+            (root / rel).write_text(text)
     return root
 
 
-@pytest.mark.parametrize("files, check, expected", [
-    ({"utils/low.py": "import utils.high\n"}, upward_imports, "utils/low.py:1 imports utils.high: layer 'top' is above"),
-    ({"utils/low.py": "from utils import high\n"}, upward_imports, "layer 'top' is above 'core'"),
-    ({"utils/high.py": "import train\n"}, import_cycles, "import cycle: train -> utils.high -> train"),
-    ({"utils/high.py": "import train\n"}, script_imports, "utils/high.py:1 imports the script train"),
-    ({"utils/high.py": "def f():\n    import utils.low\n"}, lazy_import_problems, "utils/high.py:2 imports utils.low"),
-    ({"utils/high.py": "def f():\n    import csv\n"}, lazy_import_problems, "import it at module level"),
-    ({"utils/high.py": "def f():\n    import onnx\n"}, lazy_import_problems, "without a comment"),
-    ({"utils/new.py": ""}, unplaced_modules, "utils/new.py is in no layer"),
-    ({"utils/new.py": ""}, unmapped_modules, "utils/new.py has no row"),
-])
-def test_checks_catch_violations(tmp_path: Path, files: dict[str, str], check: Callable[[Path], list[str]],
-                                 expected: str) -> None:
+@pytest.mark.parametrize(
+    "files, check, expected",
+    [
+        (
+            {"utils/core/low.py": "import utils.top.high\n"},
+            upward_imports,
+            "utils/core/low.py:1 imports utils.top.high: layer 'top' is above",
+        ),
+        ({"utils/core/low.py": "from utils.top import high\n"}, upward_imports, "layer 'top' is above 'core'"),
+        ({"utils/core/low.py": "import train\n"}, upward_imports, "imports train: layer 'top' is above 'core'"),
+        ({"utils/core/low.py": "import train\n"}, script_imports, "utils/core/low.py:1 imports the script train"),
+        ({"utils/top/high.py": "import train\n"}, import_cycles, "import cycle: train -> utils.top.high -> train"),
+        (
+            {"utils/top/high.py": "def f():\n    import utils.core.low\n"},
+            lazy_import_problems,
+            "utils/top/high.py:2 imports utils.core.low",
+        ),
+        ({"utils/top/high.py": "def f():\n    import csv\n"}, lazy_import_problems, "import it at module level"),
+        ({"utils/top/high.py": "def f():\n    import onnx\n"}, lazy_import_problems, "without a comment"),
+        ({"utils/new.py": ""}, unplaced_modules, "utils/new.py is in no layer"),
+        ({"utils/core/new.py": ""}, unmapped_modules, "utils/core/new.py has no row"),
+        ({"utils/core/low.py": None}, unmapped_modules, "lists utils/core/low.py, which does not exist"),
+    ],
+)
+def test_checks_catch_violations(
+    tmp_path: Path, files: dict[str, str | None], check: Callable[[Path], list[str]], expected: str
+) -> None:
     """Each check on a made-up tree: silent on the clean tree, and reports the one break put into it."""
     assert check(_write_tree(tmp_path / "clean", CLEAN_TREE)) == []
     problems = check(_write_tree(tmp_path / "broken", {**CLEAN_TREE, **files}))

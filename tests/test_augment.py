@@ -1,5 +1,6 @@
-"""utils/augment: boxes stay consistent with pixels through mosaic + perspective; letterbox numbers; HSV, mixup,
-copy-paste, flips, box filtering, determinism under seeding."""
+"""utils/dataloaders/augment: boxes stay consistent with pixels through mosaic + perspective; letterbox numbers;
+HSV, mixup, copy-paste, flips, box filtering, determinism under seeding."""
+
 from __future__ import annotations
 
 import random
@@ -7,8 +8,17 @@ import random
 import numpy as np
 import pytest
 
-from utils.augment import (augment_hsv, box_candidates, copy_paste, flip_lr, flip_ud, letterbox, mixup, mosaic4,
-                           random_perspective)
+from utils.dataloaders.augment import (
+    augment_hsv,
+    box_candidates,
+    copy_paste,
+    flip_lr,
+    flip_ud,
+    letterbox,
+    mixup,
+    mosaic4,
+    random_perspective,
+)
 
 # Saturated BGR colours: far from each other, from the black background, from the 114 grey fill and from any blend
 # of one colour with black or grey (so edge pixels never pass for another object).
@@ -17,7 +27,7 @@ TOL = 2.0  # px, the acceptance tolerance of issue #3
 
 
 def _scene(h: int, w: int, rects: list[tuple[int, int, int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Black image with solid rectangles (cls, x1, y1, x2, y2) drawn in PALETTE[cls]; labels in pixels (x2 exclusive)."""
+    """Black image with solid rectangles (cls, x1, y1, x2, y2) in PALETTE[cls]; labels in pixels (x2 exclusive)."""
     im = np.zeros((h, w, 3), np.uint8)
     for c, x1, y1, x2, y2 in rects:
         im[y1:y2, x1:x2] = PALETTE[c]
@@ -26,17 +36,19 @@ def _scene(h: int, w: int, rects: list[tuple[int, int, int, int, int]]) -> tuple
 
 def _pixel_box(im: np.ndarray, cls: int) -> np.ndarray | None:
     """xyxy box (x2/y2 exclusive) of the pixels whose colour is PALETTE[cls]; None if none."""
-    mask = (np.abs(im.astype(np.int16) - np.array(PALETTE[cls], np.int16)).max(2) <= 40)
+    mask = np.abs(im.astype(np.int16) - np.array(PALETTE[cls], np.int16)).max(2) <= 40
     ys, xs = np.nonzero(mask)
     return None if not len(xs) else np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
 def _mosaic_inputs(s: int = 128) -> tuple[list[np.ndarray], list[np.ndarray], list[list[np.ndarray]]]:
     """Four images of different shapes (long side s) holding 7 non-overlapping rectangles of distinct colours."""
-    specs = [((128, 96), [(0, 10, 12, 50, 60), (1, 40, 80, 90, 120)]),
-             ((96, 128), [(2, 5, 5, 60, 40), (3, 70, 40, 120, 90)]),
-             ((128, 128), [(4, 20, 20, 100, 50), (5, 30, 70, 70, 118)]),
-             ((80, 128), [(6, 30, 10, 110, 70)])]
+    specs = [
+        ((128, 96), [(0, 10, 12, 50, 60), (1, 40, 80, 90, 120)]),
+        ((96, 128), [(2, 5, 5, 60, 40), (3, 70, 40, 120, 90)]),
+        ((128, 128), [(4, 20, 20, 100, 50), (5, 30, 70, 70, 118)]),
+        ((80, 128), [(6, 30, 10, 110, 70)]),
+    ]
     ims, lbs, segs = [], [], []
     for (h, w), rects in specs:
         im, lb = _scene(h, w, rects)
@@ -111,9 +123,11 @@ def test_perspective_scale_translate_labels_match_pixels():
     assert compared >= 15  # enough boxes survive for the check to mean something
 
 
-WARPS = [dict(degrees=0, translate=0.1, scale=0.2, shear=3, perspective=0),
-         dict(degrees=0, translate=0.1, scale=0.2, shear=0, perspective=0.0005),
-         dict(degrees=30, translate=0.1, scale=0.2, shear=0, perspective=0)]
+WARPS = [
+    dict(degrees=0, translate=0.1, scale=0.2, shear=3, perspective=0),
+    dict(degrees=0, translate=0.1, scale=0.2, shear=0, perspective=0.0005),
+    dict(degrees=30, translate=0.1, scale=0.2, shear=0, perspective=0),
+]
 
 
 @pytest.mark.parametrize("hyp", WARPS)
@@ -121,8 +135,9 @@ WARPS = [dict(degrees=0, translate=0.1, scale=0.2, shear=3, perspective=0),
 def test_mosaic_perspective_shear_rotation_labels_match_pixels(hyp, use_segments):
     # the label is the box of the warped rectangle (corners or polygon); for shapes entirely in view it must be
     # the box of that colour's pixels
-    compared = sum(_check_labels(*_mosaic_then_perspective(seed, use_segments, **hyp), interior_only=True)
-                   for seed in range(16))
+    compared = sum(
+        _check_labels(*_mosaic_then_perspective(seed, use_segments, **hyp), interior_only=True) for seed in range(16)
+    )
     assert compared >= 8
 
 
@@ -130,7 +145,9 @@ def test_mosaic_perspective_shear_rotation_labels_match_pixels(hyp, use_segments
 @pytest.mark.parametrize("use_segments", [False, True])
 def test_perspective_shear_rotation_many_boxes(hyp, use_segments):
     # one image with 7 small rectangles well inside it: nearly all stay in view, so every warp is checked many times
-    rects = [(c, 24 + 28 * (c % 3), 20 + 32 * (c // 3), 40 + 28 * (c % 3) + 2 * c, 34 + 32 * (c // 3)) for c in range(7)]
+    rects = [
+        (c, 24 + 28 * (c % 3), 20 + 32 * (c // 3), 40 + 28 * (c % 3) + 2 * c, 34 + 32 * (c // 3)) for c in range(7)
+    ]
     im, lb = _scene(128, 128, rects)
     segs = [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32) for _, x1, y1, x2, y2 in rects]
     compared = 0
@@ -166,21 +183,29 @@ def test_random_perspective_drops_boxes_pushed_out():
 
 def test_box_candidates_cases():
     before = np.array([[0, 0, 100, 100]] * 5, np.float32).T
-    after = np.array([[0, 0, 100, 100],  # unchanged: kept
-                      [0, 0, 2, 50],  # 2 px wide: not wider than wh_thr
-                      [0, 0, 30, 30],  # 9% of the area: below area_thr 0.1
-                      [0, 0, 35, 35],  # 12%: kept
-                      [0, 0, 1000, 3]], np.float32).T  # aspect 333 > ar_thr 100
+    after = np.array(
+        [
+            [0, 0, 100, 100],  # unchanged: kept
+            [0, 0, 2, 50],  # 2 px wide: not wider than wh_thr
+            [0, 0, 30, 30],  # 9% of the area: below area_thr 0.1
+            [0, 0, 35, 35],  # 12%: kept
+            [0, 0, 1000, 3],
+        ],
+        np.float32,
+    ).T  # aspect 333 > ar_thr 100
     assert box_candidates(before, after).tolist() == [True, False, False, True, False]
     assert box_candidates(before, after, area_thr=0.01).tolist() == [True, False, True, True, False]
     assert box_candidates(before, after, ar_thr=1000).tolist() == [True, False, False, True, True]
 
 
-@pytest.mark.parametrize("kw, shape, ratio, pad", [
-    (dict(auto=False), (64, 64), (0.32, 0.32), (0.0, 16.0)),
-    (dict(auto=True), (32, 64), (0.32, 0.32), (0.0, 0.0)),
-    (dict(auto=False, scale_fill=True), (64, 64), (0.32, 0.64), (0.0, 0.0)),
-])
+@pytest.mark.parametrize(
+    "kw, shape, ratio, pad",
+    [
+        (dict(auto=False), (64, 64), (0.32, 0.32), (0.0, 16.0)),
+        (dict(auto=True), (32, 64), (0.32, 0.32), (0.0, 0.0)),
+        (dict(auto=False, scale_fill=True), (64, 64), (0.32, 0.64), (0.0, 0.0)),
+    ],
+)
 def test_letterbox_numbers(kw, shape, ratio, pad):
     im = np.full((100, 200, 3), 7, np.uint8)
     out, r, p = letterbox(im, 64, stride=32, **kw)

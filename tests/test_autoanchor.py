@@ -1,4 +1,5 @@
-"""utils/autoanchor: BPR check, k-means + evolution (no scipy), anchors written in grid units in stride order."""
+"""utils/training/autoanchor: BPR check, k-means + evolution (no scipy), anchors in grid units in stride order."""
+
 from __future__ import annotations
 
 import sys
@@ -9,13 +10,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-import utils.autoanchor as aa
+import utils.training.autoanchor as aa
 from models.yolo import Model, check_anchor_order
 from tests.fixtures_models import micro_cfg
-from utils.autoanchor import bpr_aat, check_anchors, kmean_anchors
+from utils.training.autoanchor import bpr_aat, check_anchors, kmean_anchors
 
-DEFAULT_PX = np.array([[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198],
-                       [373, 326]], np.float32)
+DEFAULT_PX = np.array(
+    [[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198], [373, 326]], np.float32
+)
 
 
 def fake_dataset(wh_px: np.ndarray, n_img: int = 40, size: tuple[int, int] = (640, 480), seed: int = 0):
@@ -121,6 +123,7 @@ def test_model_built_from_reversed_yaml_anchors_keeps_pixel_sizes():
     # a yaml listing the anchors largest-first: the model flips the levels and keeps every anchor's pixel size
     from models.yolo import Model
     from tests.fixtures_models import micro_cfg
+
     cfg = micro_cfg()
     good = torch.tensor(cfg["anchors"], dtype=torch.float32).view(3, 3, 2)
     cfg["anchors"] = cfg["anchors"][::-1]

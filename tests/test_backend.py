@@ -1,4 +1,5 @@
 """DetectBackend: one interface over .pt / .torchscript / .onnx, metadata round trip, clear errors for bad files."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.backend import METADATA_FILE, DetectBackend, check_imgsz, export_metadata, parse_metadata
-from utils.errors import UserError
+from utils.core.errors import UserError
+from utils.inference.backend import METADATA_FILE, DetectBackend, check_imgsz, export_metadata, parse_metadata
 
 MICRO_NAMES = {0: "circle", 1: "square"}
 
 
 def save_micro_checkpoint(path: Path, seed: int = 0) -> Path:
     """A randomly initialised micro Model saved the way train.py saves it (model record, no EMA)."""
+    from models.checkpoint import model_record, save_checkpoint
     from models.yolo import Model
     from tests.fixtures_models import MICRO_CFG
-    from utils.checkpoint import model_record, save_checkpoint
 
     torch.manual_seed(seed)
     model = Model(MICRO_CFG, nc=len(MICRO_NAMES)).eval()
@@ -33,7 +34,7 @@ def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_pt_backend_matches_model_eval_forward(micro_pt: Path) -> None:
-    from utils.checkpoint import load_model
+    from models.checkpoint import load_model
 
     be = DetectBackend(micro_pt)
     model = load_model(micro_pt)
@@ -49,15 +50,20 @@ def test_pt_backend_matches_model_eval_forward(micro_pt: Path) -> None:
 
 def test_pt_backend_runs_channels_last_and_keeps_host_memory(micro_pt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The .pt runs with NHWC weights and, on a CPU, the process keeps freed memory (both: docs/benchmarks.md)."""
-    import utils.backend as backend
+    import utils.inference.backend as backend
+
     calls: list[int] = []
     monkeypatch.setattr(backend, "keep_freed_memory", lambda: calls.append(1) or True)
     be = DetectBackend(micro_pt)
     # k x k kernels with more than one input channel per group: the ones whose NHWC strides differ from NCHW's
-    spatial = [m.weight for m in be.model.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1
-               and m.kernel_size[0] > 1]
-    assert spatial and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-                           for w in spatial)
+    spatial = [
+        m.weight
+        for m in be.model.modules()
+        if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1 and m.kernel_size[0] > 1
+    ]
+    assert spatial and all(
+        w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in spatial
+    )
     assert calls == [1]
 
 
@@ -85,12 +91,15 @@ def test_check_imgsz_rounds_up_with_warning(caplog: pytest.LogCaptureFixture) ->
         check_imgsz([1, 2, 3], 32)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("w.h5", b"x", "unsupported format"),
-    ("missing.pt", None, "not found"),
-    ("junk.pt", b"not a checkpoint", "not a readable checkpoint"),
-    ("junk.torchscript", b"garbage", "not a loadable TorchScript"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("w.h5", b"x", "unsupported format"),
+        ("missing.pt", None, "not found"),
+        ("junk.pt", b"not a checkpoint", "not a readable checkpoint"),
+        ("junk.torchscript", b"garbage", "not a loadable TorchScript"),
+    ],
+)
 def test_bad_weights_are_user_errors(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
     f = tmp_path / name
     if content is not None:
@@ -115,6 +124,7 @@ def test_torchscript_without_metadata_is_user_error(tmp_path: Path) -> None:
         DetectBackend(f)
     meta = export_metadata(8, {0: "x", 1: "y"})
     torch.jit.trace(torch.nn.Conv2d(3, 7, 1), torch.rand(1, 3, 8, 8)).save(
-        str(f), _extra_files={METADATA_FILE: json.dumps(meta)})
+        str(f), _extra_files={METADATA_FILE: json.dumps(meta)}
+    )
     be = DetectBackend(f)
     assert (be.stride, be.names, be.nc, be.pt, be.jit) == (8, {0: "x", 1: "y"}, 2, False, True)

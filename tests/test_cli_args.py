@@ -1,5 +1,6 @@
 """Bad numeric / choice arguments of train, val, detect and export: one 'ERROR:' line, exit code 2, before any data
 scan, model load, download or run folder; run() from Python raises the same UserError (issue #11, item 6)."""
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ import train
 import val
 from tests.test_backend import save_micro_checkpoint
 from tests.test_detect import write_images
-from utils import args as A
-from utils.device import check_device, select_device
-from utils.errors import UserError
-from utils.files import ROOT
+from utils.core import args as A
+from utils.core.device import check_device, select_device
+from utils.core.errors import UserError
+from utils.core.files import ROOT
 
 SHA = "ab" * 32  # a well-formed SHA-256 digest
 
@@ -30,18 +31,33 @@ def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ the real CLIs
-@pytest.mark.parametrize("script,args,message", [
-    ("train.py", ["--epochs", "0", "--project", "{tmp}/runs"], "--epochs 0: must be >= 1"),
-    ("val.py", ["--img", "65", "--weights", "{pt}", "--project", "{tmp}/runs"], "--imgsz 65: must be a multiple of 32"),
-    ("detect.py", ["--conf-thres", "1.5", "--weights", "{pt}", "--source", "{tmp}/src", "--project", "{tmp}/runs"],
-     "--conf-thres 1.5: must be in [0, 1]"),
-    ("export.py", ["--batch-size", "0", "--weights", "{pt}"], "--batch-size 0: must be >= 1"),  # was SIGFPE
-])
+@pytest.mark.parametrize(
+    "script,args,message",
+    [
+        ("train.py", ["--epochs", "0", "--project", "{tmp}/runs"], "--epochs 0: must be >= 1"),
+        (
+            "val.py",
+            ["--img", "65", "--weights", "{pt}", "--project", "{tmp}/runs"],
+            "--imgsz 65: must be a multiple of 32",
+        ),
+        (
+            "detect.py",
+            ["--conf-thres", "1.5", "--weights", "{pt}", "--source", "{tmp}/src", "--project", "{tmp}/runs"],
+            "--conf-thres 1.5: must be in [0, 1]",
+        ),
+        ("export.py", ["--batch-size", "0", "--weights", "{pt}"], "--batch-size 0: must be >= 1"),  # was SIGFPE
+    ],
+)
 def test_cli_bad_argument_one_line_exit_2_before_work(script, args, message, micro_pt, tmp_path):
     write_images(tmp_path / "src", n=1)
     argv = [a.format(tmp=tmp_path, pt=micro_pt) for a in args]
-    r = subprocess.run([sys.executable, str(ROOT / script), *argv, "--device", "cpu"], capture_output=True, text=True,
-                       cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / script), *argv, "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2, r.stdout[-800:] + r.stderr[-800:]
     assert len(err) == 1 and err[0].startswith("ERROR: ") and message in err[0] and "Traceback" not in r.stderr
@@ -68,10 +84,19 @@ def test_new_train_flags_parse():
 # ------------------------------------------------------------------------------------------ run() from Python
 def _no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first heavy step of each script fails the test if reached: the checks must come before it."""
+
     def heavy(*a, **k):
         raise AssertionError("reached data / model loading before the arguments were checked")
-    for mod, fn in ((train, "resolve_cfg"), (train, "_resolve_run"), (train, "prepare_data"), (val, "_load_runner"),
-                    (detect, "Detector"), (detect, "newest_weights"), (export, "load_model")):
+
+    for mod, fn in (
+        (train, "resolve_cfg"),
+        (train, "_resolve_run"),
+        (train, "prepare_data"),
+        (val, "_load_runner"),
+        (detect, "Detector"),
+        (detect, "newest_weights"),
+        (export, "load_model"),
+    ):
         monkeypatch.setattr(mod, fn, heavy)
 
 
@@ -134,13 +159,22 @@ EXPORT_BAD = [
     (dict(imgsz=16), "--imgsz 16: must be >= 32"),
     (dict(device="mps"), "--device 'mps'"),
 ]
-CASES = ([(train, kw, m) for kw, m in TRAIN_BAD] + [(val, {"data": "d.yaml", **kw}, m) for kw, m in VAL_BAD]
-         + [(detect, kw, m) for kw, m in DETECT_BAD] + [(export, {"include": ["onnx"], **kw}, m) for kw, m in EXPORT_BAD])
+CASES = (
+    [(train, kw, m) for kw, m in TRAIN_BAD]
+    + [(val, {"data": "d.yaml", **kw}, m) for kw, m in VAL_BAD]
+    + [(detect, kw, m) for kw, m in DETECT_BAD]
+    + [(export, {"include": ["onnx"], **kw}, m) for kw, m in EXPORT_BAD]
+)
 
 
-@pytest.mark.parametrize("module,kwargs,message", CASES,
-                         ids=[f"{m.__name__}-{'-'.join(f'{k}={v}' for k, v in kw.items() if k not in ('data', 'include'))}"
-                              for m, kw, _ in CASES])
+@pytest.mark.parametrize(
+    "module,kwargs,message",
+    CASES,
+    ids=[
+        f"{m.__name__}-{'-'.join(f'{k}={v}' for k, v in kw.items() if k not in ('data', 'include'))}"
+        for m, kw, _ in CASES
+    ],
+)
 def test_run_rejects_bad_argument_before_work(module, kwargs, message, tmp_path, monkeypatch):
     _no_heavy_work(monkeypatch)
     kw = {"project": str(tmp_path / "runs")} if module is not export else {"weights": str(tmp_path / "w.pt")}
@@ -154,29 +188,70 @@ def test_run_rejects_bad_argument_before_work(module, kwargs, message, tmp_path,
 def test_good_arguments_reach_the_work(tmp_path, monkeypatch):
     """The checks are not stricter than the scripts' defaults and documented values."""
     _no_heavy_work(monkeypatch)
-    calls = [lambda: train.run(project=str(tmp_path), imgsz=64, freeze=[10], freeze_epochs=2, epochs=3, patience=0,
-                               save_period=-1, layer_decay=0.8, label_smoothing=0.1, backbone_weights="w.pth",
-                               backbone_sha256=SHA.upper(), cache=True, workers=0, device="cpu"),
-             lambda: val.run(data="d.yaml", imgsz=64, conf_thres=0.001, task="speed", workers=0, device="cpu"),
-             lambda: detect.run(imgsz=[50, 70], classes=[0, 2], line_thickness=None, conf_thres=0, device="cpu"),
-             lambda: export.run(weights="w.pt", imgsz=[48, 80], opset=17, include="onnx", device="cpu")]
+    calls = [
+        lambda: train.run(
+            project=str(tmp_path),
+            imgsz=64,
+            freeze=[10],
+            freeze_epochs=2,
+            epochs=3,
+            patience=0,
+            save_period=-1,
+            layer_decay=0.8,
+            label_smoothing=0.1,
+            backbone_weights="w.pth",
+            backbone_sha256=SHA.upper(),
+            cache=True,
+            workers=0,
+            device="cpu",
+        ),
+        lambda: val.run(data="d.yaml", imgsz=64, conf_thres=0.001, task="speed", workers=0, device="cpu"),
+        lambda: detect.run(imgsz=[50, 70], classes=[0, 2], line_thickness=None, conf_thres=0, device="cpu"),
+        lambda: export.run(weights="w.pt", imgsz=[48, 80], opset=17, include="onnx", device="cpu"),
+    ]
     for call in calls:
         with pytest.raises(AssertionError, match="reached data / model loading"):
             call()
-    o = dict(epochs=3, batch_size=8, imgsz=[64], workers=0, optimizer="SGD", cache=None, label_smoothing=0.0,
-             patience=100, freeze=10, freeze_epochs=0, layer_decay=0.0, save_period=-1, seed=0, ddp_timeout=60,
-             backbone_sha256=SHA.upper(), backbone_weights="w.pth", device=" CPU ")
-    assert train.check_opts(train.TrainOptions(**o)) == {"device": "cpu", "backbone_sha256": SHA, "freeze": [10],
-                                                         "imgsz": 64}
+    o = dict(
+        epochs=3,
+        batch_size=8,
+        imgsz=[64],
+        workers=0,
+        optimizer="SGD",
+        cache=None,
+        label_smoothing=0.0,
+        patience=100,
+        freeze=10,
+        freeze_epochs=0,
+        layer_decay=0.0,
+        save_period=-1,
+        seed=0,
+        ddp_timeout=60,
+        backbone_sha256=SHA.upper(),
+        backbone_weights="w.pth",
+        device=" CPU ",
+    )
+    assert train.check_opts(train.TrainOptions(**o)) == {
+        "device": "cpu",
+        "backbone_sha256": SHA,
+        "freeze": [10],
+        "imgsz": 64,
+    }
 
 
 def test_train_and_val_agree_on_imgsz(tmp_path, monkeypatch):
     _no_heavy_work(monkeypatch)
     for size in (48, 65, 100):
-        for call in (lambda: train.run(imgsz=size, project=str(tmp_path)), lambda: val.run(data="d.yaml", imgsz=size)):
+        calls = (
+            lambda s=size: train.run(imgsz=s, project=str(tmp_path)),
+            lambda s=size: val.run(data="d.yaml", imgsz=s),
+        )
+        for call in calls:
             with pytest.raises(UserError, match=f"--imgsz {size}: must be a multiple of 32"):
                 call()
-    with pytest.raises(UserError, match="--imgsz 96: must be a multiple of the model's max stride 64 — e.g. --imgsz 128"):
+    with pytest.raises(
+        UserError, match="--imgsz 96: must be a multiple of the model's max stride 64 — e.g. --imgsz 128"
+    ):
         A.check_stride_multiple(96, 64)  # train.py's check once the model is built
 
 
@@ -191,8 +266,12 @@ class _Stride64(torch.nn.Module):
 
 def test_val_imgsz_must_fit_the_model_stride(tmp_path):
     with pytest.raises(UserError, match="--imgsz 96: must be a multiple of the model's max stride 64"):
-        val.run(data={"names": {0: "a", 1: "b"}, "nc": 2, "val": str(tmp_path)}, model=_Stride64(), imgsz=96,
-                save_dir=tmp_path / "run")
+        val.run(
+            data={"names": {0: "a", 1: "b"}, "nc": 2, "val": str(tmp_path)},
+            model=_Stride64(),
+            imgsz=96,
+            save_dir=tmp_path / "run",
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -202,8 +281,12 @@ def test_val_bad_data_or_nc_mismatch_leaves_no_run_folder(micro_pt, tmp_path):
     with pytest.raises(UserError, match="missing.yaml"):
         val.run(data=str(tmp_path / "missing.yaml"), weights=micro_pt, device="cpu", project=runs)
     with pytest.raises(UserError, match="has 2 classes but the dataset has 3"):
-        val.run(data={"names": {0: "a", 1: "b", 2: "c"}, "nc": 3, "val": str(tmp_path)}, weights=micro_pt,
-                device="cpu", project=runs)
+        val.run(
+            data={"names": {0: "a", 1: "b", 2: "c"}, "nc": 3, "val": str(tmp_path)},
+            weights=micro_pt,
+            device="cpu",
+            project=runs,
+        )
     assert not runs.exists()
 
 

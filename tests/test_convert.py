@@ -1,4 +1,5 @@
 """COCO json <-> YOLO labels converter (data/scripts/coco_convert.py) on small jsons written here."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from data.scripts.coco_convert import coco_to_yolo, yolo_to_coco
-from utils.errors import UserError
-from utils.files import ROOT
+from utils.core.errors import UserError
+from utils.core.files import ROOT
 
 IMAGES = [  # (id, file name, width, height)
     (42, "000000000042.jpg", 64, 48),
@@ -34,10 +35,15 @@ def write_coco(root: Path) -> Path:
     (root / "images" / "val").mkdir(parents=True)
     for _, name, w, h in IMAGES:
         cv2.imwrite(str(root / "images" / "val" / name), np.full((h, w, 3), 114, np.uint8))
-    anns = [{"id": i + 1, "image_id": im, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": crowd}
-            for i, (im, c, b, crowd) in enumerate(ANNS)]
-    data = {"images": [{"id": i, "file_name": n, "width": w, "height": h} for i, n, w, h in IMAGES],
-            "annotations": anns, "categories": CATS}
+    anns = [
+        {"id": i + 1, "image_id": im, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": crowd}
+        for i, (im, c, b, crowd) in enumerate(ANNS)
+    ]
+    data = {
+        "images": [{"id": i, "file_name": n, "width": w, "height": h} for i, n, w, h in IMAGES],
+        "annotations": anns,
+        "categories": CATS,
+    }
     (root / "annotations").mkdir()
     f = root / "annotations" / "instances.json"
     f.write_text(json.dumps(data))
@@ -54,8 +60,9 @@ def test_coco_to_yolo_exact_rows(tmp_path):
     lab = tmp_path / "labels" / "val"
     assert sorted(p.name for p in lab.iterdir()) == ["000000000009.txt", "000000000042.txt", "street.txt"]
     # category 3 -> class 1, category 1 -> class 0 (ascending id order); centre/size normalised by 64x48
-    np.testing.assert_allclose(rows(lab / "000000000042.txt"), [[1, 16 / 64, 14 / 48, 16 / 64, 20 / 48],
-                                                               [0, 0.5, 0.5, 1.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(
+        rows(lab / "000000000042.txt"), [[1, 16 / 64, 14 / 48, 16 / 64, 20 / 48], [0, 0.5, 0.5, 1.0, 1.0]], atol=1e-6
+    )
     np.testing.assert_allclose(rows(lab / "street.txt"), [[2, 75 / 80, 70 / 80, 10 / 80, 20 / 80]], atol=1e-6)
     assert (lab / "000000000009.txt").read_text() == ""
 
@@ -76,12 +83,14 @@ def test_round_trip_with_reference_json(tmp_path):
     # and back to YOLO again: identical label files
     coco_to_yolo(out, tmp_path / "again")
     for f in (tmp_path / "labels" / "val").iterdir():
-        np.testing.assert_allclose(np.array(rows(tmp_path / "again" / f.name)).reshape(-1, 5),
-                                   np.array(rows(f)).reshape(-1, 5), atol=2e-6)
+        np.testing.assert_allclose(
+            np.array(rows(tmp_path / "again" / f.name)).reshape(-1, 5), np.array(rows(f)).reshape(-1, 5), atol=2e-6
+        )
 
 
 def test_yolo_to_coco_default_ids_load_in_pycocotools(tmp_path):
     from pycocotools.coco import COCO
+
     coco_to_yolo(write_coco(tmp_path), tmp_path / "labels" / "val")
     out = yolo_to_coco(tmp_path / "images" / "val", tmp_path / "plain.json", names=["person", "car", "truck"])
     c = COCO(str(out))
@@ -124,10 +133,20 @@ def test_orphan_annotations_warn_and_skip(tmp_path, caplog):
 def test_cli_round_trip_and_error(tmp_path):
     src = write_coco(tmp_path)
     script = ROOT / "data" / "scripts" / "coco_convert.py"
-    r = subprocess.run([sys.executable, str(script), "to-yolo", "--json", str(src), "--labels", "lab"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(script), "to-yolo", "--json", str(src), "--labels", "lab"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert len(rows(tmp_path / "lab" / "000000000042.txt")) == 2
-    r = subprocess.run([sys.executable, str(script), "to-coco", "--images", "images/val", "--out", "o.json"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(script), "to-coco", "--images", "images/val", "--out", "o.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--names" in r.stderr

@@ -1,15 +1,16 @@
 """Shared utilities: box conversions, run folders, yaml errors, device strings, atomic checkpoints."""
+
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from utils.boxes import (clip_boxes, scale_boxes, segments2boxes, xywh2xyxy, xywhn2xyxy, xyxy2xywh, xyxy2xywhn)
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.device import select_device
-from utils.errors import UserError, cli_main
-from utils.files import increment_path, yaml_load
+from models.checkpoint import load_checkpoint, save_checkpoint
+from utils.core.boxes import clip_boxes, scale_boxes, segments2boxes, xywh2xyxy, xywhn2xyxy, xyxy2xywh, xyxy2xywhn
+from utils.core.device import select_device
+from utils.core.errors import UserError, cli_main
+from utils.core.files import increment_path, yaml_load
 
 
 def test_box_round_trips_numpy_and_torch():

@@ -1,4 +1,5 @@
-"""utils/data_yaml.check_dataset: YOLOv5 yaml semantics (paths, names/nc, download) and one clear error per bad input."""
+"""data_yaml.check_dataset: YOLOv5 yaml semantics (paths, names/nc, download) and one clear error per bad input."""
+
 from __future__ import annotations
 
 import zipfile
@@ -7,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import utils.data_yaml as dy
-from utils.data_yaml import check_dataset
-from utils.errors import UserError
-from utils.files import ROOT
+import utils.dataloaders.data_yaml as dy
+from utils.core.errors import UserError
+from utils.core.files import ROOT
+from utils.dataloaders.data_yaml import check_dataset
 
 
 def _write(tmp: Path, data: dict | str, name: str = "d.yaml") -> Path:
@@ -28,8 +29,18 @@ def _dataset(tmp: Path) -> Path:
 
 def test_good_yaml_resolves_everything(tmp_path):
     root = _dataset(tmp_path)
-    f = _write(tmp_path, {"path": str(root), "train": "images/train", "val": "images/val", "test": None,
-                          "names": ["cat", "dog"], "val_json": "annotations/x.json", "extra": 7})
+    f = _write(
+        tmp_path,
+        {
+            "path": str(root),
+            "train": "images/train",
+            "val": "images/val",
+            "test": None,
+            "names": ["cat", "dog"],
+            "val_json": "annotations/x.json",
+            "extra": 7,
+        },
+    )
     d = check_dataset(str(f))
     assert d["names"] == {0: "cat", 1: "dog"} and d["nc"] == 2
     assert d["path"] == str(root) and d["train"] == str(root / "images/train") and d["val"] == str(root / "images/val")
@@ -41,8 +52,10 @@ def test_good_yaml_resolves_everything(tmp_path):
 def test_list_train_and_parent_prefix_rule(tmp_path):
     root = _dataset(tmp_path)
     (root / "images" / "extra").mkdir()
-    f = _write(tmp_path, {"path": str(root), "train": ["images/train", "../images/extra"], "val": "../images/val",
-                          "names": {0: "a"}})
+    f = _write(
+        tmp_path,
+        {"path": str(root), "train": ["images/train", "../images/extra"], "val": "../images/val", "names": {0: "a"}},
+    )
     d = check_dataset(f)
     # ../images/extra does not exist next to ds -> the leading ../ is dropped (YOLOv5); lists stay lists
     assert d["train"] == [str(root / "images/train"), str(root / "images/extra")]
@@ -91,17 +104,20 @@ def test_coco_yamls_without_data_give_clear_error(name, monkeypatch, tmp_path):
         check_dataset(ROOT / "data" / name, autodownload=False)
 
 
-@pytest.mark.parametrize("content, match", [
-    ({"path": ".", "val": "x"}, "has no 'names'"),
-    ({"val": "x", "names": []}, "has no 'names'"),
-    ({"val": "x", "names": {0: "a", 2: "b"}}, "without gaps"),
-    ({"val": "x", "names": {"a": "b"}}, "must be class ids"),
-    ({"val": "x", "names": ["a", "b"], "nc": 3}, "nc: 3 but 'names' lists 2"),
-    ({"path": ".", "names": ["a"]}, "has no 'val'"),
-    ("train: [a\nval: b\n", r"cannot parse yaml .*d\.yaml line"),
-    ("- just\n- a list\n", "does not hold a mapping"),
-    ("", "does not hold a mapping"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ({"path": ".", "val": "x"}, "has no 'names'"),
+        ({"val": "x", "names": []}, "has no 'names'"),
+        ({"val": "x", "names": {0: "a", 2: "b"}}, "without gaps"),
+        ({"val": "x", "names": {"a": "b"}}, "must be class ids"),
+        ({"val": "x", "names": ["a", "b"], "nc": 3}, "nc: 3 but 'names' lists 2"),
+        ({"path": ".", "names": ["a"]}, "has no 'val'"),
+        ("train: [a\nval: b\n", r"cannot parse yaml .*d\.yaml line"),
+        ("- just\n- a list\n", "does not hold a mapping"),
+        ("", "does not hold a mapping"),
+    ],
+)
 def test_bad_yaml_content(tmp_path, content, match):
     f = _write(tmp_path, content)
     with pytest.raises(UserError, match=match) as e:
@@ -120,35 +136,49 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_val_missing_without_download(tmp_path):
     f = _write(tmp_path, {"path": str(tmp_path), "train": "tr", "val": "va", "names": ["a"]})
-    with pytest.raises(UserError, match=rf"val path {tmp_path / 'va'} does not exist \(data yaml .*d\.yaml\) — "
-                                        r"fix the path or add a download: entry"):
+    with pytest.raises(
+        UserError,
+        match=rf"val path {tmp_path / 'va'} does not exist \(data yaml .*d\.yaml\) — "
+        r"fix the path or add a download: entry",
+    ):
         check_dataset(f)
 
 
 def test_python_download_creates_data(tmp_path, caplog):
-    code = "from pathlib import Path\nfrom utils.files import ROOT\nassert Path(yaml['path']).is_absolute()\n" \
-           "Path(yaml['val']).mkdir(parents=True)\n(Path(yaml['path']) / 'root.txt').write_text(str(ROOT))\n"
+    code = (
+        "from pathlib import Path\nfrom utils.core.files import ROOT\nassert Path(yaml['path']).is_absolute()\n"
+        "Path(yaml['val']).mkdir(parents=True)\n(Path(yaml['path']) / 'root.txt').write_text(str(ROOT))\n"
+    )
     f = _write(tmp_path, {"path": str(tmp_path / "ds"), "val": "images/val", "names": ["a"], "download": code})
     d = check_dataset(f)
     assert Path(d["val"]).is_dir() and (tmp_path / "ds" / "root.txt").read_text() == str(ROOT)
     with pytest.raises(UserError, match="automatic download is off"):  # the code is not run when not allowed
-        check_dataset(_write(tmp_path, {**yaml.safe_load(f.read_text()), "val": "other"}, "e.yaml"),
-                      autodownload=False)
+        check_dataset(_write(tmp_path, {**yaml.safe_load(f.read_text()), "val": "other"}, "e.yaml"), autodownload=False)
     assert not (tmp_path / "ds" / "other").exists()
 
 
 def test_bash_download(tmp_path):
-    f = _write(tmp_path, {"path": str(tmp_path / "ds"), "val": "v", "names": ["a"],
-                          "download": f"bash -c 'mkdir -p {tmp_path}/ds/v && pwd > {tmp_path}/cwd.txt'"})
+    f = _write(
+        tmp_path,
+        {
+            "path": str(tmp_path / "ds"),
+            "val": "v",
+            "names": ["a"],
+            "download": f"bash -c 'mkdir -p {tmp_path}/ds/v && pwd > {tmp_path}/cwd.txt'",
+        },
+    )
     check_dataset(f)
     assert (tmp_path / "ds" / "v").is_dir() and (tmp_path / "cwd.txt").read_text().strip() == str(ROOT)
 
 
-@pytest.mark.parametrize("download, match", [
-    ("bash -c 'exit 3'", r"download command of .*d\.yaml failed \(exit 3\)"),
-    ("raise RuntimeError('no network')", r"download code of .*d\.yaml failed: RuntimeError: no network"),
-    ("x = 1", r"still does not exist after the download of .*d\.yaml"),  # runs fine but makes nothing
-])
+@pytest.mark.parametrize(
+    "download, match",
+    [
+        ("bash -c 'exit 3'", r"download command of .*d\.yaml failed \(exit 3\)"),
+        ("raise RuntimeError('no network')", r"download code of .*d\.yaml failed: RuntimeError: no network"),
+        ("x = 1", r"still does not exist after the download of .*d\.yaml"),  # runs fine but makes nothing
+    ],
+)
 def test_failing_download(tmp_path, download, match):
     f = _write(tmp_path, {"path": str(tmp_path / "ds"), "val": "v", "names": ["a"], "download": download})
     with pytest.raises(UserError, match=match):
@@ -167,13 +197,21 @@ def test_zip_url_download(tmp_path, monkeypatch):
         fetched.append((url, str(dst), sha256))
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         Path(dst).write_bytes(src.read_bytes())
-        check(Path(dst))  # the zip check utils.data_yaml hands to the downloader
+        check(Path(dst))  # the zip check utils.dataloaders.data_yaml hands to the downloader
         return Path(dst)
 
     monkeypatch.setattr(dy, "download_file", fake_download)
     root = tmp_path / "datasets" / "ds"
-    f = _write(tmp_path, {"path": str(root), "val": "images/val", "names": ["a"],
-                          "download": "https://example.com/files/ds.zip", "download_sha256": "AB" * 32})
+    f = _write(
+        tmp_path,
+        {
+            "path": str(root),
+            "val": "images/val",
+            "names": ["a"],
+            "download": "https://example.com/files/ds.zip",
+            "download_sha256": "AB" * 32,
+        },
+    )
     d = check_dataset(f)
     assert fetched == [("https://example.com/files/ds.zip", str(tmp_path / "datasets" / "ds.zip"), "ab" * 32)]
     assert (Path(d["val"]) / "readme.txt").read_text() == "x" and not (tmp_path / "datasets" / "ds.zip").exists()
@@ -182,8 +220,12 @@ def test_zip_url_download(tmp_path, monkeypatch):
         raise UserError(f"cannot download {url} ({kw['context']}): connection failed (unreachable) — check it")
 
     monkeypatch.setattr(dy, "download_file", broken)
-    f = _write(tmp_path, {"path": str(tmp_path / "other"), "val": "v", "names": ["a"],
-                          "download": "https://example.com/o.zip"})
-    with pytest.raises(UserError, match=r"cannot download https://example.com/o.zip \(data yaml .*d\.yaml\): "
-                                        r"connection failed \(unreachable\)"):
+    f = _write(
+        tmp_path, {"path": str(tmp_path / "other"), "val": "v", "names": ["a"], "download": "https://example.com/o.zip"}
+    )
+    with pytest.raises(
+        UserError,
+        match=r"cannot download https://example.com/o.zip \(data yaml .*d\.yaml\): "
+        r"connection failed \(unreachable\)",
+    ):
         check_dataset(f)

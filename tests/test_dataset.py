@@ -1,4 +1,6 @@
-"""utils.dataset: path forms, bad input, rect shapes, collate, labels vs pixels (plain and mosaic), workers, caches."""
+"""utils.dataloaders.dataset: path forms, bad input, rect shapes, collate, labels vs pixels (plain and mosaic),
+workers, caches."""
+
 from __future__ import annotations
 
 import random
@@ -10,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from utils.boxes import scale_boxes, xywh2xyxy
-from utils.dataset import LoadImagesAndLabels, create_dataloader, find_images, img2label_paths
-from utils.errors import UserError
+from utils.core.boxes import scale_boxes, xywh2xyxy
+from utils.core.errors import UserError
+from utils.dataloaders.dataset import LoadImagesAndLabels, create_dataloader, find_images, img2label_paths
 
 # one saturated colour per class, far from the black background and from the grey (114) padding
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
@@ -21,14 +23,16 @@ COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), 
 @pytest.fixture
 def ylog(caplog):
     """caplog that sees the project logger (it does not propagate to the root logger)."""
-    from utils.log import LOGGER
+    from utils.core.log import LOGGER
+
     LOGGER.addHandler(caplog.handler)
     yield caplog
     LOGGER.removeHandler(caplog.handler)
 
 
-def rect_image(root: Path, split: str, name: str, wh: tuple[int, int], box: tuple[int, int, int, int], cls: int,
-               label: bool = True) -> Path:
+def rect_image(
+    root: Path, split: str, name: str, wh: tuple[int, int], box: tuple[int, int, int, int], cls: int, label: bool = True
+) -> Path:
     """Black w×h image with a solid rectangle im[y1:y2, x1:x2] of COLOURS[cls] and its YOLO label."""
     w, h = wh
     x1, y1, x2, y2 = box
@@ -84,8 +88,10 @@ def assert_labels_match_pixels(img_t: torch.Tensor, labels: torch.Tensor, tol: f
 
 # ------------------------------------------------------------------------------------------------ paths
 def test_img2label_paths():
-    assert img2label_paths(["/d/images/a/images/x.JPG", "/d/imgs/y.png"]) == ["/d/images/a/labels/x.txt",
-                                                                             "/d/imgs/y.txt"]
+    assert img2label_paths(["/d/images/a/images/x.JPG", "/d/imgs/y.png"]) == [
+        "/d/images/a/labels/x.txt",
+        "/d/imgs/y.txt",
+    ]
 
 
 def test_path_forms(tmp_path, ylog):
@@ -106,19 +112,29 @@ def test_path_forms(tmp_path, ylog):
 
 
 def test_missing_images_directory_via_yaml(tmp_path):
-    (tmp_path / "d.yaml").write_text(yaml.safe_dump({"path": str(tmp_path), "train": "images/train",
-                                                     "val": "images/train", "names": ["a"]}))
+    (tmp_path / "d.yaml").write_text(
+        yaml.safe_dump({"path": str(tmp_path), "train": "images/train", "val": "images/train", "names": ["a"]})
+    )
     with pytest.raises(UserError, match="images/train"):
         create_dataloader(str(tmp_path / "images" / "train"), 64, 2, 32, workers=0)
 
 
 def test_coco128_layout_loads_unchanged(tmp_path):
-    from utils.data_yaml import check_dataset
+    from utils.dataloaders.data_yaml import check_dataset
+
     root = tmp_path / "coco128"
     for i, (wh, box, cls) in enumerate([((160, 120), (10, 20, 60, 70), 0), ((100, 150), (30, 30, 90, 140), 2)]):
         rect_image(root, "train2017", f"00000000000{i}.jpg", wh, box, cls)
-    (tmp_path / "coco128.yaml").write_text(yaml.safe_dump(
-        {"path": str(root), "train": "images/train2017", "val": "images/train2017", "names": {0: "a", 1: "b", 2: "c"}}))
+    (tmp_path / "coco128.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "path": str(root),
+                "train": "images/train2017",
+                "val": "images/train2017",
+                "names": {0: "a", 1: "b", 2: "c"},
+            }
+        )
+    )
     data = check_dataset(str(tmp_path / "coco128.yaml"))
     ds = LoadImagesAndLabels(data["train"], 160)
     assert ds.n == 2 and ds.shapes.tolist() == [[160, 120], [100, 150]]
@@ -142,8 +158,14 @@ def test_bad_files_skipped_good_still_load(tmp_path, ylog):
     ds = LoadImagesAndLabels(d, 128, nc=3)
     assert sorted(Path(f).name for f in ds.im_files) == ["000.png", "001.png", "002.png", "empty.png"]
     assert "4 images, 1 backgrounds, 6 corrupt" in ylog.text
-    for name, why in [("bad.jpg", "cannot open image"), ("small.png", "below 10 pixels"), ("cols.png", "4 columns"),
-                      ("neg.png", "negative"), ("big.png", "out of bounds"), ("cls.png", "class 5 exceeds nc=3")]:
+    for name, why in [
+        ("bad.jpg", "cannot open image"),
+        ("small.png", "below 10 pixels"),
+        ("cols.png", "4 columns"),
+        ("neg.png", "negative"),
+        ("big.png", "out of bounds"),
+        ("cls.png", "class 5 exceeds nc=3"),
+    ]:
         assert any(name in l and why in l for l in ylog.text.splitlines()), name
     for i in range(ds.n):
         im, lb, f, _ = ds[i]
@@ -224,8 +246,21 @@ def test_image_weights_sampler_redraws_reach_persistent_workers(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ augmented path
-HYP = dict(mosaic=1.0, mixup=0.0, copy_paste=0.0, degrees=10.0, translate=0.1, scale=0.3, shear=5.0,
-           perspective=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, flipud=0.5, fliplr=0.5)
+HYP = dict(
+    mosaic=1.0,
+    mixup=0.0,
+    copy_paste=0.0,
+    degrees=10.0,
+    translate=0.1,
+    scale=0.3,
+    shear=5.0,
+    perspective=0.0,
+    hsv_h=0.0,
+    hsv_s=0.0,
+    hsv_v=0.0,
+    flipud=0.5,
+    fliplr=0.5,
+)
 
 
 @pytest.mark.parametrize("mosaic, degrees, shear", [(1.0, 0.0, 0.0), (1.0, 10.0, 5.0), (0.0, 10.0, 5.0)])
@@ -308,7 +343,8 @@ def test_seeded_augmenting_loader_is_deterministic(tmp_path):
 def test_cache_ram_checks_available_memory_first(tmp_path, ylog, monkeypatch, free_gb, cached):
     import psutil
 
-    from utils import dataset as dataset_mod
+    from utils.dataloaders import dataset as dataset_mod
+
     d = rect_dataset(tmp_path, 3, wh=(160, 120))  # 3 x 128 x 96 x 3 bytes = 110 kB resized
     real = psutil.virtual_memory()
     monkeypatch.setattr(dataset_mod.psutil, "virtual_memory", lambda: real._replace(available=int(free_gb * 1e9)))
@@ -322,7 +358,8 @@ def test_cache_ram_checks_available_memory_first(tmp_path, ylog, monkeypatch, fr
 
 
 def test_cache_ram_estimate_counts_each_local_ddp_rank(tmp_path, monkeypatch):
-    from utils import dataset as dataset_mod
+    from utils.dataloaders import dataset as dataset_mod
+
     d = rect_dataset(tmp_path, 2, wh=(160, 120))
     need = 2 * 128 * 96 * 3
     real = dataset_mod.psutil.virtual_memory()

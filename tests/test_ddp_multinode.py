@@ -8,6 +8,7 @@ file the process created, opened for writing, renamed or removed under this test
 it read while the DataLoader fetched a sample (inside `Dataset.__getitem__`). train.py and utils/ know nothing of it.
 Mosaic is off in this test's hyp so that one sample reads exactly one image file.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,7 @@ import yaml
 
 from tests.fixtures_data import TINY, write_shapes_yaml
 from tests.fixtures_train import free_port, train_hyp, write_micro_cfg
-from utils.files import ROOT
+from utils.core.files import ROOT
 
 EPOCHS = 3  # stopped after epoch 0's last.pt; the stop lands in epoch 1 or 2, the resume trains what is left
 BATCH = 8  # total over both ranks: 4 per rank
@@ -34,7 +35,7 @@ N_TRAIN = TINY["n_train"]  # 32: the DistributedSampler splits it into two halve
 LAUNCH_TIMEOUT_S = 240  # each phase: both torchruns, start to exit
 
 # Loaded by every Python process started with this PYTHONPATH; active only in torchrun's workers (RANK is set).
-TRACER = r'''
+TRACER = r"""
 import json, os, sys
 
 _dir, _rank, _tag = os.environ.get("DDP_TRACE_DIR"), os.environ.get("RANK"), os.environ.get("DDP_TRACE_TAG", "")
@@ -91,14 +92,32 @@ if _dir and _rank is not None:
             _busy[0] = False
 
     sys.addaudithook(_hook)
-'''
+"""
 
 
 def torchrun_node(port: int, rdzv_id: str, train_args: list[str]) -> list[str]:
     """One node's launcher: the command a user runs on each machine (endpoint = the first node's address)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", rdzv_id,
-            "--local-addr", "127.0.0.1", "--max-restarts", "0", str(ROOT / "train.py"), *train_args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        rdzv_id,
+        "--local-addr",
+        "127.0.0.1",
+        "--max-restarts",
+        "0",
+        str(ROOT / "train.py"),
+        *train_args,
+    ]
 
 
 class Job:
@@ -112,9 +131,16 @@ class Job:
         self.procs = []
         for log in self.logs:
             with open(log, "w") as f:
-                self.procs.append(subprocess.Popen(torchrun_node(port, rdzv_id, train_args), stdout=f,
-                                                   stderr=subprocess.STDOUT, cwd=str(logs), env=env,
-                                                   start_new_session=True))
+                self.procs.append(
+                    subprocess.Popen(
+                        torchrun_node(port, rdzv_id, train_args),
+                        stdout=f,
+                        stderr=subprocess.STDOUT,
+                        cwd=str(logs),
+                        env=env,
+                        start_new_session=True,
+                    )
+                )
 
     def running(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -147,8 +173,12 @@ class Job:
             p.wait(timeout=30)
 
     def worker_pids(self) -> list[int]:
-        return [r["pid"] for f in self.trace.glob(f"{self.tag}-rank*.jsonl")
-                for r in map(json.loads, f.read_text().splitlines()) if r["op"] == "start"]
+        return [
+            r["pid"]
+            for f in self.trace.glob(f"{self.tag}-rank*.jsonl")
+            for r in map(json.loads, f.read_text().splitlines())
+            if r["op"] == "start"
+        ]
 
     def wait(self, timeout_s: float) -> tuple[list[int], str]:
         """(exit codes, both nodes' output) once both launchers exit; a job still running at the deadline is killed."""
@@ -171,12 +201,13 @@ def read_trace(trace: Path, tag: str, rank: int) -> list[dict]:
 def epochs_of(samples: list[str], n: int) -> list[list[str]]:
     """A rank's training samples cut into its epochs (n per rank per epoch, read in order with --workers 0);
     a last, incomplete epoch (the job was stopped in it) is left out."""
-    return [samples[i:i + n] for i in range(0, len(samples) - n + 1, n)]
+    return [samples[i : i + n] for i in range(0, len(samples) - n + 1, n)]
 
 
 def expected_split(im_files: list[str], epoch: int, rank: int) -> list[str]:
     """What torch's DistributedSampler (seed 0, 2 replicas, shuffled) gives rank `rank` in `epoch`."""
     from torch.utils.data import DistributedSampler
+
     s = DistributedSampler(range(len(im_files)), num_replicas=2, rank=rank, shuffle=True, seed=0)
     s.set_epoch(epoch)
     return [im_files[i] for i in s]
@@ -193,8 +224,11 @@ def check_samples(trace: Path, tag: str, train_dir: Path, im_files: list[str], e
     half = N_TRAIN // 2
     per_rank = []
     for rank in (0, 1):
-        samples = [r["path"] for r in read_trace(trace, tag, rank)
-                   if r["op"] == "sample" and Path(r["path"]).parent == train_dir]
+        samples = [
+            r["path"]
+            for r in read_trace(trace, tag, rank)
+            if r["op"] == "sample" and Path(r["path"]).parent == train_dir
+        ]
         per_rank.append(epochs_of(samples, half))
     for k, epoch in enumerate(epochs):
         assert len(per_rank[0]) > k and len(per_rank[1]) > k, f"{tag}: epoch {epoch} not traced on both ranks"
@@ -203,8 +237,9 @@ def check_samples(trace: Path, tag: str, train_dir: Path, im_files: list[str], e
         assert not set(a) & set(b), f"{tag} epoch {epoch}: both ranks trained on {sorted(set(a) & set(b))}"
         assert set(a) | set(b) == set(im_files), f"{tag} epoch {epoch}: the two halves miss training images"
         for rank, got in enumerate((a, b)):
-            assert got == expected_split(im_files, epoch, rank), \
+            assert got == expected_split(im_files, epoch, rank), (
                 f"{tag} epoch {epoch}: rank {rank} did not read DistributedSampler's split for this epoch"
+            )
 
 
 def check_writes(trace: Path, tag: str) -> list[dict]:
@@ -218,8 +253,8 @@ def check_writes(trace: Path, tag: str) -> list[dict]:
 @pytest.mark.slow
 def test_torchrun_two_nodes_c10d_and_resume(tmp_path):
     from data.scripts.make_shapes import generate_shapes
-    from utils.checkpoint import load_checkpoint
-    from utils.dataset import create_dataloader
+    from models.checkpoint import load_checkpoint
+    from utils.dataloaders.dataset import create_dataloader
 
     # a private dataset (under tmp_path, traced): its label caches do not exist yet, so who writes them is observed
     data_root = generate_shapes(tmp_path / "data" / "shapes", **TINY)
@@ -233,17 +268,49 @@ def test_torchrun_two_nodes_c10d_and_resume(tmp_path):
     nc = len(yaml.safe_load(data_yaml.read_text())["names"])
     cfg = write_micro_cfg(inputs / "micro.yaml", nc=nc)
     (inputs / "sitecustomize.py").write_text(TRACER)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(inputs), os.environ.get("PYTHONPATH")])),
-           "DDP_TRACE_DIR": str(trace), "DDP_TRACE_ROOT": str(tmp_path)}
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(inputs), os.environ.get("PYTHONPATH")])),
+        "DDP_TRACE_DIR": str(trace),
+        "DDP_TRACE_ROOT": str(tmp_path),
+    }
     # --ddp-timeout: a rank left waiting by a broken job fails within minutes, not the default 3 h
     machine = ["--device", "cpu", "--workers", "0", "--ddp-timeout", "120"]
     last = project / "ddp" / "weights" / "last.pt"
 
     # ---- phase 1: a 3-epoch job, stopped (SIGTERM to both nodes) as soon as epoch 0's last.pt is in place
-    job = Job("train", ["--cfg", str(cfg), "--data", str(data_yaml), "--hyp", str(hyp), "--epochs", str(EPOCHS),
-                        "--batch-size", str(BATCH), "--img", str(IMGSZ), "--project", str(project), "--name", "ddp",
-                        "--noplots", "--noautoanchor", "--seed", "0", *machine], env, logs, trace)
+    job = Job(
+        "train",
+        [
+            "--cfg",
+            str(cfg),
+            "--data",
+            str(data_yaml),
+            "--hyp",
+            str(hyp),
+            "--epochs",
+            str(EPOCHS),
+            "--batch-size",
+            str(BATCH),
+            "--img",
+            str(IMGSZ),
+            "--project",
+            str(project),
+            "--name",
+            "ddp",
+            "--noplots",
+            "--noautoanchor",
+            "--seed",
+            "0",
+            *machine,
+        ],
+        env,
+        logs,
+        trace,
+    )
     try:
         deadline = time.monotonic() + LAUNCH_TIMEOUT_S
         while not last.is_file() and job.running() and time.monotonic() < deadline:
@@ -256,8 +323,9 @@ def test_torchrun_two_nodes_c10d_and_resume(tmp_path):
     m = re.search(r"DDP: images per rank this epoch \[(\d+), (\d+)\]", out1)  # rank 0's log of epoch 0
     assert m and m.groups() == (str(N_TRAIN // 2), str(N_TRAIN // 2)), out1[-3000:]
     stopped_after = load_checkpoint(last)["epoch"]
-    assert 0 <= stopped_after < EPOCHS - 1, f"the stop came too late (last.pt of epoch {stopped_after}): " \
-                                            f"nothing left to resume"
+    assert 0 <= stopped_after < EPOCHS - 1, (
+        f"the stop came too late (last.pt of epoch {stopped_after}): nothing left to resume"
+    )
 
     # ---- phase 2: the same two launches with --resume; settings come from the checkpoint, the machine from the CLI
     codes, out2 = Job("resume", ["--resume", str(last), *machine], env, logs, trace).wait(LAUNCH_TIMEOUT_S)

@@ -1,5 +1,6 @@
 """One set of defaults per script: the CLI (parse_opt with no flags) gives exactly what run() uses when called
 without keywords, key by key, for train, val, detect and export."""
+
 from __future__ import annotations
 
 import inspect
@@ -11,9 +12,9 @@ import detect
 import export
 import train
 import val
-from utils import args as A
-from utils.files import ROOT
-from utils.train_options import RUN_STATE, TrainOptions, flag_defaults
+from utils.core import args as A
+from utils.core.files import ROOT
+from utils.training.train_options import RUN_STATE, TrainOptions, flag_defaults
 
 
 class Reached(Exception):
@@ -60,8 +61,9 @@ def _run_defaults(module) -> dict:
     return A.signature_defaults(module.run)
 
 
-@pytest.mark.parametrize("module,argv", [(val, []), (detect, []), (export, ["--weights", "w.pt"])],
-                         ids=["val", "detect", "export"])
+@pytest.mark.parametrize(
+    "module,argv", [(val, []), (detect, []), (export, ["--weights", "w.pt"])], ids=["val", "detect", "export"]
+)
 def test_cli_defaults_are_run_defaults(module, argv):
     cli = vars(module.parse_opt(argv))
     run = _run_defaults(module)

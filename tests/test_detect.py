@@ -1,4 +1,5 @@
 """detect.py end to end: folders with a corrupt file, videos, labels that match the API, bad input, stream reader."""
+
 from __future__ import annotations
 
 import os
@@ -14,10 +15,10 @@ import torch
 
 import detect
 from tests.test_backend import save_micro_checkpoint
-from utils.api import load_model
-from utils.errors import UserError
-from utils.files import ROOT
-from utils.sources import LoadImages, LoadStreams, StreamReader, collect_files, is_stream, load_source
+from utils.core.errors import UserError
+from utils.core.files import ROOT
+from utils.dataloaders.sources import LoadImages, LoadStreams, StreamReader, collect_files, is_stream, load_source
+from utils.inference.api import load_model
 
 FAST = dict(imgsz=64, device="cpu")
 
@@ -49,9 +50,26 @@ def write_video(path: Path, n: int = 10, size: tuple[int, int] = (96, 64), fps: 
 def test_cli_folder_with_corrupt_file(micro_pt: Path, tmp_path: Path) -> None:
     write_images(tmp_path / "src")
     (tmp_path / "src" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    p = subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights", str(micro_pt), "--source",
-                        str(tmp_path / "src"), "--imgsz", "64", "--device", "cpu", "--project", str(tmp_path / "runs")],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "detect.py"),
+            "--weights",
+            str(micro_pt),
+            "--source",
+            str(tmp_path / "src"),
+            "--imgsz",
+            "64",
+            "--device",
+            "cpu",
+            "--project",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=180,
+    )
     assert p.returncode == 0, p.stderr
     out = p.stdout + p.stderr
     assert out.count("WARNING") == 1 and "broken.jpg" in out and "Traceback" not in out
@@ -79,8 +97,17 @@ def test_video_gives_mp4_and_label_per_frame(micro_pt: Path, tmp_path: Path) -> 
 def test_save_txt_conf_matches_api(micro_pt: Path, tmp_path: Path) -> None:
     files = write_images(tmp_path / "src", n=2)
     kw = dict(conf_thres=0.001, max_det=20, **FAST)  # random weights: a low threshold gives boxes to compare
-    res = detect.run(weights=micro_pt, source=tmp_path / "src", save_txt=True, save_conf=True, nosave=True,
-                     save_csv=True, save_crop=True, project=tmp_path, **kw)
+    res = detect.run(
+        weights=micro_pt,
+        source=tmp_path / "src",
+        save_txt=True,
+        save_conf=True,
+        nosave=True,
+        save_csv=True,
+        save_crop=True,
+        project=tmp_path,
+        **kw,
+    )
     api = load_model(micro_pt, device="cpu", imgsz=64, conf=0.001, max_det=20)
     for f in files:
         r = api(str(f))[0]
@@ -122,8 +149,9 @@ def test_newest_weights(tmp_path: Path) -> None:
     assert detect.newest_weights(tmp_path) == tmp_path / "exp" / "weights" / "best.pt"
 
 
-def test_view_img_headless_does_not_crash(micro_pt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_view_img_headless_does_not_crash(
+    micro_pt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     write_images(tmp_path / "src", n=1)
@@ -139,8 +167,14 @@ def test_source_collection(tmp_path: Path) -> None:
     assert collect_files(tmp_path / "a") == ([str(f) for f in files], [str(tmp_path / "a" / "v.avi")])
     assert collect_files(str(tmp_path / "a" / "img[12].jpg"))[0] == [str(f) for f in files[1:]]
     assert collect_files(tmp_path / "list.txt")[0] == [str(tmp_path / "a" / "img0.jpg"), str(files[2])]
-    assert [is_stream(s) for s in ("0", "rtsp://h/x", "HTTP://h/x.mjpg", "x.streams", "a/img0.jpg", "10.jpg")] == \
-        [True, True, True, True, False, False]
+    assert [is_stream(s) for s in ("0", "rtsp://h/x", "HTTP://h/x.mjpg", "x.streams", "a/img0.jpg", "10.jpg")] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
     assert isinstance(load_source(tmp_path / "a"), LoadImages)
     frames = [b[0] for b in LoadImages(tmp_path / "a", vid_stride=1)]
     assert [f.kind for f in frames] == ["image"] * 3 + ["video"] * 2

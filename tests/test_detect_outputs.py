@@ -1,5 +1,6 @@
 """detect.py outputs: inputs that share a file name keep separate images / labels / videos (and the log's counts are
 the files on disk); not a single readable input is exit code 1 with one line (issue #11, item 9)."""
+
 from __future__ import annotations
 
 import io
@@ -15,9 +16,9 @@ import pytest
 import detect
 from tests.test_backend import save_micro_checkpoint
 from tests.test_detect import write_video
-from utils.errors import NoUsableInputError
-from utils.files import ROOT
-from utils.log import LOGGER
+from utils.core.errors import NoUsableInputError
+from utils.core.files import ROOT
+from utils.core.log import LOGGER
 
 FAST = dict(imgsz=64, device="cpu")
 
@@ -49,9 +50,18 @@ def test_same_file_names_are_all_kept(micro_pt: Path, tmp_path: Path) -> None:
     for i, (rel, (h, w)) in enumerate(shapes.items()):
         _image(tmp_path / rel, h, w, seed=i)
     (tmp_path / "list.txt").write_text("\n".join(shapes) + "\n")
-    res, log = log_of(lambda: detect.run(weights=micro_pt, source=tmp_path / "list.txt", save_txt=True,
-                                         save_crop=True, conf_thres=0.001, max_det=5, project=tmp_path / "runs",
-                                         **FAST))
+    res, log = log_of(
+        lambda: detect.run(
+            weights=micro_pt,
+            source=tmp_path / "list.txt",
+            save_txt=True,
+            save_crop=True,
+            conf_thres=0.001,
+            max_det=5,
+            project=tmp_path / "runs",
+            **FAST,
+        )
+    )
     d = res["save_dir"]
     saved = {f.name: cv2.imread(str(f)).shape[:2] for f in d.iterdir() if f.is_file()}
     assert saved == {"img.jpg": (60, 80), "img_2.jpg": (70, 90), "img_3.png": (50, 40)}  # each its own picture
@@ -68,8 +78,13 @@ def test_same_video_names_get_separate_videos(micro_pt: Path, tmp_path: Path) ->
     for sub, n in (("a", 6), ("b", 3)):
         (tmp_path / sub).mkdir()
         write_video(tmp_path / sub / "clip.mp4", n=n)
-    res = detect.run(weights=micro_pt, source=[tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"],
-                     save_txt=True, project=tmp_path / "runs", **FAST)
+    res = detect.run(
+        weights=micro_pt,
+        source=[tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"],
+        save_txt=True,
+        project=tmp_path / "runs",
+        **FAST,
+    )
     d = res["save_dir"]
     counts = {}
     for name in ("clip.mp4", "clip_2.mp4"):
@@ -89,9 +104,26 @@ def test_no_readable_input_is_exit_1_one_line(micro_pt: Path, tmp_path: Path) ->
     with pytest.raises(NoUsableInputError, match="not one of its 2 input"):
         detect.run(weights=micro_pt, source=src, save_txt=True, save_csv=True, project=tmp_path / "py", **FAST)
     assert not (tmp_path / "py" / "exp").exists()  # no empty run folder (nor a header-only predictions.csv)
-    r = subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights", str(micro_pt), "--source", str(src),
-                        "--imgsz", "64", "--device", "cpu", "--project", str(tmp_path / "runs")],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "detect.py"),
+            "--weights",
+            str(micro_pt),
+            "--source",
+            str(src),
+            "--imgsz",
+            "64",
+            "--device",
+            "cpu",
+            "--project",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     err = r.stderr.strip().splitlines()
     assert r.returncode == 1, r.stdout[-800:] + r.stderr[-800:]
     assert len(err) == 1 and err[0].startswith("ERROR: --source") and "could be read" in err[0]
@@ -103,8 +135,9 @@ def test_default_imgsz_is_the_training_size(tmp_path):
     """No --imgsz: a checkpoint that records its training size (train.py's opt) runs at it; one that does not, at
     YOLOv5's 640; an explicit --imgsz wins."""
     import detect
+    from models.checkpoint import load_checkpoint, save_checkpoint
     from tests.test_backend import save_micro_checkpoint
-    from utils.checkpoint import load_checkpoint, save_checkpoint
+
     plain = save_micro_checkpoint(tmp_path / "plain.pt")
     ck = load_checkpoint(plain)
     ck["opt"] = {"imgsz": 96}
@@ -114,7 +147,8 @@ def test_default_imgsz_is_the_training_size(tmp_path):
     cv2.imwrite(str(img), np.full((200, 300, 3), 127, np.uint8))
     for name, w, size in (("t", trained, None), ("e", trained, 64)):  # both paths run end to end
         detect.run(weights=str(w), source=str(img), imgsz=size, project=str(tmp_path), name=name, nosave=True)
-    import utils.api as api
+    import utils.inference.api as api
+
     for w, size, want in ((trained, None, (96, 96)), (trained, 64, (64, 64)), (plain, None, (640, 640))):
         d = api.Detector(w, imgsz=detect.default_imgsz(w) if size is None else size)
         assert tuple(d.imgsz) == want

@@ -1,4 +1,5 @@
-"""End to end: weights trained by train.py find the objects of a freshly generated shapes image via utils.api."""
+"""End to end: weights trained by train.py find the objects of a freshly generated shapes image (Python API)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +9,13 @@ import torch
 from torchvision.ops import box_iou
 
 from tests.fixtures_train import FIXTURE_IMGSZ
-from utils.boxes import xywhn2xyxy
+from utils.core.boxes import xywhn2xyxy
 
 
 def test_trained_weights_detect_new_image(trained_weights, tmp_path):
     from data.scripts.make_shapes import generate_shapes
-    from utils.api import load_model
+    from utils.inference.api import load_model
+
     generate_shapes(tmp_path, n_train=0, n_val=4, imgsz=FIXTURE_IMGSZ, seed=12345)  # images the model has never seen
     images = sorted(p for p in tmp_path.rglob("*") if p.suffix.lower() in (".jpg", ".png") and "images" in p.parts)
     assert images

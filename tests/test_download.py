@@ -1,6 +1,7 @@
 """utils/download.download_file against a local HTTP server on 127.0.0.1: time limits on stalled servers, retries,
 truncated bodies, SHA-256 and loadability checks, nothing left behind on failure; and the two callers end to end
 (--backbone-weights official names into the torch hub cache, dataset yaml `download:` zip URLs)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,15 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import utils.download as dl
+import utils.core.download as dl
 from models.pretrained import load_backbone_weights
 from models.yolo import Model
 from tests.fixtures_models import micro_cfg
-from utils.data_yaml import check_dataset
-from utils.download import download_file
-from utils.errors import UserError
-from utils.files import ROOT, yaml_load, yaml_save
-from utils.train_setup import build_model
+from utils.core.download import download_file
+from utils.core.errors import UserError
+from utils.core.files import ROOT, yaml_load, yaml_save
+from utils.dataloaders.data_yaml import check_dataset
+from utils.training.train_setup import build_model
 
 BODY = bytes(range(256)) * 40  # 10 KiB
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -35,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Serves server.routes[path] = (kind, body); kinds: ok, flaky (503 first), stall (headers, 10 bytes, silence),
     short (half the Content-Length, then close)."""
 
-    def do_GET(self) -> None:  # noqa: N802 — http.server's name
+    def do_GET(self) -> None:
         srv = self.server
         srv.hits[self.path] = srv.hits.get(self.path, 0) + 1
         kind, body = srv.routes.get(self.path, ("missing", b""))
@@ -129,8 +130,11 @@ def test_headers_then_stall_times_out_and_keeps_the_old_file(server, tmp_path) -
     with pytest.raises(UserError) as e:
         download_file(url, dest, timeout=T, retries=1, progress=False)
     assert time.monotonic() - t0 < 5 and server.hits("/stall.bin") == 2
-    assert re.search(rf"cannot download {re.escape(url)}: timed out after 0.5 s without a byte \(10 bytes in\) "
-                     r"\(2 tries\) — check the network", _one_line_error(e))
+    assert re.search(
+        rf"cannot download {re.escape(url)}: timed out after 0.5 s without a byte \(10 bytes in\) "
+        r"\(2 tries\) — check the network",
+        _one_line_error(e),
+    )
     assert dest.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [dest]  # no temp file
 
 
@@ -217,8 +221,15 @@ def official_file(server, tmp_path, monkeypatch):
 
 def test_backbone_name_downloads_into_hub_cache_with_sha(official_file, server) -> None:
     src, data, url, cache = official_file
-    model = build_model(micro_cfg(), None, 2, {0: "a", 1: "b"}, torch.device("cpu"),
-                        backbone_weights="convnext_tiny_1k", backbone_sha256=hashlib.sha256(data).hexdigest())
+    model = build_model(
+        micro_cfg(),
+        None,
+        2,
+        {0: "a", 1: "b"},
+        torch.device("cpu"),
+        backbone_weights="convnext_tiny_1k",
+        backbone_sha256=hashlib.sha256(data).hexdigest(),
+    )
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in _backbone(src).items())
     assert cache.read_bytes() == data and list(cache.parent.iterdir()) == [cache]
     report = load_backbone_weights(Model(micro_cfg()), "convnext_tiny_1k")  # second time: from the cache
@@ -229,8 +240,15 @@ def test_backbone_name_downloads_into_hub_cache_with_sha(official_file, server) 
 def test_backbone_wrong_sha_or_unloadable_download_leaves_no_cache(official_file, server) -> None:
     src, data, url, cache = official_file
     with pytest.raises(UserError, match=rf"cannot download {re.escape(url)} \(--backbone-weights\): sha256 mismatch"):
-        build_model(micro_cfg(), None, 2, {0: "a", 1: "b"}, torch.device("cpu"),
-                    backbone_weights="convnext_tiny_1k", backbone_sha256="1" * 64)
+        build_model(
+            micro_cfg(),
+            None,
+            2,
+            {0: "a", 1: "b"},
+            torch.device("cpu"),
+            backbone_weights="convnext_tiny_1k",
+            backbone_sha256="1" * 64,
+        )
     server.add("/convnext_tiny_1k_224_ema.pth", data[: len(data) // 2])  # a complete response of a broken file
     with pytest.raises(UserError, match=r"\(--backbone-weights\): the downloaded file is not usable"):
         load_backbone_weights(Model(micro_cfg()), "convnext_tiny_1k")
@@ -254,8 +272,11 @@ def test_backbone_download_from_silent_server_fails_in_seconds(silent_url, tmp_p
     monkeypatch.setenv("YOLO_DOWNLOAD_TIMEOUT", "0.3")
     monkeypatch.setenv("YOLO_DOWNLOAD_RETRIES", "0")
     t0 = time.monotonic()
-    with pytest.raises(UserError, match=rf"cannot download {re.escape(silent_url)} \(--backbone-weights\): timed out "
-                                        r"after 0.3 s .* download it by hand to .*hub/checkpoints/convnext.pth"):
+    with pytest.raises(
+        UserError,
+        match=rf"cannot download {re.escape(silent_url)} \(--backbone-weights\): timed out "
+        r"after 0.3 s .* download it by hand to .*hub/checkpoints/convnext.pth",
+    ):
         load_backbone_weights(Model(micro_cfg()), "convnext_tiny_1k")
     assert time.monotonic() - t0 < 5 and list((tmp_path / "hub" / "checkpoints").iterdir()) == []
 
@@ -281,8 +302,11 @@ def _yaml(tmp: Path, url: str, **extra) -> Path:
 def test_data_yaml_zip_url_checks_sha256_then_extracts(server, tmp_path) -> None:
     data = _zip_bytes()
     url = server.add("/ds.zip", data)
-    with pytest.raises(UserError, match=rf"cannot download {re.escape(url)} \(data yaml .*d\.yaml\): sha256 mismatch: "
-                                        rf"got {hashlib.sha256(data).hexdigest()}, expected {'2' * 64}"):
+    with pytest.raises(
+        UserError,
+        match=rf"cannot download {re.escape(url)} \(data yaml .*d\.yaml\): sha256 mismatch: "
+        rf"got {hashlib.sha256(data).hexdigest()}, expected {'2' * 64}",
+    ):
         check_dataset(_yaml(tmp_path, url, download_sha256="2" * 64))
     assert list((tmp_path / "datasets").iterdir()) == []
     d = check_dataset(_yaml(tmp_path, url, download_sha256=hashlib.sha256(data).hexdigest()))
@@ -290,15 +314,24 @@ def test_data_yaml_zip_url_checks_sha256_then_extracts(server, tmp_path) -> None
     assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == ["ds"]  # zip removed, no temp file
 
 
-@pytest.mark.parametrize("body, cause", [
-    (b"<html>not found page</html>", r"the downloaded file is not usable: not a valid zip"),
-    (_zip_bytes(corrupt=True), r"the downloaded file is not usable: zip member ds/images/val/readme.txt is corrupt"),
-])
+@pytest.mark.parametrize(
+    "body, cause",
+    [
+        (b"<html>not found page</html>", r"the downloaded file is not usable: not a valid zip"),
+        (
+            _zip_bytes(corrupt=True),
+            r"the downloaded file is not usable: zip member ds/images/val/readme.txt is corrupt",
+        ),
+    ],
+)
 def test_data_yaml_bad_zip_extracts_nothing(server, tmp_path, body, cause) -> None:
     url = server.add("/ds.zip", body)
     f = _yaml(tmp_path, url)
-    with pytest.raises(UserError, match=rf"cannot download {re.escape(url)} \(data yaml {re.escape(str(f))}\): "
-                                        rf"{cause}"):
+    with pytest.raises(
+        UserError,
+        match=rf"cannot download {re.escape(url)} \(data yaml {re.escape(str(f))}\): "
+        rf"{cause}",
+    ):
         check_dataset(f)
     assert list((tmp_path / "datasets").iterdir()) == []
 
@@ -327,8 +360,9 @@ def test_coco_yaml_download_code_goes_through_the_downloader(silent_url, tmp_pat
     with pytest.raises(UserError) as e:
         check_dataset(d)
     assert time.monotonic() - t0 < 5
-    assert _one_line_error(e).startswith(f"cannot download {base}annotations/annotations_trainval2017.zip "
-                                         f"(data/coco.yaml): timed out after 0.3 s")
+    assert _one_line_error(e).startswith(
+        f"cannot download {base}annotations/annotations_trainval2017.zip (data/coco.yaml): timed out after 0.3 s"
+    )
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 

@@ -1,4 +1,5 @@
 """utils/ema.ModelEMA: exact decay formula, buffers, attributes, fp32 / no-grad copy, DDP-style wrappers."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils.ema import ModelEMA
+from utils.training.ema import ModelEMA
 
 
 class OneParam(nn.Module):
@@ -98,12 +99,13 @@ def test_ema_on_real_model(micro_model):
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_batched_update_matches_per_tensor_loop(fmt):
     from models.yolo import Model
+
     torch.manual_seed(0)
     model = Model("models/yolov5n.yaml", nc=3).to(memory_format=fmt).train()
     ema = ModelEMA(model, tau=5.0)
     ref = ModelEMA(model, tau=5.0, batched=False)  # YOLOv5's per-tensor loop
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    for k in range(1, 4):  # real steps: parameters and BN running stats change between updates
+    for _ in range(1, 4):  # real steps: parameters and BN running stats change between updates
         model(torch.rand(2, 3, 64, 64).contiguous(memory_format=fmt))[0].mean().backward()
         opt.step()
         opt.zero_grad()

@@ -1,6 +1,7 @@
 """train.py --evolve: mutation (bounds, fixed keys, determinism, parent selection), evolve.csv (round trip, atomic
 writes, bad files), continuing an evolution, failed and interrupted generations, hyp_evolve.yaml, the flag checks,
 and one real two-generation evolution of the micro model."""
+
 from __future__ import annotations
 
 import csv
@@ -16,14 +17,26 @@ import yaml
 
 import train
 from tests.fixtures_train import train_hyp
-from utils import evolve as E
-from utils.errors import UserError
-from utils.files import ROOT
-from utils.log import LOGGER
-from utils.train_options import TrainOptions
+from utils.core.errors import UserError
+from utils.core.files import ROOT
+from utils.core.log import LOGGER
+from utils.training import evolve as E
+from utils.training.train_options import TrainOptions
 
-BASE = {"lr0": 0.01, "lrf": 0.05, "momentum": 0.9, "weight_decay": 0.05, "nbs": 16, "box": 0.05, "iou_t": 0.2,
-        "fl_gamma": 0.0, "hsv_h": 0.015, "mosaic": 1.0, "label_smoothing": 0.0, "warmup_min_iters": 10}
+BASE = {
+    "lr0": 0.01,
+    "lrf": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 0.05,
+    "nbs": 16,
+    "box": 0.05,
+    "iou_t": 0.2,
+    "fl_gamma": 0.0,
+    "hsv_h": 0.015,
+    "mosaic": 1.0,
+    "label_smoothing": 0.0,
+    "warmup_min_iters": 10,
+}
 FIXED = ("nbs", "iou_t", "fl_gamma", "label_smoothing", "warmup_min_iters")  # not in GENES, or gain 0
 
 
@@ -39,14 +52,24 @@ def log_text():
 
 def fake_train(calls: list, fail_on: dict | None = None):
     """A train_fn: fitness peaks at lr0 = 0.02 (so evolution has something to find); call k raises fail_on[k]."""
+
     def fn(hyp: dict) -> dict:
         calls.append(dict(hyp))
         err = (fail_on or {}).get(len(calls))
         if err is not None:
             raise err
         m = max(0.0, 1.0 - abs(hyp["lr0"] - 0.02) * 20)
-        return {"precision": 0.5, "recall": 0.4, "mAP50": m, "mAP50-95": m / 2, "val_box_loss": 0.1,
-                "val_obj_loss": 0.2, "val_cls_loss": 0.3, "save_dir": "ignored"}
+        return {
+            "precision": 0.5,
+            "recall": 0.4,
+            "mAP50": m,
+            "mAP50-95": m / 2,
+            "val_box_loss": 0.1,
+            "val_obj_loss": 0.2,
+            "val_cls_loss": 0.3,
+            "save_dir": "ignored",
+        }
+
     return fn
 
 
@@ -107,9 +130,11 @@ def test_next_hyp_first_generation_is_base_and_failed_rows_are_no_parents():
 
 # ---------------------------------------------------------------------------------------------- evolve.csv
 def _rows() -> list[E.Generation]:
-    return [E.Generation(1, dict(BASE), (0.5, 0.4, 0.3, 0.2, 0.1, 0.2, 0.3), 0.21),
-            E.Generation(2, {**BASE, "lr0": 0.0123}, status="failed", error='loss, "NaN" at epoch 1'),
-            E.Generation(3, {**BASE, "lr0": 0.00456789}, (0.6, 0.5, 0.4, 1 / 3, 0.1, 0.2, 0.3), 0.34)]
+    return [
+        E.Generation(1, dict(BASE), (0.5, 0.4, 0.3, 0.2, 0.1, 0.2, 0.3), 0.21),
+        E.Generation(2, {**BASE, "lr0": 0.0123}, status="failed", error='loss, "NaN" at epoch 1'),
+        E.Generation(3, {**BASE, "lr0": 0.00456789}, (0.6, 0.5, 0.4, 1 / 3, 0.1, 0.2, 0.3), 0.34),
+    ]
 
 
 def test_csv_round_trip_and_columns(tmp_path):
@@ -121,8 +146,18 @@ def test_csv_round_trip_and_columns(tmp_path):
     assert isinstance(back[0].hyp["nbs"], int) and isinstance(back[0].hyp["lr0"], float)
     with open(path, newline="") as f:
         header = next(csv.reader(f))
-    assert header[:10] == ["generation", "status", "error", "metrics/precision", "metrics/recall", "metrics/mAP_0.5",
-                           "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss"]
+    assert header[:10] == [
+        "generation",
+        "status",
+        "error",
+        "metrics/precision",
+        "metrics/recall",
+        "metrics/mAP_0.5",
+        "metrics/mAP_0.5:0.95",
+        "val/box_loss",
+        "val/obj_loss",
+        "val/cls_loss",
+    ]
     assert header[10:] == ["fitness", *BASE]
 
 
@@ -134,18 +169,24 @@ def test_csv_write_is_atomic(tmp_path, monkeypatch):
     def disk_full(*a):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("utils.files.os.replace", disk_full)
+    monkeypatch.setattr("utils.core.files.os.replace", disk_full)
     with pytest.raises(UserError, match="no space left"):
         E.write_csv(path, _rows())
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["evolve.csv"]  # no temp left
 
 
-@pytest.mark.parametrize("text,message", [
-    ("a,b,c\n1,2,3\n", "not an evolve.csv"),
-    (",".join(E.csv_header(["lr0"])) + "\n1,ok,,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1\n", "line 2: 11 values for 12 columns"),
-    (",".join(E.csv_header(["lr0"])) + "\n1,ok,,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,x\n", "line 2"),
-    (",".join(E.csv_header(["lr0"])) + "\n1,maybe,,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1\n", "not ok or failed"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("a,b,c\n1,2,3\n", "not an evolve.csv"),
+        (
+            ",".join(E.csv_header(["lr0"])) + "\n1,ok,,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1\n",
+            "line 2: 11 values for 12 columns",
+        ),
+        (",".join(E.csv_header(["lr0"])) + "\n1,ok,,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,x\n", "line 2"),
+        (",".join(E.csv_header(["lr0"])) + "\n1,maybe,,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1\n", "not ok or failed"),
+    ],
+)
 def test_bad_csv_is_one_line_user_error(tmp_path, text, message):
     path = tmp_path / "evolve.csv"
     path.write_text(text)
@@ -193,6 +234,7 @@ def test_non_finite_metrics_fail_the_generation(tmp_path):
     def nan_second(hyp):
         res = good(hyp)
         return {**res, "mAP50": float("nan")} if len(calls) == 2 else res
+
     E.run_generations(nan_second, BASE, tmp_path, 2, plot=False)
     row = E.read_csv(tmp_path / "evolve.csv")[1]
     assert row.status == "failed" and "non-finite metrics" in row.error
@@ -218,8 +260,7 @@ def test_hyp_evolve_yaml_is_the_best_row_and_plot(tmp_path):
     r = E.finish(tmp_path, E.read_csv(tmp_path / "evolve.csv"))
     text = (tmp_path / "hyp_evolve.yaml").read_text()
     assert yaml.safe_load(text) == rows[2].hyp == r.best_hyp == E.best_hyp(rows)
-    assert text.startswith("# Hyperparameter evolution: 3 generations (1 failed), best generation 3 of 3: "
-                           "fitness 0.34")
+    assert text.startswith("# Hyperparameter evolution: 3 generations (1 failed), best generation 3 of 3: fitness 0.34")
     assert r.best_generation == 3 and r.best_fitness == 0.34 and r.failed == 1
     assert (tmp_path / "evolve.png").stat().st_size > 10_000
     assert E.best_generation([rows[1]]) is None and E.best_hyp([rows[1]]) == {}
@@ -254,8 +295,20 @@ def test_evolve_flag_and_checks(monkeypatch):
 
 @pytest.mark.slow  # 20-30 s measured on the shared 2-core machine (two full runs + the plot)
 def test_two_real_generations(shapes_yaml, micro_cfg_file, tmp_path):
-    r = train.run(evolve=2, cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(), epochs=1, batch_size=32,
-                  imgsz=64, project=str(tmp_path), name="e", workers=0, device="cpu", noautoanchor=True)
+    r = train.run(
+        evolve=2,
+        cfg=str(micro_cfg_file),
+        data=str(shapes_yaml),
+        hyp=train_hyp(),
+        epochs=1,
+        batch_size=32,
+        imgsz=64,
+        project=str(tmp_path),
+        name="e",
+        workers=0,
+        device="cpu",
+        noautoanchor=True,
+    )
     d = tmp_path / "e"
     assert r["save_dir"] == str(d) and r["generations"] == 2 and r["failed"] == 0
     rows = E.read_csv(d / "evolve.csv")

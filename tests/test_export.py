@@ -1,4 +1,5 @@
 """export.py: TorchScript and ONNX files that reproduce the PyTorch output and carry stride/names metadata."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,9 +11,9 @@ import torch
 
 import export
 from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
-from utils.backend import DetectBackend
-from utils.errors import UserError
-from utils.files import ROOT
+from utils.core.errors import UserError
+from utils.core.files import ROOT
+from utils.inference.backend import DetectBackend
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,13 @@ def test_bad_flags_are_user_errors(tmp_path: Path) -> None:
 def test_cli_bad_weights_one_line_exit_2(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_text("hello")
-    p = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(junk), "--include", "onnx"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "export.py"), "--weights", str(junk), "--include", "onnx"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert p.stderr.strip().startswith("ERROR:") and len(p.stderr.strip().splitlines()) == 1
     assert "Traceback" not in p.stderr

@@ -1,6 +1,7 @@
-"""utils.mosaic: the one-step mosaic draws the same random numbers and gives exactly the reference path's boxes
-(mosaic4 + random_perspective); its pixels sit within a pixel of the reference's, with no gaps; other matrices
+"""utils.dataloaders.mosaic: the one-step mosaic draws the same random numbers and gives exactly the reference path's
+boxes (mosaic4 + random_perspective); its pixels sit within a pixel of the reference's, with no gaps; other matrices
 fall back to the reference itself. Dataset level: fast and reference loaders agree; reduced JPEG decoding."""
+
 from __future__ import annotations
 
 import random
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.test_augment import PALETTE, _check_labels, _mosaic_inputs, _pixel_box
-from utils.augment import apply_hsv, hsv_luts, mosaic4, random_perspective
-from utils.dataset import LoadImagesAndLabels, chw_rgb
-from utils.mosaic import mosaic_perspective
+from utils.dataloaders.augment import apply_hsv, hsv_luts, mosaic4, random_perspective
+from utils.dataloaders.dataset import LoadImagesAndLabels, chw_rgb
+from utils.dataloaders.mosaic import mosaic_perspective
 
 S = 128
 AXIS = dict(degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0)  # hyp.scratch-low's geometry
@@ -109,7 +110,7 @@ def test_hsv_in_the_tiles_matches_hsv_of_the_result(src_scale):
         assert np.abs(fast.astype(int) - ref.astype(int)).mean() < 6  # flat colours agree; edges may differ
         for c in range(len(PALETTE)):  # the jittered colours are where the reference has them, within a pixel
             target = apply_hsv(np.array([[PALETTE[c]]], np.uint8), luts)[0, 0]
-            a, b = [np.argwhere((np.abs(x.astype(int) - target).max(2) <= 3)) for x in (fast, ref)]
+            a, b = [np.argwhere(np.abs(x.astype(int) - target).max(2) <= 3) for x in (fast, ref)]
             if len(a) > 20 and len(b) > 20:
                 assert np.abs(a.min(0) - b.min(0)).max() <= 1 and np.abs(a.max(0) - b.max(0)).max() <= 1
 
@@ -124,8 +125,9 @@ def _jpeg_dataset(root, n: int = 4, wh: tuple[int, int] = (600, 400)) -> tuple:
         x1, y1, x2, y2 = 60 + 40 * i, 50 + 20 * i, 300 + 40 * i, 250 + 20 * i
         im[y1:y2, x1:x2] = PALETTE[i]
         cv2.imwrite(str(root / "images" / f"{i}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 98])
-        (root / "labels" / f"{i}.txt").write_text(f"{i} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} "
-                                                   f"{(y2 - y1) / h}\n")
+        (root / "labels" / f"{i}.txt").write_text(
+            f"{i} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n"
+        )
     return root / "images"
 
 
@@ -134,8 +136,9 @@ HYP = dict(mosaic=1.0, mixup=0.0, copy_paste=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.
 
 @pytest.mark.parametrize("hsv", [0.0, 0.5])
 def test_dataset_fast_and_reference_mosaics_agree(tmp_path, hsv):
-    ds = LoadImagesAndLabels(_jpeg_dataset(tmp_path), S, augment=True,
-                             hyp={**HYP, "hsv_h": hsv * 0.03, "hsv_s": hsv, "hsv_v": hsv})
+    ds = LoadImagesAndLabels(
+        _jpeg_dataset(tmp_path), S, augment=True, hyp={**HYP, "hsv_h": hsv * 0.03, "hsv_s": hsv, "hsv_v": hsv}
+    )
     for i in range(8):
         out = []
         for fast in (True, False):
@@ -163,8 +166,11 @@ def test_big_jpegs_decode_reduced_in_training_only(tmp_path):
     for i in range(train.n):
         im, lb, _, shapes = train[i]
         assert shapes[0] == (400, 600)
-        _check_labels(np.ascontiguousarray(im.numpy().transpose(1, 2, 0)[..., ::-1]),
-                      np.concatenate([lb[:, 1:2].numpy(), _xyxy(lb[:, 2:].numpy() * 128)], 1), False)
+        _check_labels(
+            np.ascontiguousarray(im.numpy().transpose(1, 2, 0)[..., ::-1]),
+            np.concatenate([lb[:, 1:2].numpy(), _xyxy(lb[:, 2:].numpy() * 128)], 1),
+            False,
+        )
 
 
 def _xyxy(xywh: np.ndarray) -> np.ndarray:

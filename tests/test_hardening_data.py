@@ -1,6 +1,7 @@
 """Issue #11, data side: a label cache cannot run code, cache write failures only warn, the label check decodes
 with the loader's reader, images that vanish mid-run are skipped, extreme aspect ratios resize, nan/inf labels
 are corrupt."""
+
 from __future__ import annotations
 
 import errno
@@ -15,17 +16,18 @@ import pytest
 import torch
 from PIL import Image
 
-import utils.label_check as lc
+import utils.dataloaders.label_check as lc
 from tests.test_dataset import rect_dataset, rect_image
-from utils.augment import letterbox
-from utils.dataset import LoadImagesAndLabels, create_dataloader
-from utils.label_check import load_labels, verify_image_label
+from utils.dataloaders.augment import letterbox
+from utils.dataloaders.dataset import LoadImagesAndLabels, create_dataloader
+from utils.dataloaders.label_check import load_labels, verify_image_label
 
 
 @pytest.fixture
 def ylog(caplog):
     """caplog that sees the project logger (it does not propagate to the root logger)."""
-    from utils.log import LOGGER
+    from utils.core.log import LOGGER
+
     LOGGER.addHandler(caplog.handler)
     yield caplog
     LOGGER.removeHandler(caplog.handler)
@@ -35,7 +37,9 @@ def ylog(caplog):
 def filelog(tmp_path):
     """Project log lines from this process and from forked DataLoader workers (they inherit the file handler)."""
     import logging
-    from utils.log import LOGGER
+
+    from utils.core.log import LOGGER
+
     handler = logging.FileHandler(tmp_path / "log.txt")
     LOGGER.addHandler(handler)
     yield lambda: (tmp_path / "log.txt").read_text()
@@ -46,6 +50,7 @@ def filelog(tmp_path):
 @pytest.fixture(scope="module")
 def micro_pt(tmp_path_factory) -> Path:
     from tests.test_backend import save_micro_checkpoint
+
     return save_micro_checkpoint(tmp_path_factory.mktemp("hardening") / "micro.pt")
 
 
@@ -87,8 +92,13 @@ def test_hostile_cache_runs_no_code_and_is_rebuilt(tmp_path, ylog, writer):
 
 def test_cache_round_trip_boxes_polygons_and_messages(tmp_path):
     ims, lbs = [], []
-    rows = {"a": "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n", "b": None, "c": "0 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n"
-            "1 0.6 0.6 0.9 0.7 0.7 0.9\n", "d": "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n", "e": "0 nan 0.5 0.2 0.2\n"}
+    rows = {
+        "a": "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n",
+        "b": None,
+        "c": "0 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n1 0.6 0.6 0.9 0.7 0.7 0.9\n",
+        "d": "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n",
+        "e": "0 nan 0.5 0.2 0.2\n",
+    }
     for name, text in rows.items():
         ims.append(str(rect_image(tmp_path, "t", f"{name}.png", (64, 48), (2, 2, 20, 20), 0, label=False)))
         lbs.append(str(tmp_path / "labels" / "t" / f"{name}.txt"))
@@ -135,8 +145,14 @@ def test_foreign_or_inconsistent_npz_cache_is_rebuilt(tmp_path, ylog, bad):
 
 
 # ------------------------------------------------------------------------------------------------ 2. cache write fails
-@pytest.mark.parametrize("exc", [RuntimeError("File labels.cache cannot be opened."),
-                                 PermissionError(13, "Permission denied"), OSError(errno.ENOSPC, "No space left")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("File labels.cache cannot be opened."),
+        PermissionError(13, "Permission denied"),
+        OSError(errno.ENOSPC, "No space left"),
+    ],
+)
 def test_cache_write_failure_warns_and_run_goes_on(tmp_path, monkeypatch, ylog, exc):
     d = rect_dataset(tmp_path, 3)
 
@@ -165,7 +181,8 @@ def test_float_tiff_is_corrupt_at_scan_and_the_run_completes(tmp_path, ylog):
 
 
 def test_reduced_jpeg_check_fails_exactly_when_full_decode_fails():
-    from utils.image_io import decode
+    from utils.core.image_io import decode
+
     rng = np.random.default_rng(0)
     im = cv2.GaussianBlur(rng.integers(0, 255, (96, 128, 3), np.uint8), (0, 0), 2)
     base = cv2.imencode(".jpg", im)[1].ravel()
@@ -190,7 +207,8 @@ def test_reduced_jpeg_check_fails_exactly_when_full_decode_fails():
 
 
 def test_reader_agrees_with_cv2_imread_and_opencv_limits(tmp_path, monkeypatch):
-    from utils.image_io import imread
+    from utils.core.image_io import imread
+
     f = tmp_path / "t.jpg"
     cv2.imwrite(str(f), cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (60, 80, 3), np.uint8), (0, 0), 2))
     f.write_bytes(f.read_bytes()[:-300])  # truncated: cv2.imread decodes it, the old imdecode reader did not
@@ -198,7 +216,7 @@ def test_reader_agrees_with_cv2_imread_and_opencv_limits(tmp_path, monkeypatch):
     assert imread(tmp_path / "missing.jpg") is None and imread(tmp_path) is None
     data = bytearray(cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))[1].tobytes())
     sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = (33000).to_bytes(2, "big") * 2  # 33000 x 33000 is above OpenCV's pixel limit
+    data[sof + 5 : sof + 9] = (33000).to_bytes(2, "big") * 2  # 33000 x 33000 is above OpenCV's pixel limit
     (tmp_path / "huge.jpg").write_bytes(bytes(data))
     assert imread(tmp_path / "huge.jpg") is None  # OpenCV raises here; the reader returns None
     assert imread(tmp_path / "huge.jpg", reduce=8) is not None  # ...but a 1/8 decode would pass: guarded below
@@ -238,8 +256,21 @@ def test_batch_that_lost_every_image_is_left_out(tmp_path):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_image_deleted_after_scan_is_replaced_in_training(tmp_path, filelog, workers):
     d = rect_dataset(tmp_path, 6, wh=(64, 64))
-    hyp = dict(mosaic=0.5, mixup=0.0, copy_paste=0.0, degrees=0.0, translate=0.1, scale=0.1, shear=0.0,
-               perspective=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, flipud=0.0, fliplr=0.5)
+    hyp = dict(
+        mosaic=0.5,
+        mixup=0.0,
+        copy_paste=0.0,
+        degrees=0.0,
+        translate=0.1,
+        scale=0.1,
+        shear=0.0,
+        perspective=0.0,
+        hsv_h=0.0,
+        hsv_s=0.0,
+        hsv_v=0.0,
+        flipud=0.0,
+        fliplr=0.5,
+    )
     loader, ds = create_dataloader(d, 64, 3, 32, hyp=hyp, augment=True, workers=workers, shuffle=True)
     gone = ds.im_files[1]
     Path(gone).unlink()
@@ -251,13 +282,23 @@ def test_image_deleted_after_scan_is_replaced_in_training(tmp_path, filelog, wor
 
 def test_val_counts_each_image_once_when_one_vanishes(tmp_path, ylog, micro_pt):
     import val
+
     d = rect_dataset(tmp_path, 6, split="val")
     for f in (tmp_path / "labels" / "val").iterdir():  # two classes, like the micro model
         f.write_text(f"{int(f.stem) % 2}" + f.read_text()[1:])
     loader, ds = create_dataloader(d, 64, 2, 32, workers=0, rect=True, pad=0.5)
     Path(ds.im_files[3]).unlink()
-    val.run({"val": str(d), "names": {0: "circle", 1: "square"}, "nc": 2}, weights=micro_pt, batch_size=2, imgsz=64,
-            device="cpu", workers=0, dataloader=loader, plots=False, project=tmp_path / "runs")
+    val.run(
+        {"val": str(d), "names": {0: "circle", 1: "square"}, "nc": 2},
+        weights=micro_pt,
+        batch_size=2,
+        imgsz=64,
+        device="cpu",
+        workers=0,
+        dataloader=loader,
+        plots=False,
+        project=tmp_path / "runs",
+    )
     row = next(m.split() for m in ylog.messages if re.match(r"\s+all\s", m))
     assert row[1:3] == ["5", "5"]  # 5 images, 5 instances: the vanished image is neither counted nor replaced
 
@@ -276,7 +317,8 @@ def test_letterbox_extreme_aspect_ratios(hw):
 
 def test_detector_and_detect_folder_with_extreme_images(tmp_path, micro_pt):
     import detect
-    from utils.api import load_model
+    from utils.inference.api import load_model
+
     rng = np.random.default_rng(0)
     ims = [rng.integers(0, 255, hw + (3,), dtype=np.uint8) for hw in [(2, 3000), (3000, 1), (40, 60)]]
     model = load_model(micro_pt, imgsz=64)
@@ -292,8 +334,17 @@ def test_detector_and_detect_folder_with_extreme_images(tmp_path, micro_pt):
 
 
 # ------------------------------------------------------------------------------------------------ 12. nan / inf labels
-@pytest.mark.parametrize("row", ["0 nan 0.5 0.2 0.2", "0 0.5 inf 0.2 0.2", "nan 0.5 0.5 0.2 0.2",
-                                 "0 0.5 0.5 -inf 0.2", "0 0.5 0.5 0.2 NaN", "1 0.1 0.2 0.5 nan 0.5 0.6 0.1 0.6"])
+@pytest.mark.parametrize(
+    "row",
+    [
+        "0 nan 0.5 0.2 0.2",
+        "0 0.5 inf 0.2 0.2",
+        "nan 0.5 0.5 0.2 0.2",
+        "0 0.5 0.5 -inf 0.2",
+        "0 0.5 0.5 0.2 NaN",
+        "1 0.1 0.2 0.5 nan 0.5 0.6 0.1 0.6",
+    ],
+)
 def test_non_finite_label_values_are_corrupt(tmp_path, row):
     f = rect_image(tmp_path, "train", "x.png", (64, 64), (10, 10, 40, 40), 0)
     lb = tmp_path / "labels" / "train" / "x.txt"

@@ -1,11 +1,11 @@
 """Issue #11 hardening of training: full disk / read-only outputs, resume across versions and cut-off files,
 the NaN guard's message and AMP patience, the DDP timeout."""
+
 from __future__ import annotations
 
 import errno
 import os
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from models.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
 from tests.fixtures_models import micro_cfg
 from tests.fixtures_train import free_port, train_hyp
 from tests.test_train import LogCapture, cli, csv_epochs
-from utils.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
-from utils.errors import UserError, cli_main
+from utils.core.errors import UserError, cli_main
 
 REC = {"yaml": {}, "state_dict": {}, "nc": 1}
 
@@ -43,11 +43,14 @@ def _assert_intact(path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # the temp file was removed
 
 
-@pytest.mark.parametrize("exc,cause", [
-    (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
-    (PermissionError(errno.EACCES, "Permission denied"), "not writable"),
-    (OSError(errno.EROFS, "Read-only file system"), "not writable"),
-])
+@pytest.mark.parametrize(
+    "exc,cause",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
+        (PermissionError(errno.EACCES, "Permission denied"), "not writable"),
+        (OSError(errno.EROFS, "Read-only file system"), "not writable"),
+    ],
+)
 def test_checkpoint_write_failure_is_one_line(last_pt, monkeypatch, exc, cause):
     def failing_save(obj, f):
         f.write(b"partial")
@@ -64,6 +67,7 @@ def test_checkpoint_write_failure_is_one_line(last_pt, monkeypatch, exc, cause):
 
 def test_torch_zip_writer_runtime_error_on_full_disk(last_pt, monkeypatch):
     """torch.save reports a failed write as RuntimeError from inline_container.cc, not OSError."""
+
     def full_disk_save(obj, f):
         f.write(b"partial")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
@@ -100,7 +104,8 @@ def small_tmpfs(tmp_path):
 
 
 def test_real_full_and_read_only_tmpfs(small_tmpfs):
-    from utils.files import check_writable
+    from utils.core.files import check_writable
+
     path = small_tmpfs / "weights" / "last.pt"
     save_checkpoint({"model": REC, "epoch": 0}, path)
     with pytest.raises(UserError) as e:  # 4 MB of floats on a 512 KiB disk
@@ -123,7 +128,7 @@ def test_read_only_project_fails_before_data_scan(shapes_yaml, tmp_path, monkeyp
     import tempfile
 
     import train
-    import utils.train_setup
+    import utils.training.train_setup
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path))
@@ -132,7 +137,7 @@ def test_read_only_project_fails_before_data_scan(shapes_yaml, tmp_path, monkeyp
         raise AssertionError("the dataset must not be read")
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
-    monkeypatch.setattr(utils.train_setup, "check_dataset", no_scan)  # where prepare_data looks it up
+    monkeypatch.setattr(utils.training.train_setup, "check_dataset", no_scan)  # where prepare_data looks it up
     t0 = time.time()
     with pytest.raises(UserError) as e:
         train.run(data=str(shapes_yaml), project=str(tmp_path / "ro"), name="exp", device="cpu")
@@ -141,10 +146,10 @@ def test_read_only_project_fails_before_data_scan(shapes_yaml, tmp_path, monkeyp
 
 
 def test_run_folder_and_results_writes_are_one_line(tmp_path, monkeypatch):
-    import utils.files as files
-    import utils.train_outputs as outputs
-    from utils.files import increment_path, yaml_save
-    from utils.train_outputs import TrainOutputs
+    import utils.core.files as files
+    import utils.training.train_outputs as outputs
+    from utils.core.files import increment_path, yaml_save
+    from utils.training.train_outputs import TrainOutputs
 
     real_mkdir = Path.mkdir
 
@@ -200,15 +205,26 @@ def test_cli_main_last_line_of_defence(capsys):
 def _old_checkpoint(path: Path, shapes_yaml: Path, epochs: int = 2, **extra) -> Path:
     """An unfinished epoch-0 checkpoint whose opt and hyp lack keys today's code reads (as older code wrote)."""
     from models.yolo import Model
-    from utils.train_setup import make_optimizer
+    from utils.training.train_setup import make_optimizer
 
     model = Model(micro_cfg(nc=3))
     hyp = train_hyp()
-    from utils.train_options import TrainOptions
-    optimizer, _, _ = make_optimizer(model, TrainOptions(total_batch_size=16, optimizer="AdamW", layer_decay=0,
-                                                         epochs=epochs, cos_lr=False), hyp)
-    opt = {"data": str(shapes_yaml), "epochs": epochs, "batch_size": 16, "imgsz": 64, "total_batch_size": 16,
-           "noplots": True, "noval": True, "device": "cpu", "workers": 0}  # no rect, optimizer, seed, freeze, ...
+    from utils.training.train_options import TrainOptions
+
+    optimizer, _, _ = make_optimizer(
+        model, TrainOptions(total_batch_size=16, optimizer="AdamW", layer_decay=0, epochs=epochs, cos_lr=False), hyp
+    )
+    opt = {
+        "data": str(shapes_yaml),
+        "epochs": epochs,
+        "batch_size": 16,
+        "imgsz": 64,
+        "total_batch_size": 16,
+        "noplots": True,
+        "noval": True,
+        "device": "cpu",
+        "workers": 0,
+    }  # no rect, optimizer, seed, freeze, ...
     for k in ("box", "mosaic", "fliplr", "hsv_h"):
         hyp.pop(k)
     ckpt = new_checkpoint(0, 0.0, model, None, 0, optimizer, None, opt, hyp)
@@ -218,6 +234,7 @@ def _old_checkpoint(path: Path, shapes_yaml: Path, epochs: int = 2, **extra) -> 
 
 def test_resume_fills_missing_settings_with_one_warning(shapes_yaml, tmp_path):
     import train
+
     path = _old_checkpoint(tmp_path / "old" / "weights" / "last.pt", shapes_yaml)
     with LogCapture() as log:
         r = train.run(resume=str(path), device="cpu", workers=0)
@@ -232,25 +249,28 @@ def test_resume_fills_missing_settings_with_one_warning(shapes_yaml, tmp_path):
 
 
 def test_resume_refuses_what_cannot_be_resumed_before_heavy_work(shapes_yaml, tmp_path, monkeypatch):
-    import utils.train_setup
-    from utils.train_setup import load_resume
+    import utils.training.train_setup
+    from utils.training.train_setup import load_resume
 
     def no_scan(*a, **k):
         raise AssertionError("the dataset must not be read")
 
-    monkeypatch.setattr(utils.train_setup, "check_dataset", no_scan)  # where prepare_data looks it up
-    cases = {"version": ({"version": 99}, "checkpoint version 99, newer than this code reads (1)"),
-             "noopt": ({"optimizer": None}, "cannot be resumed: it records no optimizer state"),
-             "nodata": ({"opt": {"epochs": 2}}, "name no dataset"),
-             "nosettings": ({"opt": None}, "records no training settings (opt)"),
-             "done": ({"epoch": 1}, "already trained 2 of 2 epochs")}
+    monkeypatch.setattr(utils.training.train_setup, "check_dataset", no_scan)  # where prepare_data looks it up
+    cases = {
+        "version": ({"version": 99}, "checkpoint version 99, newer than this code reads (1)"),
+        "noopt": ({"optimizer": None}, "cannot be resumed: it records no optimizer state"),
+        "nodata": ({"opt": {"epochs": 2}}, "name no dataset"),
+        "nosettings": ({"opt": None}, "records no training settings (opt)"),
+        "done": ({"epoch": 1}, "already trained 2 of 2 epochs"),
+    }
     for name, (extra, message) in cases.items():
         path = _old_checkpoint(tmp_path / name / "weights" / "last.pt", shapes_yaml, **extra)
         with pytest.raises(UserError) as e:
             load_resume(str(path), tmp_path, opt_defaults={"rect": False})
         assert message in _one_line(e) and str(path) in str(e.value), name
     # a checkpoint whose opt section is lost falls back to the run folder's opt.yaml (written at the start)
-    from utils.files import yaml_save
+    from utils.core.files import yaml_save
+
     path = _old_checkpoint(tmp_path / "yaml" / "weights" / "last.pt", shapes_yaml, opt=None)
     yaml_save(tmp_path / "yaml" / "opt.yaml", {"data": str(shapes_yaml), "epochs": 5})
     _, ckpt = load_resume(str(path), tmp_path, opt_defaults={"rect": False})
@@ -269,12 +289,13 @@ ROW = "%20d" + ",%20.5g" * 13
 
 @pytest.mark.parametrize("cut", [10, 60], ids=["in-epoch-field", "mid-row"])
 def test_cut_off_results_csv_is_repaired(tmp_path, cut):
-    from utils.train_outputs import TrainOutputs
+    from utils.training.train_outputs import TrainOutputs
+
     out = TrainOutputs(tmp_path, plots=False)
     for e in range(3):
         out.log_epoch(e, [0.1 * (e + 1)] * 13)
     data = out.csv.read_bytes()
-    out.csv.write_bytes(data[:data.rindex(b"\n", 0, len(data) - 1) + 1 + cut])  # the run died writing epoch 2
+    out.csv.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 1 + cut])  # the run died writing epoch 2
     assert csv_epochs(out.csv) == [0, 1]
     with LogCapture() as log:
         out.trim_csv(2)
@@ -285,7 +306,8 @@ def test_cut_off_results_csv_is_repaired(tmp_path, cut):
 
 
 def test_log_epoch_after_file_without_final_newline(tmp_path):
-    from utils.train_outputs import TrainOutputs
+    from utils.training.train_outputs import TrainOutputs
+
     out = TrainOutputs(tmp_path, plots=False)
     out.log_epoch(0, [0.5] * 13)
     out.csv.write_bytes(out.csv.read_bytes()[:-1])  # cut just before the newline
@@ -303,7 +325,8 @@ class FakeScaler:
 
 
 def _guard(tmp_path: Path, amp: bool):
-    from utils.trainer import Trainer
+    from utils.training.trainer import Trainer
+
     t = Trainer.__new__(Trainer)  # only the guard's state: no model or data needed
     t.parts, t.last, t.nonfinite_steps = SimpleNamespace(scaler=FakeScaler(amp)), tmp_path / "weights" / "last.pt", 0
     return t
@@ -321,7 +344,8 @@ def test_nan_guard_names_last_pt_only_when_it_exists(tmp_path):
 
 
 def test_nan_guard_amp_patience(tmp_path):
-    from utils.trainer import NONFINITE_PATIENCE
+    from utils.training.trainer import NONFINITE_PATIENCE
+
     t = _guard(tmp_path, amp=True)
     items = torch.tensor([float("inf"), 0.1, 0.2])
     for _ in range(NONFINITE_PATIENCE - 1):
@@ -336,7 +360,7 @@ def test_nan_guard_amp_patience(tmp_path):
 
 def test_nan_in_first_epoch_says_no_checkpoint_yet(shapes_yaml, micro_cfg_file, tmp_path, monkeypatch):
     import train
-    import utils.loss as loss_mod
+    import utils.training.loss as loss_mod
 
     class AlwaysNaN(loss_mod.ComputeLoss):
         def __call__(self, p, targets):
@@ -345,9 +369,21 @@ def test_nan_in_first_epoch_says_no_checkpoint_yet(shapes_yaml, micro_cfg_file, 
 
     monkeypatch.setattr(train, "ComputeLoss", AlwaysNaN)
     with pytest.raises(UserError, match="non-finite training loss at epoch 0, batch 0") as e:
-        train.run(cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(), epochs=2, batch_size=16,
-                  imgsz=64, project=str(tmp_path), name="n", workers=0, device="cpu", noplots=True, noval=True,
-                  noautoanchor=True)
+        train.run(
+            cfg=str(micro_cfg_file),
+            data=str(shapes_yaml),
+            hyp=train_hyp(),
+            epochs=2,
+            batch_size=16,
+            imgsz=64,
+            project=str(tmp_path),
+            name="n",
+            workers=0,
+            device="cpu",
+            noplots=True,
+            noval=True,
+            noautoanchor=True,
+        )
     assert "no checkpoint was written yet" in str(e.value) and not (tmp_path / "n" / "weights" / "last.pt").exists()
 
 
@@ -355,7 +391,8 @@ def test_nan_in_first_epoch_says_no_checkpoint_yet(shapes_yaml, micro_cfg_file, 
 def test_ddp_default_timeout_is_three_hours(monkeypatch):
     import torch.distributed as dist
 
-    from utils import distributed
+    from utils.core import distributed
+
     seen = []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: seen.append((backend, timeout)))
@@ -366,9 +403,11 @@ def test_ddp_default_timeout_is_three_hours(monkeypatch):
 
 
 def _barrier_rank(rank: int, port: int, q) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    from utils.distributed import barrier, dist_info, init_distributed
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    from utils.core.distributed import barrier, dist_info, init_distributed
+
     init_distributed(dist_info(), torch.device("cpu"), timeout_s=1)
     if rank == 0:
         time.sleep(4)  # rank 0 still "scanning the dataset"
@@ -385,13 +424,14 @@ def _barrier_rank(rank: int, port: int, q) -> None:
 def test_ddp_barrier_uses_the_group_timeout():
     """Two real gloo ranks on 127.0.0.1: rank 1 waits at a barrier for a slow rank 0 and gives up after timeout_s."""
     import torch.multiprocessing as mp
+
     port = free_port()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_barrier_rank, args=(r, port, q)) for r in range(2)]
     for p in procs:
         p.start()
-    got = dict((r, (msg, dt)) for r, msg, dt in (q.get(timeout=60), q.get(timeout=60)))
+    got = {r: (msg, dt) for r, msg, dt in (q.get(timeout=60), q.get(timeout=60))}
     for p in procs:
         p.join(30)
     msg, waited = got[1]

@@ -1,4 +1,5 @@
-"""utils/host_memory: CPU training keeps freed tensor memory instead of page-faulting it in again every step."""
+"""utils/core/host_memory: CPU training keeps freed tensor memory instead of page-faulting it in again every step."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from utils.host_memory import _glibc, user_chose_allocator
+from utils.core.host_memory import _glibc, user_chose_allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # defaults every round maps and faults its blocks in again; once kept, the heap holds its high-water mark.
 PROBE = r"""
 import json, resource, torch
-from utils.host_memory import keep_freed_memory
+from utils.core.host_memory import keep_freed_memory
 def faults(rounds):
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(rounds):
@@ -32,10 +33,12 @@ print(json.dumps({"plain": plain, "applied": applied, "kept": faults(10)}))
 
 
 def _probe(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES",
-                                                                                              "LD_PRELOAD")}
-    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                       env={**clean, **env})
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, timeout=120, env={**clean, **env}
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -64,8 +67,12 @@ def test_user_choice_detection():
 
 
 def test_environment_form_names_the_same_settings():
-    from utils.host_memory import SETTINGS, as_environment
+    from utils.core.host_memory import SETTINGS, as_environment
+
     env = as_environment()
-    assert env == {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-                   "MALLOC_TOP_PAD_": str(256 << 20)} and len(env) == len(SETTINGS)
+    assert env == {
+        "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+        "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+        "MALLOC_TOP_PAD_": str(256 << 20),
+    } and len(env) == len(SETTINGS)
     assert user_chose_allocator(env)  # a child started with them leaves them alone

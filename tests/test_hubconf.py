@@ -1,4 +1,5 @@
 """torch.hub entry points (hubconf.py), offline, and detect.py's shipped sample images (data/images)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,14 +18,14 @@ from PIL import Image
 
 import detect
 from data.scripts.make_shapes import SAMPLES_DIR, _demo_scene, generate_samples
+from models.checkpoint import load_model as load_pt_model
 from models.yolo import Model
 from tests.test_backend import save_micro_checkpoint
 from tests.test_pretrained import _random_official_v2
-from utils.api import Detector, load_model
-from utils.checkpoint import load_model as load_pt_model
-from utils.errors import UserError
-from utils.files import ROOT
-from utils.log import LOGGER
+from utils.core.errors import UserError
+from utils.core.files import ROOT
+from utils.core.log import LOGGER
+from utils.inference.api import Detector, load_model
 
 ENTRIES = ["custom", "yolov5_convnext", "yolov5l", "yolov5m", "yolov5n", "yolov5s", "yolov5x"]
 SAMPLE = SAMPLES_DIR / "shapes_1.jpg"
@@ -48,6 +49,7 @@ class RunsCode:
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any connection or DNS lookup (a github fetch, a weights download) fails the test."""
+
     def refuse(*args, **kwargs):
         raise NetworkUsed(f"network use: {args[1:] or kwargs}")
 
@@ -104,13 +106,16 @@ def test_custom_autoshape_false_is_the_bare_model(micro_pt: Path) -> None:
         hub("custom", str(micro_pt.with_suffix(".onnx")), autoshape=False)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"conf": 2.0}, r"custom\(conf=2.0\): must be a number in \[0, 1\]"),
-    ({"iou": "high"}, r"custom\(iou='high'\)"),
-    ({"max_det": 0}, r"custom\(max_det=0\): must be a whole number >= 1"),
-    ({"classes": [0, -1]}, r"custom\(classes=\[0, -1\]\)"),
-    ({"device": "gpu"}, r"gpu"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"conf": 2.0}, r"custom\(conf=2.0\): must be a number in \[0, 1\]"),
+        ({"iou": "high"}, r"custom\(iou='high'\)"),
+        ({"max_det": 0}, r"custom\(max_det=0\): must be a whole number >= 1"),
+        ({"classes": [0, -1]}, r"custom\(classes=\[0, -1\]\)"),
+        ({"device": "gpu"}, r"gpu"),
+    ],
+)
 def test_custom_bad_options_are_one_line_errors(micro_pt: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(UserError, match=message) as e:
         hub("custom", str(micro_pt), **kwargs)
@@ -223,8 +228,13 @@ def test_demo_scenes_have_separate_objects() -> None:
 
 def test_make_shapes_samples_cli(tmp_path: Path) -> None:
     script = ROOT / "data" / "scripts" / "make_shapes.py"
-    r = subprocess.run([sys.executable, str(script), "--samples", "2", "--out", str(tmp_path / "s"), "--seed", "1"],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(script), "--samples", "2", "--out", str(tmp_path / "s"), "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     made = sorted((tmp_path / "s").iterdir())
     assert [p.name for p in made] == ["shapes_1.jpg", "shapes_2.jpg"]
@@ -236,8 +246,9 @@ def test_make_shapes_samples_cli(tmp_path: Path) -> None:
 
 def test_detect_default_source_is_the_sample_images(micro_pt: Path, tmp_path: Path) -> None:
     files = sorted(SAMPLES_DIR.iterdir())
-    out = detect.run(weights=str(micro_pt), device="cpu", imgsz=256, conf_thres=LOW_CONF, max_det=3,
-                     project=str(tmp_path / "runs"))  # no source: the default
+    out = detect.run(
+        weights=str(micro_pt), device="cpu", imgsz=256, conf_thres=LOW_CONF, max_det=3, project=str(tmp_path / "runs")
+    )  # no source: the default
     assert out["save_dir"] == tmp_path / "runs" / "exp"
     assert [Path(f["path"]).name for f in out["frames"]] == [f.name for f in files]
     assert all(len(f["boxes"]) == 3 for f in out["frames"])

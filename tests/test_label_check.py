@@ -1,4 +1,5 @@
-"""utils.label_check: every bad input of issue #3 is named with its reason and skipped; the label cache."""
+"""utils.dataloaders.label_check: every bad input of issue #3 is named with its reason and skipped; the label cache."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import utils.label_check as lc
-from utils.label_check import load_labels, verify_image_label
+import utils.dataloaders.label_check as lc
+from utils.dataloaders.label_check import load_labels, verify_image_label
 
 
 @pytest.fixture
 def ylog(caplog):
     """caplog that sees the project logger (it does not propagate to the root logger)."""
-    from utils.log import LOGGER
+    from utils.core.log import LOGGER
+
     LOGGER.addHandler(caplog.handler)
     yield caplog
     LOGGER.removeHandler(caplog.handler)
@@ -26,7 +28,7 @@ def ylog(caplog):
 def write_image(path: Path, w: int = 64, h: int = 48, value: int = 90) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     im = np.full((h, w, 3), value, np.uint8)
-    im[h // 4: h // 2, w // 4: w // 2] = 200  # some structure so JPEG has content to decode
+    im[h // 4 : h // 2, w // 4 : w // 2] = 200  # some structure so JPEG has content to decode
     assert cv2.imwrite(str(path), im)
     return path
 
@@ -54,7 +56,7 @@ def test_good_pair(tmp_path):
     assert (r.found, r.missing, r.empty, r.corrupt, r.msg) == (1, 0, 0, 0, "")
     assert r.shape == (64, 48)  # (w, h)
     assert r.labels.dtype == np.float32 and r.labels.shape == (2, 5)
-    np.testing.assert_allclose(r.labels, [[0, .5, .5, .25, .5], [2, .1, .2, .1, .1]], atol=1e-7)
+    np.testing.assert_allclose(r.labels, [[0, 0.5, 0.5, 0.25, 0.5], [2, 0.1, 0.2, 0.1, 0.1]], atol=1e-7)
 
 
 def test_missing_and_empty_labels_are_backgrounds(tmp_path):
@@ -64,16 +66,19 @@ def test_missing_and_empty_labels_are_backgrounds(tmp_path):
     assert (r.empty, r.found, r.corrupt, r.labels.shape) == (1, 0, 0, (0, 5))
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("0 0.5 0.5 0.2\n", "labels require 5 columns, 4 columns detected (line 1)"),
-    ("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 0.9\n", "labels require 5 columns, 6 columns detected (line 2)"),
-    ("0 0.5 -0.5 0.2 0.2\n", "negative label values [-0.5]"),
-    ("0 0.5 1.5 0.2 0.2\n", "non-normalized or out of bounds coordinates [1.5]"),
-    ("3 0.5 0.5 0.2 0.2\n", "class 3 exceeds nc=3"),
-    ("0 0.5 0.5 0.2 0.2\n1 a b c d\n", "non-numeric value in line 2"),
-    ("0 0.1 0.1 0.5 0.1 0.5\n", "labels require 5 columns, 6 columns detected"),
-    ("0 0.1 0.1 0.5 0.1 0.5 0.5 0.7\n", "polygon labels need a class and at least 3 x y pairs"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("0 0.5 0.5 0.2\n", "labels require 5 columns, 4 columns detected (line 1)"),
+        ("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 0.9\n", "labels require 5 columns, 6 columns detected (line 2)"),
+        ("0 0.5 -0.5 0.2 0.2\n", "negative label values [-0.5]"),
+        ("0 0.5 1.5 0.2 0.2\n", "non-normalized or out of bounds coordinates [1.5]"),
+        ("3 0.5 0.5 0.2 0.2\n", "class 3 exceeds nc=3"),
+        ("0 0.5 0.5 0.2 0.2\n1 a b c d\n", "non-numeric value in line 2"),
+        ("0 0.1 0.1 0.5 0.1 0.5\n", "labels require 5 columns, 6 columns detected"),
+        ("0 0.1 0.1 0.5 0.1 0.5 0.5 0.7\n", "polygon labels need a class and at least 3 x y pairs"),
+    ],
+)
 def test_bad_labels_are_corrupt_with_reason(tmp_path, text, reason):
     im, lb = pair(tmp_path, "x.jpg", text)
     r = verify_image_label(im, lb, nc=3, prefix="train: ")
@@ -92,7 +97,9 @@ def test_duplicates_dropped_with_warning(tmp_path):
     im, lb = pair(tmp_path, "d.jpg", text)
     r = verify_image_label(im, lb)
     assert r.corrupt == 0 and r.found == 1
-    np.testing.assert_allclose(r.labels, [[1, .5, .5, .2, .2], [0, .3, .3, .1, .1]])  # first occurrences, in order
+    np.testing.assert_allclose(
+        r.labels, [[1, 0.5, 0.5, 0.2, 0.2], [0, 0.3, 0.3, 0.1, 0.1]]
+    )  # first occurrences, in order
     assert r.msg == f"WARNING ⚠️ {im}: 2 duplicate labels removed"
 
 
@@ -100,7 +107,7 @@ def test_polygon_rows_become_boxes(tmp_path):
     text = "1 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n0 0.6 0.6 0.9 0.7 0.7 0.9\n"
     r = verify_image_label(*pair(tmp_path, "p.png", text))
     assert r.corrupt == 0 and len(r.segments) == 2 and r.segments[0].shape == (4, 2)
-    np.testing.assert_allclose(r.labels, [[1, .3, .4, .4, .4], [0, .75, .75, .3, .3]], atol=1e-6)
+    np.testing.assert_allclose(r.labels, [[1, 0.3, 0.4, 0.4, 0.4], [0, 0.75, 0.75, 0.3, 0.3]], atol=1e-6)
 
 
 def test_corrupt_bytes(tmp_path):
@@ -149,9 +156,14 @@ def test_exif_rotation_swaps_size(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ load_labels + cache
 def mixed_set(root: Path) -> tuple[list[str], list[str]]:
-    pairs = [pair(root, "a.jpg", GOOD), pair(root, "b.jpg", None), pair(root, "c.jpg", ""),
-             pair(root, "d.jpg", "0 0.5 0.5 0.2\n"), pair(root, "e.png", GOOD, w=6, h=6),
-             pair(root, "f.jpg", GOOD + "0 0.5 0.5 0.25 0.5\n")]
+    pairs = [
+        pair(root, "a.jpg", GOOD),
+        pair(root, "b.jpg", None),
+        pair(root, "c.jpg", ""),
+        pair(root, "d.jpg", "0 0.5 0.5 0.2\n"),
+        pair(root, "e.png", GOOD, w=6, h=6),
+        pair(root, "f.jpg", GOOD + "0 0.5 0.5 0.25 0.5\n"),
+    ]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -192,7 +204,7 @@ def test_cache_written_reused_and_rebuilt(tmp_path, monkeypatch, ylog):
 
     Path(lbs[0]).write_text("1 0.5 0.5 0.5 0.5\n")  # a label changes: size changes -> stale
     rebuilt = load_labels(ims, lbs, nc=3)
-    assert len(calls) == 6 and rebuilt.labels[0].tolist() == [[1, .5, .5, .5, .5]]
+    assert len(calls) == 6 and rebuilt.labels[0].tolist() == [[1, 0.5, 0.5, 0.5, 0.5]]
     load_labels(ims, lbs, nc=4)  # nc is part of the key (class checks depend on it)
     assert len(calls) == 12
     load_labels(ims, lbs, nc=4)
@@ -224,23 +236,35 @@ def test_unwritable_cache_only_warns(tmp_path, monkeypatch, ylog):
 def test_find_images_walk_like_rglob_and_hash_one_stat(tmp_path):
     import os
 
-    from utils.dataset import find_images
-    from utils.label_check import files_hash
+    from utils.dataloaders.dataset import find_images
+    from utils.dataloaders.label_check import files_hash
+
     imgs = tmp_path / "images"
     (imgs / "sub" / "deeper").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
-    for f in (imgs / "a.JPG", imgs / "sub" / "b.png", imgs / "sub" / "deeper" / "c.jpeg", imgs / ".hidden.png",
-              tmp_path / "elsewhere" / "x.jpg", imgs / "sub" / "notes.txt", imgs / "sub" / "weird.jpg.bak"):
+    for f in (
+        imgs / "a.JPG",
+        imgs / "sub" / "b.png",
+        imgs / "sub" / "deeper" / "c.jpeg",
+        imgs / ".hidden.png",
+        tmp_path / "elsewhere" / "x.jpg",
+        imgs / "sub" / "notes.txt",
+        imgs / "sub" / "weird.jpg.bak",
+    ):
         f.write_bytes(b"x")
     os.symlink(tmp_path / "elsewhere" / "x.jpg", imgs / "link.jpg")  # a symlinked file is an image
     os.symlink(tmp_path / "elsewhere", imgs / "linked_dir")  # a symlinked folder is not entered (as rglob)
     os.symlink(tmp_path / "gone.jpg", imgs / "broken.jpg")  # a dangling link is no file
-    expected = sorted(os.path.normpath(str(f)) for f in imgs.rglob("*") if f.is_file()
-                      and f.suffix[1:].lower() in ("jpg", "jpeg", "png"))
+    expected = sorted(
+        os.path.normpath(str(f))
+        for f in imgs.rglob("*")
+        if f.is_file() and f.suffix[1:].lower() in ("jpg", "jpeg", "png")
+    )
     assert find_images(imgs) == expected and len(expected) == 5
     # hash: path + size; a missing file or a folder counts as size -1 (as os.path.isfile + getsize did)
     h = files_hash([str(imgs / "a.JPG")], [str(imgs / "nope.txt"), str(imgs / "sub")])
     import hashlib
+
     ref = hashlib.sha256()
     for p, size in ((imgs / "a.JPG", 1), (imgs / "nope.txt", -1), (imgs / "sub", -1)):
         ref.update(f"{p}\0{size}\n".encode())

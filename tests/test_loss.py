@@ -1,5 +1,7 @@
-"""utils/loss: hand-built anchor/cell assignments, perfect and imperfect predictions with known loss values, label
-smoothing, focal loss, empty targets, gain scaling, AMP dtypes and gradient flow through a micro ConvNeXt model."""
+"""utils/training/loss: hand-built anchor/cell assignments, perfect and imperfect predictions with known loss values,
+label smoothing, focal loss, empty targets, gain scaling, AMP dtypes and gradient flow through a micro ConvNeXt
+model."""
+
 from __future__ import annotations
 
 import math
@@ -12,9 +14,9 @@ from torchvision.ops import complete_box_iou, sigmoid_focal_loss
 
 from models.yolo import Detect, Model
 from tests.fixtures_models import micro_cfg
-from utils.boxes import xywh2xyxy
-from utils.errors import UserError
-from utils.loss import ComputeLoss, FocalBCE, scale_loss_gains
+from utils.core.boxes import xywh2xyxy
+from utils.core.errors import UserError
+from utils.training.loss import ComputeLoss, FocalBCE, scale_loss_gains
 
 HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0}
 BIG = 20.0  # logit magnitude for "certain" predictions: BCE ≈ 2e-9
@@ -23,8 +25,7 @@ BIG = 20.0  # logit magnitude for "certain" predictions: BCE ≈ 2e-9
 ANCHORS = ([1, 1, 2, 2, 8, 8], [0.5, 0.5, 4, 4, 1, 2], [3, 3, 0.3, 0.3, 0.5, 0.25])
 IMGSZ = 64  # grids 8x8, 4x4, 2x2
 # A: image 0, class 1, centre (3.3, 4.7) and wh 1.5 in P3 grid units. B: image 1, class 2, centre (0.3, 6.6), wh 1.
-TARGETS = torch.tensor([[0, 1, 3.3 / 8, 4.7 / 8, 1.5 / 8, 1.5 / 8],
-                        [1, 2, 0.3 / 8, 6.6 / 8, 1 / 8, 1 / 8]])
+TARGETS = torch.tensor([[0, 1, 3.3 / 8, 4.7 / 8, 1.5 / 8, 1.5 / 8], [1, 2, 0.3 / 8, 6.6 / 8, 1 / 8, 1 / 8]])
 
 
 class TinyDetector(nn.Module):
@@ -174,7 +175,7 @@ def test_focal_loss_scales_objectness_by_known_factor():
     empty = torch.zeros(0, 6)
     lobj0, lobj1 = plain(p, empty)[1][1], focal(p, empty)[1][1]
     assert lobj0 == pytest.approx(math.log(2) * (4.0 + 1.0 + 0.4), rel=1e-5)
-    assert (lobj1 / lobj0).item() == pytest.approx(0.75 * 0.5 ** 1.5, rel=1e-5)  # alpha_t (1 - p_t)^gamma
+    assert (lobj1 / lobj0).item() == pytest.approx(0.75 * 0.5**1.5, rel=1e-5)  # alpha_t (1 - p_t)^gamma
 
 
 def test_empty_targets_give_objectness_only():

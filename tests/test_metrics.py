@@ -1,13 +1,20 @@
 """Metrics on hand-built cases with known answers, and agreement with pycocotools on noisy synthetic predictions."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from utils.coco import class_to_category_map, coco80_to_coco91_class, coco_evaluate, detections_to_coco, \
-    image_id_for, labels_to_coco
-from utils.metrics import ConfusionMatrix, DetectionStats, compute_ap, fitness, match_predictions
+from utils.evaluation.coco import (
+    class_to_category_map,
+    coco80_to_coco91_class,
+    coco_evaluate,
+    detections_to_coco,
+    image_id_for,
+    labels_to_coco,
+)
+from utils.evaluation.metrics import ConfusionMatrix, DetectionStats, compute_ap, fitness, match_predictions
 
 
 def _labels(rows):
@@ -27,9 +34,11 @@ def _evaluate(pairs):
 
 def _truth():
     """Three images, two classes, five labels."""
-    return [_labels([[0, 10, 10, 60, 50], [1, 70, 20, 120, 90]]),
-            _labels([[1, 5, 5, 45, 45]]),
-            _labels([[0, 20, 30, 100, 80], [0, 110, 10, 150, 60]])]
+    return [
+        _labels([[0, 10, 10, 60, 50], [1, 70, 20, 120, 90]]),
+        _labels([[1, 5, 5, 45, 45]]),
+        _labels([[0, 20, 30, 100, 80], [0, 110, 10, 150, 60]]),
+    ]
 
 
 def _as_dets(labels, conf=0.9, dx=0.0):
@@ -56,8 +65,9 @@ def test_iou_062_gives_map50_1_and_map_03():
             shift = w * (1 - 0.62) / (1 + 0.62)  # horizontal shift s: IoU = (w - s) / (w + s) = 0.62
             d.append(_as_dets(row[None], dx=shift))
         d = torch.cat(d)
-        assert torch.allclose(torch.diag(__import__("torchvision").ops.box_iou(lb[:, 1:], d[:, :4])),
-                              torch.tensor(0.62), atol=1e-4)
+        assert torch.allclose(
+            torch.diag(__import__("torchvision").ops.box_iou(lb[:, 1:], d[:, :4])), torch.tensor(0.62), atol=1e-4
+        )
         pairs.append((d, lb))
     res = _evaluate(pairs)
     assert res["map50"] == pytest.approx(1.0)
@@ -123,10 +133,14 @@ def test_fitness_weights():
 def test_confusion_matrix_counts(tmp_path):
     cm = ConfusionMatrix(nc=2, conf=0.25, iou_thres=0.45)
     lb = _labels([[0, 10, 10, 60, 60], [1, 100, 100, 140, 150], [1, 0, 100, 30, 140]])
-    dets = _dets([[10, 10, 60, 60, 0.9, 0],      # correct class 0
-                  [100, 100, 140, 150, 0.8, 0],  # class 1 predicted as 0
-                  [200, 200, 230, 230, 0.7, 1],  # false alarm
-                  [0, 100, 30, 140, 0.1, 1]])    # below conf: ignored -> that label is missed
+    dets = _dets(
+        [
+            [10, 10, 60, 60, 0.9, 0],  # correct class 0
+            [100, 100, 140, 150, 0.8, 0],  # class 1 predicted as 0
+            [200, 200, 230, 230, 0.7, 1],  # false alarm
+            [0, 100, 30, 140, 0.1, 1],
+        ]
+    )  # below conf: ignored -> that label is missed
     cm.process_batch(dets, lb)
     expected = np.array([[1, 1, 0], [0, 0, 1], [0, 1, 0]])  # rows predicted (0, 1, bg), columns true
     assert np.array_equal(cm.matrix, expected)

@@ -1,5 +1,6 @@
 """Model builder: every yaml, YOLOv5 parameter counts, ConvNeXt stage sizes, Detect decoding, fuse, info,
 gradients, layer-decay ids and one-line errors for bad yamls."""
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,10 @@ import torch
 import yaml
 
 from models.common import GRN, Block, BlockV2, ConvNeXt_Block, LayerNorm
-from models.convnext import CONVNEXT_SIZES, layer_decay_ids, official_sizes
+from models.sizes import CONVNEXT_SIZES, layer_decay_ids, official_sizes
 from models.yolo import Model, model_gflops
 from tests.fixtures_models import MICRO_CFG, micro_cfg
-from utils.errors import UserError
+from utils.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = sorted((ROOT / "models").glob("*.yaml"))
@@ -49,7 +50,7 @@ def test_every_yaml_builds_with_strides_and_backbone_size(path: Path) -> None:
     d = yaml.safe_load(path.read_text())
     if "convnext" in d:
         size = CONVNEXT_SIZES[d["convnext"]["size"]]
-        n_backbone = sum(p.numel() for p in model.model[:model.backbone_rows].parameters())
+        n_backbone = sum(p.numel() for p in model.model[: model.backbone_rows].parameters())
         assert model.backbone_rows == 4
         assert n_backbone == _convnext_params(size["depths"], size["dims"], d["convnext"]["version"])
         assert [model.model[i].blocks[0].dwconv.out_channels for i in range(4)] == list(size["dims"])
@@ -202,17 +203,20 @@ def _rows(cfg: dict, section: str, i: int, row: list) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("change,match", [
-    (lambda c: _rows(c, "head", 0, [-1, 1, "Konv", [128, 1, 1]]), r"row 4 .*unknown module 'Konv'"),
-    (lambda c: _rows(c, "backbone", 1, [-1, 1, "ConvNeXt_Block", [1, 96]]), r"row 1 .*args must be \[stage\]"),
-    (lambda c: _rows(c, "backbone", 1, [-1, 1, "ConvNeXt_Block", [2]]), r"row 1 .*stage 2 out of order"),
-    (lambda c: _rows(c, "head", 2, [[-1, 9], 1, "Concat", [1]]), r"row 6 .*points forward \(row 9\)"),
-    (lambda c: {k: v for k, v in c.items() if k != "head"}, r"missing or empty 'head'"),
-    (lambda c: {k: v for k, v in c.items() if k != "backbone"}, r"missing or empty 'backbone'"),
-    (lambda c: {**c, "convnext": {"size": "tiny", "version": 3}}, r"convnext version must be 1 or 2"),
-    (lambda c: {**c, "convnext": "gigantic"}, r"unknown ConvNeXt size 'gigantic'"),
-    (lambda c: {**c, "convnext": {"depths": [1, 1, 1], "dims": [8, 16, 32, 64]}}, r"depths must be 4 positive"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda c: _rows(c, "head", 0, [-1, 1, "Konv", [128, 1, 1]]), r"row 4 .*unknown module 'Konv'"),
+        (lambda c: _rows(c, "backbone", 1, [-1, 1, "ConvNeXt_Block", [1, 96]]), r"row 1 .*args must be \[stage\]"),
+        (lambda c: _rows(c, "backbone", 1, [-1, 1, "ConvNeXt_Block", [2]]), r"row 1 .*stage 2 out of order"),
+        (lambda c: _rows(c, "head", 2, [[-1, 9], 1, "Concat", [1]]), r"row 6 .*points forward \(row 9\)"),
+        (lambda c: {k: v for k, v in c.items() if k != "head"}, r"missing or empty 'head'"),
+        (lambda c: {k: v for k, v in c.items() if k != "backbone"}, r"missing or empty 'backbone'"),
+        (lambda c: {**c, "convnext": {"size": "tiny", "version": 3}}, r"convnext version must be 1 or 2"),
+        (lambda c: {**c, "convnext": "gigantic"}, r"unknown ConvNeXt size 'gigantic'"),
+        (lambda c: {**c, "convnext": {"depths": [1, 1, 1], "dims": [8, 16, 32, 64]}}, r"depths must be 4 positive"),
+    ],
+)
 def test_bad_yaml_is_one_line_user_error_naming_file_and_row(tmp_path: Path, change, match: str) -> None:
     path = _write(tmp_path, change(micro_cfg()))
     with pytest.raises(UserError, match=match) as e:
@@ -221,14 +225,26 @@ def test_bad_yaml_is_one_line_user_error_naming_file_and_row(tmp_path: Path, cha
 
 
 def test_cli_prints_layer_table_and_summary_from_any_cwd(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": ""}
-    ok = subprocess.run([sys.executable, str(ROOT / "models" / "yolo.py"), "--cfg",
-                         str(ROOT / "models" / "yolov5_ConvNeXt-atto.yaml")],
-                        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    """python -m models.yolo (models/ never edits sys.path: the repository root comes from the cwd or PYTHONPATH)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run(
+        [sys.executable, "-m", "models.yolo", "--cfg", str(ROOT / "models" / "yolov5_ConvNeXt-atto.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "module" in ok.stdout and "ConvNeXt_Block" in ok.stdout
     assert "yolov5_ConvNeXt-atto summary: " in ok.stdout and "5122133 parameters" in ok.stdout
     bad = _write(tmp_path, _rows(micro_cfg(), "head", 0, [-1, 1, "Konv", [1]]))
-    err = subprocess.run([sys.executable, str(ROOT / "models" / "yolo.py"), "--cfg", str(bad)],
-                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    err = subprocess.run(
+        [sys.executable, "-m", "models.yolo", "--cfg", str(bad)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert err.returncode == 2 and err.stderr.strip().count("\n") == 0 and "unknown module 'Konv'" in err.stderr

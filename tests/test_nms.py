@@ -1,9 +1,10 @@
 """NMS against a brute-force greedy reference, and its filters (conf, classes, agnostic, multi-label, max_det)."""
+
 import pytest
 import torch
 
-from utils.errors import UserError
-from utils.nms import non_max_suppression
+from utils.core.errors import UserError
+from utils.evaluation.nms import non_max_suppression
 
 
 def _iou(a, b):
@@ -43,7 +44,8 @@ def _random_pred(n=400, nc=3, seed=0, size=160.0):
 
 def _kept_indices(pred, out):
     """Map each output row back to the input row it came from (boxes are unique in random data)."""
-    from utils.boxes import xywh2xyxy
+    from utils.core.boxes import xywh2xyxy
+
     boxes = xywh2xyxy(pred[:, :4])
     return [int((boxes - row[:4]).abs().sum(1).argmin()) for row in out]
 

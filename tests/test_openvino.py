@@ -1,5 +1,6 @@
 """OpenVINO export and inference (export.py --include openvino, DetectBackend on .xml / *_openvino_model/) and the
 --include pt converter: outputs equal to PyTorch, metadata round trip, detect/val equal to the .pt, clear errors."""
+
 from __future__ import annotations
 
 import errno
@@ -16,12 +17,12 @@ import export
 import val
 from tests.fixtures_train import FIXTURE_IMGSZ
 from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
-from utils.api import tta_forward
-from utils.backend import DetectBackend
-from utils.data_yaml import check_dataset
-from utils.dataset import create_dataloader
-from utils.errors import UserError
-from utils.files import yaml_load, yaml_save
+from utils.core.errors import UserError
+from utils.core.files import yaml_load, yaml_save
+from utils.dataloaders.data_yaml import check_dataset
+from utils.dataloaders.dataset import create_dataloader
+from utils.inference.api import tta_forward
+from utils.inference.backend import DetectBackend
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
 
@@ -52,8 +53,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def dynamic_half(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same kind of model exported with --dynamic --half on the CPU (fp16 weights, any input shape)."""
     pt = save_micro_checkpoint(tmp_path_factory.mktemp("openvino_dyn") / "dyn.pt", seed=2)
-    return {"src": pt, **export.run(weights=pt, imgsz=SIZE, include=["openvino"], dynamic=True, half=True,
-                                    device="cpu")}
+    return {
+        "src": pt,
+        **export.run(weights=pt, imgsz=SIZE, include=["openvino"], dynamic=True, half=True, device="cpu"),
+    }
 
 
 def test_folder_layout_and_fp32_weights(exported: dict[str, Path]) -> None:
@@ -99,6 +102,7 @@ def test_f32_hint_is_what_keeps_outputs_exact(exported: dict[str, Path]) -> None
 
 def test_threads_reach_the_runtime(exported: dict[str, Path]) -> None:
     """benchmarks/formats.py --threads: OpenVINO gets the count (it caps it at the cores; by default it uses them)."""
+
     def used(threads: int | None) -> int:
         return int(DetectBackend(exported["openvino"], threads=threads).session.get_property("INFERENCE_NUM_THREADS"))
 
@@ -212,16 +216,33 @@ def test_val_map_equals_pytorch(trained_openvino: dict[str, Path], shapes_yaml: 
 
     def map5095(weights: Path) -> tuple[float, float]:
         loader = create_dataloader(data["val"], FIXTURE_IMGSZ, 8, 32, pad=0.5, rect=False, workers=0)[0]
-        r = val.run(data=data, weights=weights, imgsz=FIXTURE_IMGSZ, batch_size=8, workers=0, device="cpu",
-                    dataloader=loader, project=tmp_path, plots=False)[0]
+        r = val.run(
+            data=data,
+            weights=weights,
+            imgsz=FIXTURE_IMGSZ,
+            batch_size=8,
+            workers=0,
+            device="cpu",
+            dataloader=loader,
+            project=tmp_path,
+            plots=False,
+        )[0]
         return r[2], r[3]
 
     want, got = map5095(trained_openvino["pt"]), map5095(trained_openvino["openvino"])
     assert want[1] > 0.3  # a trained model, so equal numbers mean equal detections
     assert got == pytest.approx(want, abs=1e-4)
     # val.py's own loader for the OpenVINO folder (square letterbox, the fixed export shape) runs without flags
-    own = val.run(data=data, weights=trained_openvino["openvino"], imgsz=FIXTURE_IMGSZ, batch_size=8, workers=0,
-                  device="cpu", project=tmp_path, plots=False)[0]
+    own = val.run(
+        data=data,
+        weights=trained_openvino["openvino"],
+        imgsz=FIXTURE_IMGSZ,
+        batch_size=8,
+        workers=0,
+        device="cpu",
+        project=tmp_path,
+        plots=False,
+    )[0]
     assert own[3] == pytest.approx(want[1], abs=1e-4)
 
 
@@ -229,8 +250,15 @@ def test_detect_boxes_equal_pytorch(trained_openvino: dict[str, Path], shapes_ya
     source = check_dataset(shapes_yaml)["val"]  # 128 px square images: the same input for any letterbox mode
 
     def boxes(weights: Path) -> list[torch.Tensor]:
-        out = detect.run(weights=weights, source=source, imgsz=FIXTURE_IMGSZ, device="cpu", nosave=True,
-                         project=tmp_path, conf_thres=0.25)
+        out = detect.run(
+            weights=weights,
+            source=source,
+            imgsz=FIXTURE_IMGSZ,
+            device="cpu",
+            nosave=True,
+            project=tmp_path,
+            conf_thres=0.25,
+        )
         return [f["boxes"] for f in out["frames"]]
 
     want, got = boxes(trained_openvino["pt"]), boxes(trained_openvino["openvino"])
@@ -242,9 +270,12 @@ def test_detect_boxes_equal_pytorch(trained_openvino: dict[str, Path], shapes_ya
 
 def test_formats_benchmark_table_and_flags() -> None:
     from benchmarks import formats
-    rows = [formats.Row("pt", Path("b_converted.pt"), 10.0, 0.5, 20.0),
-            formats.Row("openvino", Path("b_openvino_model"), 10.1, 0.5, 8.0),
-            formats.Row("onnx", note="running b.onnx needs onnxruntime")]
+
+    rows = [
+        formats.Row("pt", Path("b_converted.pt"), 10.0, 0.5, 20.0),
+        formats.Row("openvino", Path("b_openvino_model"), 10.1, 0.5, 8.0),
+        formats.Row("onnx", note="running b.onnx needs onnxruntime"),
+    ]
     lines = formats.table(rows).splitlines()
     assert lines[2] == "| PyTorch | `b_converted.pt` | 10.0 | 0.5000 | 20.0 | 1.00x |"
     assert lines[3] == "| OpenVINO | `b_openvino_model` | 10.1 | 0.5000 | 8.0 | 2.50x |"

@@ -1,4 +1,5 @@
-"""utils/optim: parameter groups, layer-wise LR decay, LR lambdas, freezing."""
+"""utils/training/optim: parameter groups, layer-wise LR decay, LR lambdas, freezing."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ import torch.nn as nn
 from models.common import GRN, LayerNorm
 from models.yolo import Model
 from tests.fixtures_models import micro_cfg
-from utils.errors import UserError
-from utils.optim import backbone_indices, build_optimizer, freeze_layers, lr_lambda, unfreeze_layers
+from utils.core.errors import UserError
+from utils.training.optim import backbone_indices, build_optimizer, freeze_layers, lr_lambda, unfreeze_layers
 
 
 def _group_of(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, dict]:
@@ -45,8 +46,15 @@ def test_groups_cover_every_parameter_with_the_right_decay(version):
             assert g["name"] == "bias" and g["weight_decay"] == 0.0, name
         elif isinstance(mod, (LayerNorm, nn.LayerNorm, nn.BatchNorm2d, GRN)) or pname == "gamma":
             assert g["name"] == "no_decay" and g["weight_decay"] == 0.0, name
-            key = "grn" if isinstance(mod, GRN) else "gamma" if pname == "gamma" else \
-                "bn" if isinstance(mod, nn.BatchNorm2d) else "ln"
+            key = (
+                "grn"
+                if isinstance(mod, GRN)
+                else "gamma"
+                if pname == "gamma"
+                else "bn"
+                if isinstance(mod, nn.BatchNorm2d)
+                else "ln"
+            )
             seen[key] += 1
         elif isinstance(mod, (nn.Conv2d, nn.Linear)):
             assert g["name"] == "decay" and g["weight_decay"] == 5e-4, name
@@ -62,29 +70,34 @@ def test_yolov5s_group_counts_match_yolov5():
 
 
 def test_layer_decay_scales(v2_model):
-    from models.convnext import layer_decay_ids
+    from models.sizes import layer_decay_ids
+
     rate = 0.7
     opt = build_optimizer(v2_model, "AdamW", lr=2e-4, momentum=0.9, decay=0.05, layer_decay=rate)
     groups = _group_of(opt, v2_model)
     ids, num_layers = layer_decay_ids(v2_model)
     assert num_layers == 4  # depths [1,1,1,1]: 3 + 0 + 1
     names = list(groups)
-    for n in names[::3] + ["model.0.downsample.0.weight", "model.2.blocks.0.grn.gamma", "model.3.blocks.0.gamma"
-                           if "model.3.blocks.0.gamma" in groups else "model.3.blocks.0.pwconv1.weight"]:
+    for n in names[::3] + [
+        "model.0.downsample.0.weight",
+        "model.2.blocks.0.grn.gamma",
+        "model.3.blocks.0.gamma" if "model.3.blocks.0.gamma" in groups else "model.3.blocks.0.pwconv1.weight",
+    ]:
         expect = rate ** (num_layers + 1 - ids[n])
         assert groups[n]["lr_scale"] == pytest.approx(expect), n
         assert groups[n]["lr"] == pytest.approx(2e-4 * expect), n
     detect = len(v2_model.model) - 1
     assert groups[f"model.{detect}.m.0.weight"]["lr_scale"] == 1.0
-    assert groups["model.0.downsample.0.weight"]["lr_scale"] == pytest.approx(rate ** 5)  # stem: id 0
+    assert groups["model.0.downsample.0.weight"]["lr_scale"] == pytest.approx(rate**5)  # stem: id 0
     assert all(g["lr_scale"] == 1.0 for g in opt.param_groups[:3])  # results.csv lr0-lr2 = head LRs
     scales = [g["lr_scale"] for g in opt.param_groups]
     assert scales == sorted(scales, reverse=True) and len(set(scales)) == num_layers + 2
     assert all(g["params"] for g in opt.param_groups)  # no empty groups
 
 
-@pytest.mark.parametrize("name,cls", [("SGD", torch.optim.SGD), ("Adam", torch.optim.Adam),
-                                      ("AdamW", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name,cls", [("SGD", torch.optim.SGD), ("Adam", torch.optim.Adam), ("AdamW", torch.optim.AdamW)]
+)
 def test_optimizer_types(name, cls, micro_model):
     opt = build_optimizer(micro_model, name, lr=0.003, momentum=0.85, decay=0.01)
     assert type(opt) is cls
@@ -132,14 +145,18 @@ def test_freeze_unfreeze_toggle_exactly_the_rows(micro_model):
     assert sum(not p.requires_grad for p in micro_model.parameters()) == len(list(micro_model.model[0].parameters()))
 
 
-@pytest.mark.parametrize("name,impl", [("SGD", {"foreach": True}), ("Adam", {"foreach": True}),
-                                       ("AdamW", {"foreach": True}), ("SGD", {"fused": True})])
+@pytest.mark.parametrize(
+    "name,impl",
+    [("SGD", {"foreach": True}), ("Adam", {"foreach": True}), ("AdamW", {"foreach": True}), ("SGD", {"fused": True})],
+)
 def test_batched_optimizer_kernels_match_the_loop(name, impl, micro_model, monkeypatch):
     """build_optimizer picks foreach (CPU) / fused (CUDA) kernels: the same updates as PyTorch's per-tensor loop.
     fused runs on CPU too, so SGD's is checked here; CPU's fused Adam kernel (not used: CPU gets foreach) differs
     from the loop by up to 2.5e-4 after 3 steps where v ~ 0, so it is not compared."""
     import copy
-    import utils.optim as optim_mod
+
+    import utils.training.optim as optim_mod
+
     assert optim_mod.step_implementation(list(micro_model.parameters())) == {"foreach": True}  # CPU here
     models, opts = [], []
     for kw in ({"foreach": False}, impl):

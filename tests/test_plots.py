@@ -1,11 +1,20 @@
 """Plots: drawing lands where the boxes are, figures are written as readable images, bad csv only warns."""
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from utils.plots import Annotator, colors, output_to_target, plot_images, plot_labels, plot_mc_curve, \
-    plot_pr_curve, plot_results
+from utils.core.plots import (
+    Annotator,
+    colors,
+    output_to_target,
+    plot_images,
+    plot_labels,
+    plot_mc_curve,
+    plot_pr_curve,
+    plot_results,
+)
 
 
 def test_colors_fixed_and_bgr_reversed():
@@ -47,7 +56,7 @@ def test_plot_images_labels_and_predictions(tmp_path):
     im = cv2.imread(str(f))
     assert im.shape == (2 * 96, 2 * 128, 3)  # 2x2 grid for 3 images
     assert im[48, 32:96].any()  # box of image 0 around the centre of tile 0
-    assert (im[96 + 20:96 + 40, 128 + 20:128 + 100] == 255).all()  # the unused 4th tile stays white
+    assert (im[96 + 20 : 96 + 40, 128 + 20 : 128 + 100] == 255).all()  # the unused 4th tile stays white
     preds = output_to_target([torch.tensor([[10.0, 10.0, 50.0, 40.0, 0.9, 1.0]]), torch.zeros(0, 6)])
     assert preds.shape == (1, 7) and preds[0].tolist() == pytest.approx([0, 1, 30, 25, 40, 30, 0.9])
     f2 = plot_images(imgs[:2].float() / 255, preds, fname=tmp_path / "pred.jpg")
@@ -56,7 +65,7 @@ def test_plot_images_labels_and_predictions(tmp_path):
 
 def test_curves_confusion_results_and_labels(tmp_path):
     px = np.linspace(0, 1, 1000)
-    py = np.stack([1 - px, 1 - px ** 2])
+    py = np.stack([1 - px, 1 - px**2])
     ap = np.array([[0.5] * 10, [0.66] * 10])
     assert cv2.imread(str(plot_pr_curve(px, py, ap, tmp_path / "PR_curve.png", ["a", "b"]))) is not None
     assert cv2.imread(str(plot_mc_curve(px, py, tmp_path / "F1_curve.png", ["a", "b"], ylabel="F1"))) is not None

@@ -1,5 +1,6 @@
 """load_backbone_weights: numerical equivalence with torchvision / an independent V2 reference, every key format,
 official-name resolution, and clean refusals that leave the model untouched."""
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,7 @@ import torchvision
 from models.pretrained import describe_canonical, load_backbone_weights, official_url
 from models.yolo import Model
 from tests.fixtures_models import micro_cfg
-from utils.errors import UserError
+from utils.core.errors import UserError
 
 
 def _backbone_outputs(model: Model, x: torch.Tensor) -> list[torch.Tensor]:
@@ -57,8 +58,14 @@ def tv_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         f, rest = k.split(".", 2)[1], k.split(".", 2)[2]
         if k.startswith("classifier."):
-            out[{"classifier.0.weight": "norm.weight", "classifier.0.bias": "norm.bias",
-                 "classifier.2.weight": "head.weight", "classifier.2.bias": "head.bias"}[k]] = v
+            out[
+                {
+                    "classifier.0.weight": "norm.weight",
+                    "classifier.0.bias": "norm.bias",
+                    "classifier.2.weight": "head.weight",
+                    "classifier.2.bias": "head.bias",
+                }[k]
+            ] = v
         elif int(f) % 2 == 0:
             out[f"downsample_layers.{int(f) // 2}.{rest}"] = v
         else:
@@ -88,9 +95,15 @@ def test_torchvision_state_dict_gives_identical_stage_outputs(tiny_model: Model,
     report = load_backbone_weights(tiny_model, tv_tiny.state_dict())
     n_backbone = sum(1 for _ in tiny_model.model[:4].parameters())
     assert report.format == "torchvision"
-    assert len(report.loaded) == len(set(report.loaded)) == n_backbone == 178  # 18 blocks x 9 + stem 4 + 3 downsamples x 4
-    assert report.missing == [] and sorted(report.skipped) == ["classifier.0.bias", "classifier.0.weight",
-                                                               "classifier.2.bias", "classifier.2.weight"]
+    assert (
+        len(report.loaded) == len(set(report.loaded)) == n_backbone == 178
+    )  # 18 blocks x 9 + stem 4 + 3 downsamples x 4
+    assert report.missing == [] and sorted(report.skipped) == [
+        "classifier.0.bias",
+        "classifier.0.weight",
+        "classifier.2.bias",
+        "classifier.2.weight",
+    ]
     assert _compare_with_torchvision(tiny_model, tv_tiny) < 1e-4
 
 
@@ -115,6 +128,7 @@ def test_head_is_untouched_by_backbone_load(tv_tiny) -> None:
 # --------------------------------------------------------------------------------------------------- V2 reference
 def _ref_v2_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, depths: list[int]) -> list[torch.Tensor]:
     """Functional ConvNeXt-V2 written from the paper's equations, driven by an official-format state dict."""
+
     def ln_cf(t, pre):  # channels-first LayerNorm via explicit mean / var
         u = t.mean(1, keepdim=True)
         s = (t - u).pow(2).mean(1, keepdim=True)
@@ -145,20 +159,42 @@ def _random_official_v2(depths: list[int], dims: list[int]) -> dict[str, torch.T
     """Random official-format V2 weights with the published key names and shapes (GRN (1,1,1,4d))."""
     g = torch.Generator().manual_seed(3)
     r = lambda *shape: torch.randn(*shape, generator=g) * 0.2  # noqa: E731
-    sd = {"downsample_layers.0.0.weight": r(dims[0], 3, 4, 4), "downsample_layers.0.0.bias": r(dims[0]),
-          "downsample_layers.0.1.weight": 1 + r(dims[0]), "downsample_layers.0.1.bias": r(dims[0]),
-          "norm.weight": r(dims[3]), "norm.bias": r(dims[3]), "head.weight": r(1000, dims[3]), "head.bias": r(1000)}
+    sd = {
+        "downsample_layers.0.0.weight": r(dims[0], 3, 4, 4),
+        "downsample_layers.0.0.bias": r(dims[0]),
+        "downsample_layers.0.1.weight": 1 + r(dims[0]),
+        "downsample_layers.0.1.bias": r(dims[0]),
+        "norm.weight": r(dims[3]),
+        "norm.bias": r(dims[3]),
+        "head.weight": r(1000, dims[3]),
+        "head.bias": r(1000),
+    }
     for s in range(1, 4):
-        sd.update({f"downsample_layers.{s}.0.weight": 1 + r(dims[s - 1]), f"downsample_layers.{s}.0.bias": r(dims[s - 1]),
-                   f"downsample_layers.{s}.1.weight": r(dims[s], dims[s - 1], 2, 2),
-                   f"downsample_layers.{s}.1.bias": r(dims[s])})
+        sd.update(
+            {
+                f"downsample_layers.{s}.0.weight": 1 + r(dims[s - 1]),
+                f"downsample_layers.{s}.0.bias": r(dims[s - 1]),
+                f"downsample_layers.{s}.1.weight": r(dims[s], dims[s - 1], 2, 2),
+                f"downsample_layers.{s}.1.bias": r(dims[s]),
+            }
+        )
     for s, (n, d) in enumerate(zip(depths, dims)):
         for j in range(n):
             b = f"stages.{s}.{j}"
-            sd.update({f"{b}.dwconv.weight": r(d, 1, 7, 7), f"{b}.dwconv.bias": r(d), f"{b}.norm.weight": 1 + r(d),
-                       f"{b}.norm.bias": r(d), f"{b}.pwconv1.weight": r(4 * d, d), f"{b}.pwconv1.bias": r(4 * d),
-                       f"{b}.grn.gamma": r(1, 1, 1, 4 * d), f"{b}.grn.beta": r(1, 1, 1, 4 * d),
-                       f"{b}.pwconv2.weight": r(d, 4 * d) * 0.5, f"{b}.pwconv2.bias": r(d)})
+            sd.update(
+                {
+                    f"{b}.dwconv.weight": r(d, 1, 7, 7),
+                    f"{b}.dwconv.bias": r(d),
+                    f"{b}.norm.weight": 1 + r(d),
+                    f"{b}.norm.bias": r(d),
+                    f"{b}.pwconv1.weight": r(4 * d, d),
+                    f"{b}.pwconv1.bias": r(4 * d),
+                    f"{b}.grn.gamma": r(1, 1, 1, 4 * d),
+                    f"{b}.grn.beta": r(1, 1, 1, 4 * d),
+                    f"{b}.pwconv2.weight": r(d, 4 * d) * 0.5,
+                    f"{b}.pwconv2.bias": r(d),
+                }
+            )
     return sd
 
 
@@ -175,10 +211,18 @@ def official_v2_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if m[3] == "grn":
                 out[f"stages.{m[1]}.blocks.{m[2]}.mlp.grn.{'weight' if m[4] == 'gamma' else 'bias'}"] = v.flatten()
             else:
-                out[f"stages.{m[1]}.blocks.{m[2]}.{name}.{m[4]}"] = v[..., None, None] if m[3][:2] == "pw" and m[4] == "weight" else v
+                out[f"stages.{m[1]}.blocks.{m[2]}.{name}.{m[4]}"] = (
+                    v[..., None, None] if m[3][:2] == "pw" and m[4] == "weight" else v
+                )
         else:
-            out[{"norm.weight": "head.norm.weight", "norm.bias": "head.norm.bias", "head.weight": "head.fc.weight",
-                 "head.bias": "head.fc.bias"}[k]] = v
+            out[
+                {
+                    "norm.weight": "head.norm.weight",
+                    "norm.bias": "head.norm.bias",
+                    "head.weight": "head.fc.weight",
+                    "head.bias": "head.fc.bias",
+                }[k]
+            ] = v
     return out
 
 
@@ -211,10 +255,18 @@ def test_v1_weights_onto_v2_model_are_refused() -> None:
     sd = {k.replace("model.", "", 1): v for k, v in v1.state_dict().items()}  # our keys: not a known format
     with pytest.raises(UserError, match="unknown key format"):
         load_backbone_weights(v2, sd)
-    official = {re.sub(r"^model\.(\d)\.downsample\.", lambda m: f"downsample_layers.{m[1]}.", k): v
-                for k, v in v1.state_dict().items() if re.match(r"model\.[0-3]\.downsample\.", k)}
-    official.update({re.sub(r"^model\.(\d)\.blocks\.", lambda m: f"stages.{m[1]}.", k): v
-                     for k, v in v1.state_dict().items() if re.match(r"model\.[0-3]\.blocks\.", k)})
+    official = {
+        re.sub(r"^model\.(\d)\.downsample\.", lambda m: f"downsample_layers.{m[1]}.", k): v
+        for k, v in v1.state_dict().items()
+        if re.match(r"model\.[0-3]\.downsample\.", k)
+    }
+    official.update(
+        {
+            re.sub(r"^model\.(\d)\.blocks\.", lambda m: f"stages.{m[1]}.", k): v
+            for k, v in v1.state_dict().items()
+            if re.match(r"model\.[0-3]\.blocks\.", k)
+        }
+    )
     assert describe_canonical(official) == ([1, 1, 1, 1], [16, 32, 64, 128], 1)
     with pytest.raises(UserError, match=r"ConvNeXt\(depths=\[1, 1, 1, 1\].*backbone is ConvNeXtV2\("):
         load_backbone_weights(v2, official)

@@ -1,4 +1,5 @@
 """The embedded shapes dataset: determinism, COCO json vs YOLO labels, classes, size spread, tight boxes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,19 +9,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from data.scripts import make_shapes as ms
-from utils.files import ROOT
+from utils.core.files import ROOT
 
 CHROMA = 95  # max-min over BGR: objects are >= ~110, backgrounds <= ~80 (low-saturation by design)
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under root, keyed by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read_labels(file: Path) -> np.ndarray:
@@ -51,6 +54,7 @@ def test_layout_and_numeric_stems(shapes_yaml):
 
 def test_coco_json_loads_and_matches_yolo_labels(shapes_yaml):
     from pycocotools.coco import COCO
+
     d = yaml.safe_load(shapes_yaml.read_text())
     root = Path(d["path"])
     coco = COCO(str(root / d["val_json"]))
@@ -118,7 +122,7 @@ def test_every_coloured_pixel_is_inside_a_box():
         img, lb = ms.draw_image(np.random.default_rng([9, i]), 128)
         inside = np.zeros(img.shape[:2], bool)
         for _, cx, cy, w, h in lb * 128:
-            inside[round(cy - h / 2):round(cy + h / 2), round(cx - w / 2):round(cx + w / 2)] = True
+            inside[round(cy - h / 2) : round(cy + h / 2), round(cx - w / 2) : round(cx + w / 2)] = True
         coloured = img.astype(int).max(2) - img.astype(int).min(2) > CHROMA
         assert not (coloured & ~inside).any(), i  # no unlabelled object, no object outside its box
 
@@ -128,19 +132,29 @@ def test_occlusion_capped(monkeypatch):
     for i in range(30):
         masks, _ = ms._place_objects(np.random.default_rng([11, i]), 128)
         for j, m in enumerate(masks):
-            covered = np.logical_or.reduce(masks[j + 1:]) if j + 1 < len(masks) else np.zeros_like(m)
+            covered = np.logical_or.reduce(masks[j + 1 :]) if j + 1 < len(masks) else np.zeros_like(m)
             assert (m & ~covered).sum() >= 0.6 * m.sum() - 1e-9
 
 
 def test_cli_and_bad_args(tmp_path):
     script = ROOT / "data" / "scripts" / "make_shapes.py"
-    r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "s"), "--n-train", "2", "--n-val", "1",
-                        "--imgsz", "64"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path / "s"), "--n-train", "2", "--n-val", "1", "--imgsz", "64"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "s" / "images" / "train").glob("*.jpg"))) == 2
     assert json.loads((tmp_path / "s" / "annotations" / "instances_val.json").read_text())["images"][0]["id"] == 3
-    r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "t"), "--imgsz", "8"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path / "t"), "--imgsz", "8"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "imgsz" in r.stderr
 
 

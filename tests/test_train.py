@@ -1,5 +1,6 @@
 """train.py: a short run learns, outputs and checkpoints, SIGKILL + --resume, layer decay, freeze-epochs, NaN guard,
 bad input on the CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -17,14 +18,27 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_train import FIXTURE_IMGSZ, train_hyp, write_micro_cfg
-from utils.errors import UserError
-from utils.files import ROOT
-from utils.log import LOGGER
+from tests.fixtures_train import FIXTURE_IMGSZ, train_hyp
+from utils.core.errors import UserError
+from utils.core.files import ROOT
+from utils.core.log import LOGGER
 
-YOLOV5_COLUMNS = ["epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
-                  "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",
-                  "x/lr0", "x/lr1", "x/lr2"]
+YOLOV5_COLUMNS = [
+    "epoch",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
+]
 
 
 def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
@@ -43,8 +57,14 @@ def csv_epochs(path: Path) -> list[int]:
 
 def cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     """Run train.py from another cwd (scripts must work from anywhere)."""
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          cwd="/", env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 class LogCapture:
@@ -78,10 +98,21 @@ def test_short_run_improves_map(trained_run):
 
 def test_run_outputs_and_stripped_checkpoints(trained_run):
     d = Path(trained_run["save_dir"])
-    for f in ("results.csv", "results.png", "labels.jpg", "train_batch0.jpg", "train_batch1.jpg", "train_batch2.jpg",
-              "hyp.yaml", "opt.yaml", "confusion_matrix.png", "PR_curve.png"):
+    for f in (
+        "results.csv",
+        "results.png",
+        "labels.jpg",
+        "train_batch0.jpg",
+        "train_batch1.jpg",
+        "train_batch2.jpg",
+        "hyp.yaml",
+        "opt.yaml",
+        "confusion_matrix.png",
+        "PR_curve.png",
+    ):
         assert (d / f).is_file(), f
-    from utils.files import yaml_load
+    from utils.core.files import yaml_load
+
     opt = yaml_load(d / "opt.yaml")
     assert opt["epochs"] > 0 and opt["imgsz"] == FIXTURE_IMGSZ and opt["batch_size"] == 8
     assert yaml_load(d / "hyp.yaml")["lr0"] > 0
@@ -94,7 +125,8 @@ def test_run_outputs_and_stripped_checkpoints(trained_run):
 
 
 def test_weights_transfer_and_nc_mismatch(trained_weights, micro_cfg_file):
-    from utils.train_setup import build_model
+    from utils.training.train_setup import build_model
+
     with LogCapture() as log:
         same = build_model(micro_cfg_file, trained_weights, 3, {0: "a", 1: "b", 2: "c"}, torch.device("cpu"))
     n_all = len(same.state_dict())
@@ -121,11 +153,37 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 150) -> None:
 
 
 def test_sigkill_then_resume_continues(shapes_yaml, micro_cfg_file, tmp_path):
-    args = ["--cfg", str(micro_cfg_file), "--data", str(shapes_yaml), "--epochs", "3", "--batch-size", "4",
-            "--img", "64", "--project", str(tmp_path), "--name", "r", "--workers", "0", "--device", "cpu",
-            "--save-period", "1", "--noplots", "--noautoanchor"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd="/")
+    args = [
+        "--cfg",
+        str(micro_cfg_file),
+        "--data",
+        str(shapes_yaml),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--img",
+        "64",
+        "--project",
+        str(tmp_path),
+        "--name",
+        "r",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--save-period",
+        "1",
+        "--noplots",
+        "--noautoanchor",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd="/",
+    )
     w = tmp_path / "r" / "weights"
     _wait_for(w / "epoch1.pt", proc)  # written after last.pt of epoch 1
     proc.send_signal(signal.SIGKILL)
@@ -150,9 +208,10 @@ def test_sigkill_then_resume_continues(shapes_yaml, micro_cfg_file, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- optimizer schedule
 def test_layer_decay_lr_scales(micro_model):
-    from models.convnext import layer_decay_ids
-    from utils.train_setup import make_optimizer
-    from utils.train_options import TrainOptions
+    from models.sizes import layer_decay_ids
+    from utils.training.train_options import TrainOptions
+    from utils.training.train_setup import make_optimizer
+
     opt = TrainOptions(total_batch_size=64, optimizer="AdamW", layer_decay=0.8, epochs=10, cos_lr=False)
     hyp = {"lr0": 0.001, "lrf": 0.01, "momentum": 0.9, "weight_decay": 0.05}
     optimizer, _, _ = make_optimizer(micro_model, opt, hyp)
@@ -171,9 +230,25 @@ def test_layer_decay_lr_scales(micro_model):
 def test_freeze_epochs_unfreezes_backbone(shapes_yaml, micro_cfg_file, trained_weights, tmp_path):
     # batch 32 = the whole fixture train split: accumulation (to 64) still steps the optimizer in every epoch
     import train
-    r = train.run(weights=str(trained_weights), cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(),
-                  epochs=2, batch_size=32, imgsz=64, project=str(tmp_path), name="f", workers=0, device="cpu",
-                  freeze_epochs=1, save_period=1, noplots=True, noval=True, noautoanchor=True)
+
+    r = train.run(
+        weights=str(trained_weights),
+        cfg=str(micro_cfg_file),
+        data=str(shapes_yaml),
+        hyp=train_hyp(),
+        epochs=2,
+        batch_size=32,
+        imgsz=64,
+        project=str(tmp_path),
+        name="f",
+        workers=0,
+        device="cpu",
+        freeze_epochs=1,
+        save_period=1,
+        noplots=True,
+        noval=True,
+        noautoanchor=True,
+    )
     w = Path(r["save_dir"]) / "weights"
     init = torch.load(trained_weights, weights_only=True)["model"]["state_dict"]
     e0 = torch.load(w / "epoch0.pt", weights_only=True)["model"]["state_dict"]
@@ -188,7 +263,8 @@ def test_freeze_epochs_unfreezes_backbone(shapes_yaml, micro_cfg_file, trained_w
 
 def test_nan_loss_stops_keeping_last_good_checkpoint(shapes_yaml, micro_cfg_file, tmp_path, monkeypatch):
     import train
-    import utils.loss as loss_mod
+    import utils.training.loss as loss_mod
+
     real = loss_mod.ComputeLoss
 
     class NaNAfter(real):
@@ -201,19 +277,38 @@ def test_nan_loss_stops_keeping_last_good_checkpoint(shapes_yaml, micro_cfg_file
 
     monkeypatch.setattr(train, "ComputeLoss", NaNAfter)
     with pytest.raises(UserError, match="non-finite training loss at epoch 1"):
-        train.run(cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(), epochs=3, batch_size=16,
-                  imgsz=64, project=str(tmp_path), name="n", workers=0, device="cpu", noplots=True, noval=True,
-                  noautoanchor=True)
+        train.run(
+            cfg=str(micro_cfg_file),
+            data=str(shapes_yaml),
+            hyp=train_hyp(),
+            epochs=3,
+            batch_size=16,
+            imgsz=64,
+            project=str(tmp_path),
+            name="n",
+            workers=0,
+            device="cpu",
+            noplots=True,
+            noval=True,
+            noautoanchor=True,
+        )
     last = tmp_path / "n" / "weights" / "last.pt"
     assert torch.load(last, weights_only=True)["epoch"] == 0
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("args,env,message", [
-    (["--cfg", "no_such_model.yaml"], {}, "model yaml not found"),
-    (["--batch-size", "3"], {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "not a multiple of the world size 2"),
-    (["--resume", "--project", "{tmp}"], {}, "nothing to resume"),
-])
+@pytest.mark.parametrize(
+    "args,env,message",
+    [
+        (["--cfg", "no_such_model.yaml"], {}, "model yaml not found"),
+        (
+            ["--batch-size", "3"],
+            {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+            "not a multiple of the world size 2",
+        ),
+        (["--resume", "--project", "{tmp}"], {}, "nothing to resume"),
+    ],
+)
 def test_cli_bad_input_one_line_exit_2(args, env, message, tmp_path):
     r = cli(*[a.format(tmp=tmp_path) for a in args], "--device", "cpu", env=env)
     assert r.returncode == 2, r.stdout[-1000:] + r.stderr[-1000:]
@@ -223,7 +318,8 @@ def test_cli_bad_input_one_line_exit_2(args, env, message, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- small pieces
 def test_results_csv_trim_on_resume_and_plot(tmp_path):
-    from utils.train_outputs import TrainOutputs
+    from utils.training.train_outputs import TrainOutputs
+
     out = TrainOutputs(tmp_path, plots=True)
     for e in range(3):
         out.log_epoch(e, [0.1 * e] * 13)
@@ -238,8 +334,9 @@ def test_results_csv_trim_on_resume_and_plot(tmp_path):
 
 
 def test_batch_split_and_early_stopping():
-    from utils.distributed import check_batch_size
-    from utils.trainer import EarlyStopping
+    from utils.core.distributed import check_batch_size
+    from utils.training.trainer import EarlyStopping
+
     assert check_batch_size(8, 2) == 4 and check_batch_size(5, 1) == 5
     with pytest.raises(UserError, match="not a multiple of the world size 2"):
         check_batch_size(3, 2)
@@ -249,7 +346,8 @@ def test_batch_split_and_early_stopping():
 
 
 def test_resume_lookup(tmp_path):
-    from utils.train_setup import find_resume_checkpoint
+    from utils.training.train_setup import find_resume_checkpoint
+
     a, b = tmp_path / "exp" / "weights" / "last.pt", tmp_path / "exp2" / "weights" / "last.pt"
     for f in (a, b):
         f.parent.mkdir(parents=True)

@@ -1,5 +1,6 @@
 """Speed options of the training loop (issue: speed and scale): --channels-last and --compile change how the step
 runs, never what it computes."""
+
 from __future__ import annotations
 
 import logging
@@ -8,11 +9,19 @@ import pytest
 import torch
 
 from models.yolo import Model
-from utils.compiled import CompiledForward
-from utils.loss import ComputeLoss
+from utils.training.compiled import CompiledForward
+from utils.training.loss import ComputeLoss
 
-HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
-       "label_smoothing": 0.0}
+HYP = {
+    "box": 0.05,
+    "cls": 0.5,
+    "cls_pw": 1.0,
+    "obj": 1.0,
+    "obj_pw": 1.0,
+    "anchor_t": 4.0,
+    "fl_gamma": 0.0,
+    "label_smoothing": 0.0,
+}
 
 
 def _loss_and_grads(fmt: torch.memory_format) -> tuple[float, dict[str, torch.Tensor]]:
@@ -43,6 +52,7 @@ def test_compile_falls_back_with_one_warning(monkeypatch, caplog):
 
     def broken(*a, **k):
         raise RuntimeError("inductor: no working C++ compiler found")
+
     monkeypatch.setattr(torch, "compile", lambda m, **kw: broken)
     fwd = CompiledForward(model, enabled=True)
     x = torch.rand(1, 3, 8, 8)
@@ -72,6 +82,7 @@ def test_compile_error_after_first_success_propagates(monkeypatch):
         if calls["n"] > 1:
             raise RuntimeError("shape error")
         return model(x)
+
     monkeypatch.setattr(torch, "compile", lambda m, **kw: flaky)
     fwd = CompiledForward(model, enabled=True)
     fwd(torch.rand(1, 2))
@@ -79,17 +90,30 @@ def test_compile_error_after_first_success_propagates(monkeypatch):
         fwd(torch.rand(1, 2))
 
 
-def test_channels_last_and_compile_fallback_train_like_nchw(shapes_yaml, micro_cfg_file, tmp_path, monkeypatch,
-                                                             caplog):
+def test_channels_last_and_compile_fallback_train_like_nchw(shapes_yaml, micro_cfg_file, tmp_path, monkeypatch, caplog):
     """Two epochs in the default channels-last layout with a failing --compile end where a --no-channels-last run
     ends: same weights (to float rounding); the checkpoint holds plain contiguous tensors and loads into an ordinary
     (contiguous) model."""
     import train
     from tests.fixtures_train import train_hyp
-    kw = dict(cfg=str(micro_cfg_file), data=str(shapes_yaml), hyp=train_hyp(), epochs=2, batch_size=16, imgsz=64,
-              project=str(tmp_path), workers=0, device="cpu", noplots=True, noval=True, noautoanchor=True, seed=0)
+
+    kw = dict(
+        cfg=str(micro_cfg_file),
+        data=str(shapes_yaml),
+        hyp=train_hyp(),
+        epochs=2,
+        batch_size=16,
+        imgsz=64,
+        project=str(tmp_path),
+        workers=0,
+        device="cpu",
+        noplots=True,
+        noval=True,
+        noautoanchor=True,
+        seed=0,
+    )
     base = train.run(**kw, name="base", channels_last=False)
-    monkeypatch.setattr(torch, "compile", lambda m, **k: (lambda *a: (_ for _ in ()).throw(RuntimeError("no cc"))))
+    monkeypatch.setattr(torch, "compile", lambda m, **k: lambda *a: (_ for _ in ()).throw(RuntimeError("no cc")))
     with caplog.at_level(logging.WARNING, logger="yolo"):
         fast = train.run(**kw, name="fast", compile=True)  # channels-last is the default
     assert sum("--compile" in r.getMessage() for r in caplog.records) == 1
@@ -102,13 +126,15 @@ def test_channels_last_and_compile_fallback_train_like_nchw(shapes_yaml, micro_c
             moved += 1
     assert moved > 50
     assert all(v.is_contiguous() for v in b.values())  # not NHWC strides: the same file whatever the layout
-    from utils.checkpoint import load_model
+    from models.checkpoint import load_model
+
     m = load_model(fast["last"])
     assert all(p.is_contiguous() for p in m.parameters())
 
 
 def test_channels_last_is_the_default_and_can_be_turned_off():
     import train
+
     assert train.parse_opt([]).channels_last is True
     assert train.parse_opt(["--no-channels-last"]).channels_last is False
     assert train.parse_opt(["--channels-last"]).channels_last is True

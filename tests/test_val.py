@@ -1,6 +1,7 @@
 """val.run: the in-memory path train.py uses (model + dataloader + compute_loss), letterbox scaling back to original
 pixels, COCO json + pycocotools end to end, plots, and bad input. The CLI tests on the embedded dataset need the
 model and data modules."""
+
 import json
 import logging
 import subprocess
@@ -12,18 +13,20 @@ import pytest
 import torch
 
 import val
-from utils.coco import labels_to_coco
-from utils.errors import UserError
+from utils.core.errors import UserError
+from utils.evaluation.coco import labels_to_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {0: "circle", 1: "square"}
 IMG = 128  # letterboxed input size
 GAIN, PADH = 1.28, 12.8  # 80x100 originals letterboxed into 128x128: scale 1.28, 12.8 px bars top and bottom
 # per image: objects as (cls, x1, y1, x2, y2) in ORIGINAL 100x80 pixels
-OBJECTS = [[(0, 10, 10, 40, 50), (1, 50, 20, 90, 60)],
-           [(1, 5, 5, 35, 30)],
-           [(0, 20, 30, 70, 75), (0, 60, 5, 95, 40), (1, 0, 40, 30, 79)],
-           []]  # a background image
+OBJECTS = [
+    [(0, 10, 10, 40, 50), (1, 50, 20, 90, 60)],
+    [(1, 5, 5, 35, 30)],
+    [(0, 20, 30, 70, 75), (0, 60, 5, 95, 40), (1, 0, 40, 30, 79)],
+    [],
+]  # a background image
 
 
 class FakeLoader(list):
@@ -65,8 +68,9 @@ def _batches(jitter=0.0, seed=0):
                 targets.append([i, c, (x1 + x2) / 2 / IMG, (y1 + y2) / 2 / IMG, (x2 - x1) / IMG, (y2 - y1) / IMG])
                 w, h = x2 - x1, y2 - y1
                 cx, cy = (x1 + x2) / 2 + rng.normal(0, jitter) * w, (y1 + y2) / 2 + rng.normal(0, jitter) * h
-                pred[i, k, :5] = torch.tensor([cx, cy, w * (1 + rng.normal(0, jitter)),
-                                               h * (1 + rng.normal(0, jitter)), 0.5 + 0.4 * rng.random()])
+                pred[i, k, :5] = torch.tensor(
+                    [cx, cy, w * (1 + rng.normal(0, jitter)), h * (1 + rng.normal(0, jitter)), 0.5 + 0.4 * rng.random()]
+                )
                 pred[i, k, 5 + c] = 1.0
         imgs = torch.zeros(2, 3, IMG, IMG, dtype=torch.uint8)
         paths = [f"/data/images/{2 * b + i:012d}.jpg" for i in range(2)]
@@ -79,8 +83,9 @@ def _annotations(tmp_path):
     """COCO annotation json of OBJECTS in original pixels, named in a data dict as val_json."""
     images = []
     for k, objs in enumerate(OBJECTS):
-        lb = np.array([[c, (x1 + x2) / 200, (y1 + y2) / 160, (x2 - x1) / 100, (y2 - y1) / 80]
-                       for c, x1, y1, x2, y2 in objs]).reshape(-1, 5)
+        lb = np.array(
+            [[c, (x1 + x2) / 200, (y1 + y2) / 160, (x2 - x1) / 100, (y2 - y1) / 80] for c, x1, y1, x2, y2 in objs]
+        ).reshape(-1, 5)
         images.append((f"{k:012d}.jpg", 100, 80, lb))
     (tmp_path / "anno.json").write_text(json.dumps(labels_to_coco(images, NAMES)))
     return {"path": str(tmp_path), "val": "images", "names": NAMES, "nc": 2, "val_json": "anno.json"}
@@ -104,8 +109,16 @@ def test_perfect_predictions_through_letterbox(tmp_path):
     assert losses == pytest.approx([0.1, 0.2, 0.3])  # mean over the 2 batches
     assert calls == [3, 3]
     assert maps.tolist() == pytest.approx([1.0, 1.0]) and len(times) == 3
-    for f in ("PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.png",
-              "val_batch0_labels.jpg", "val_batch0_pred.jpg", "val_batch1_pred.jpg"):
+    for f in (
+        "PR_curve.png",
+        "F1_curve.png",
+        "P_curve.png",
+        "R_curve.png",
+        "confusion_matrix.png",
+        "val_batch0_labels.jpg",
+        "val_batch0_pred.jpg",
+        "val_batch1_pred.jpg",
+    ):
         assert (tmp_path / "run" / f).is_file(), f
 
 
@@ -141,20 +154,48 @@ def test_save_json_without_annotations_warns_and_keeps_our_map(tmp_path, caplog)
 
 def test_bad_input(tmp_path, caplog):
     with pytest.raises(UserError, match="no images"):
-        val.run(data={"names": NAMES, "nc": 2}, model=ScriptedModel([]), dataloader=FakeLoader(),
-                save_dir=tmp_path, plots=False)
+        val.run(
+            data={"names": NAMES, "nc": 2},
+            model=ScriptedModel([]),
+            dataloader=FakeLoader(),
+            save_dir=tmp_path,
+            plots=False,
+        )
     with pytest.raises(UserError, match="weights file not found"):
         val.run(data={"names": NAMES, "nc": 2}, weights=tmp_path / "missing.pt", device="cpu")
     with caplog.at_level(logging.WARNING, logger="yolo"):
-        val.run(data={"names": NAMES, "nc": 2}, weights=tmp_path / "x.pt", conf_thres=0.25, device="cpu",
-                model=ScriptedModel(_batches()[1]), dataloader=_batches()[0], save_dir=tmp_path, plots=False)
+        val.run(
+            data={"names": NAMES, "nc": 2},
+            weights=tmp_path / "x.pt",
+            conf_thres=0.25,
+            device="cpu",
+            model=ScriptedModel(_batches()[1]),
+            dataloader=_batches()[0],
+            save_dir=tmp_path,
+            plots=False,
+        )
     assert "not comparable" not in caplog.text  # training (in-memory model) does not warn
 
 
 def test_cli_missing_weights_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "val.py"), "--weights", str(tmp_path / "nope.pt"),
-                        "--data", str(tmp_path / "d.yaml"), "--device", "cpu", "--project", str(tmp_path)],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "val.py"),
+            "--weights",
+            str(tmp_path / "nope.pt"),
+            "--data",
+            str(tmp_path / "d.yaml"),
+            "--device",
+            "cpu",
+            "--project",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "nope.pt" in r.stderr
@@ -163,6 +204,7 @@ def test_cli_missing_weights_is_one_line(tmp_path):
 def test_save_json_prints_the_12_coco_numbers_equal_to_pycocotools(tmp_path, caplog):
     """--save-json logs our evaluator's 12 COCO summary lines; its AP line equals the mAP pycocotools reports."""
     import re
+
     data = _annotations(tmp_path)
     with caplog.at_level(logging.INFO, logger="yolo"):
         coco = _run(tmp_path, jitter=0.08, data=data, plots=False, save_json=True)[0]

@@ -1,5 +1,6 @@
 """val.run on the generated shapes data through the real loader: letterbox -> original pixels -> COCO json ->
 pycocotools, with a scripted model that predicts the ground truth plus noise (so the expected mAP is known)."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,15 @@ class GroundTruthModel(torch.nn.Module):
             for k, (_, c, cx, cy, bw, bh) in enumerate(rows):
                 bw, bh = bw * w, bh * h
                 noise = self.rng.normal(0, self.jitter, 4)
-                pred[i, k, :5] = torch.tensor([cx * w + noise[0] * bw, cy * h + noise[1] * bh, bw * (1 + noise[2]),
-                                               bh * (1 + noise[3]), 0.5 + 0.5 * self.rng.random()])
+                pred[i, k, :5] = torch.tensor(
+                    [
+                        cx * w + noise[0] * bw,
+                        cy * h + noise[1] * bh,
+                        bw * (1 + noise[2]),
+                        bh * (1 + noise[3]),
+                        0.5 + 0.5 * self.rng.random(),
+                    ]
+                )
                 pred[i, k, 5 + int(c)] = 1.0
             pred[i, -1, :5] = torch.tensor([w * 0.3, h * 0.3, 20.0, 20.0, 0.05])  # a false positive
             pred[i, -1, 5] = 1.0
@@ -59,17 +67,26 @@ class TargetFeeder:
 
 def validate(data: dict, save_dir: Path, save_json: bool, jitter: float):
     """val.run the in-memory way train.py does, on the val split loaded like val.py loads it (rect, pad 0.5)."""
-    from utils.dataset import create_dataloader
+    from utils.dataloaders.dataset import create_dataloader
+
     names = {int(k): v for k, v in data["names"].items()}
     model = GroundTruthModel(len(names), names, jitter)
     loader = create_dataloader(data["val"], IMG, 4, 32, pad=0.5, rect=True, workers=0)[0]
-    return val.run(data, model=model, dataloader=TargetFeeder(loader, model), imgsz=IMG, save_json=save_json,
-                   save_dir=save_dir, plots=False)
+    return val.run(
+        data,
+        model=model,
+        dataloader=TargetFeeder(loader, model),
+        imgsz=IMG,
+        save_json=save_json,
+        save_dir=save_dir,
+        plots=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def shapes_data(shapes_yaml):
-    from utils.data_yaml import check_dataset
+    from utils.dataloaders.data_yaml import check_dataset
+
     return check_dataset(str(shapes_yaml))
 
 
@@ -95,9 +112,32 @@ def test_val_cli_save_json_end_to_end(trained_weights, shapes_yaml, tmp_path):
     """The real command: `val.py --save-json` with trained weights on the generated data runs pycocotools."""
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, str(Path(val.__file__)), "--data", str(shapes_yaml), "--weights",
-                        str(trained_weights), "--img", "128", "--device", "cpu", "--workers", "0", "--save-json",
-                        "--project", str(tmp_path), "--name", "v"], capture_output=True, text=True, cwd="/", timeout=300)
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(Path(val.__file__)),
+            "--data",
+            str(shapes_yaml),
+            "--weights",
+            str(trained_weights),
+            "--img",
+            "128",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--save-json",
+            "--project",
+            str(tmp_path),
+            "--name",
+            "v",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = r.stdout + r.stderr
     m = re.search(r"mAP50-95 ours ([\d.]+)\s+pycocotools ([\d.]+)", out)

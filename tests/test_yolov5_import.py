@@ -5,6 +5,7 @@ No yolov5 code is used: the files are written from our own Model, its module tre
 carry yolov5's names (models.yolo.DetectionModel, models.common.Conv, ...) and attribute layout, pickled whole and in
 fp16 like yolov5's train.py does.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,6 +13,7 @@ import functools
 import io
 import logging
 import os
+import pickle
 import posix
 import subprocess
 import sys
@@ -26,14 +28,14 @@ import torch.nn as nn
 
 import models.common
 import models.yolo
+from models.checkpoint import load_checkpoint, load_model, model_record, save_checkpoint
 from models.yolo import Model
+from models.yolov5_ckpt import RestrictedUnpickler, StandIn, load_yolov5
 from tests.fixtures_train import train_hyp
-from utils.checkpoint import load_checkpoint, load_model, model_record, save_checkpoint
-from utils.errors import UserError
-from utils.files import ROOT
-from utils.log import LOGGER
-from utils.nms import non_max_suppression
-from utils.yolov5_ckpt import RestrictedUnpickler, StandIn, load_yolov5
+from utils.core.errors import UserError
+from utils.core.files import ROOT
+from utils.core.log import LOGGER
+from utils.evaluation.nms import non_max_suppression
 
 NAMES = ["circle", "rectangle", "triangle"]  # the shapes dataset's classes, so train --weights transfers everything
 IMGSZ = 64
@@ -42,7 +44,8 @@ CKPT_KEYS = {"epoch", "best_fitness", "model", "ema", "updates", "optimizer", "s
 
 def tiny_yaml() -> dict[str, Any]:
     """models/yolov5n.yaml at width 0.125 (8..128 channels): yolov5's own layer list, built in milliseconds."""
-    from utils.files import yaml_load
+    from utils.core.files import yaml_load
+
     cfg = yaml_load(ROOT / "models" / "yolov5n.yaml")
     cfg.update(nc=len(NAMES), width_multiple=0.125)
     return cfg
@@ -53,7 +56,7 @@ def random_model(seed: int) -> Model:
     return copy.deepcopy(_random_model(seed))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_model(seed: int) -> Model:
     torch.manual_seed(seed)
     model = Model(tiny_yaml())
@@ -74,8 +77,14 @@ def stand_in(module: str, name: str) -> type:
 class Y5Classes:
     """Stand-in classes named as yolov5 names its layers; `install` makes pickle find them under those names."""
 
-    LAYERS = {"Conv": "models.common", "C3": "models.common", "Bottleneck": "models.common",
-              "SPPF": "models.common", "Concat": "models.common", "Detect": "models.yolo"}
+    LAYERS = {
+        "Conv": "models.common",
+        "C3": "models.common",
+        "Bottleneck": "models.common",
+        "SPPF": "models.common",
+        "Concat": "models.common",
+        "Detect": "models.yolo",
+    }
 
     def __init__(self, model_class: str = "DetectionModel") -> None:
         self.model_class = model_class
@@ -83,7 +92,7 @@ class Y5Classes:
         self.by_name["Model"] = stand_in("models.yolo", model_class)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name, cls in self.by_name.items():
+        for _name, cls in self.by_name.items():
             target = models.yolo if cls.__module__ == "models.yolo" else models.common
             monkeypatch.setattr(target, cls.__qualname__, cls, raising=False)
 
@@ -111,8 +120,15 @@ def yolov5_layout(model: Model, classes: Y5Classes) -> Any:
     net = mirror(h, classes, {})
     yaml = dict(net.yaml)
     net.yaml_file = yaml.pop("yaml_file", "yolov5n.yaml")
-    net.__dict__.update(yaml=yaml, names=list(NAMES), nc=len(NAMES), inplace=True, hyp={"lr0": 0.01},
-                        class_weights=torch.ones(len(NAMES)).half(), stride=h.stride.clone())
+    net.__dict__.update(
+        yaml=yaml,
+        names=list(NAMES),
+        nc=len(NAMES),
+        inplace=True,
+        hyp={"lr0": 0.01},
+        class_weights=torch.ones(len(NAMES)).half(),
+        stride=h.stride.clone(),
+    )
     for row in net._modules["model"]._modules.values():
         kind = row.__dict__["type"]
         row.__dict__["type"] = f"{Y5Classes.LAYERS.get(kind, 'torch.nn.modules.upsampling')}.{kind.split('.')[-1]}"
@@ -125,16 +141,32 @@ def yolov5_layout(model: Model, classes: Y5Classes) -> Any:
     return net
 
 
-def save_yolov5(path: Path, monkeypatch: pytest.MonkeyPatch, model: Model, ema: Model | None = None,
-                model_class: str = "DetectionModel", edit: Any = None, **extra: Any) -> Path:
+def save_yolov5(
+    path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    model: Model,
+    ema: Model | None = None,
+    model_class: str = "DetectionModel",
+    edit: Any = None,
+    **extra: Any,
+) -> Path:
     """torch.save a checkpoint in yolov5 train.py's dict layout; edit(net) may change the pickled tree first."""
     classes = Y5Classes(model_class)
     net = yolov5_layout(model, classes)
     if edit:
         edit(net)
-    ckpt = {"epoch": -1, "best_fitness": None, "model": net, "ema": yolov5_layout(ema, classes) if ema else None,
-            "updates": None, "optimizer": None, "opt": {"epochs": 3, "save_dir": "runs/train/exp"},
-            "git": {"commit": "abc"}, "date": "2024-01-01T00:00:00", **extra}
+    ckpt = {
+        "epoch": -1,
+        "best_fitness": None,
+        "model": net,
+        "ema": yolov5_layout(ema, classes) if ema else None,
+        "updates": None,
+        "optimizer": None,
+        "opt": {"epochs": 3, "save_dir": "runs/train/exp"},
+        "git": {"commit": "abc"},
+        "date": "2024-01-01T00:00:00",
+        **extra,
+    }
     with monkeypatch.context() as mp:
         classes.install(mp)
         torch.save(ckpt, path)
@@ -159,7 +191,7 @@ def y5(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 class LogText:
     """The project LOGGER's lines (it does not propagate, so caplog misses it)."""
 
-    def __enter__(self) -> "LogText":
+    def __enter__(self) -> LogText:
         self.buf = io.StringIO()
         self.handler = logging.StreamHandler(self.buf)
         LOGGER.addHandler(self.handler)
@@ -181,9 +213,16 @@ def eval_pred(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ conversion
 def test_stripped_file_loads_with_the_same_outputs(y5: dict[str, Any]) -> None:
     data = _pickle_bytes(y5["path"])  # sanity: whole module objects are pickled, under yolov5's class names
-    assert all(g in data for g in (b"cmodels.yolo\nDetectionModel\n", b"cmodels.common\nC3\n",
-                                   b"ctorch.nn.modules.conv\nConv2d\n", b"HalfStorage"))
-    with pytest.raises(Exception):
+    assert all(
+        g in data
+        for g in (
+            b"cmodels.yolo\nDetectionModel\n",
+            b"cmodels.common\nC3\n",
+            b"ctorch.nn.modules.conv\nConv2d\n",
+            b"HalfStorage",
+        )
+    )
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(y5["path"], weights_only=True)  # ... which the safe loader refuses: the import path is needed
     with LogText() as log:
         ckpt = load_checkpoint(y5["path"])
@@ -207,8 +246,16 @@ def test_stripped_file_loads_with_the_same_outputs(y5: dict[str, Any]) -> None:
 
 def test_ema_is_preferred_and_numpy_best_fitness_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, ema = random_model(0), random_model(1)
-    path = save_yolov5(tmp_path / "last.pt", monkeypatch, model, ema=ema, epoch=4, updates=40,
-                       best_fitness=np.array([0.25]), optimizer={"state": {}, "param_groups": [{"lr": 0.01}]})
+    path = save_yolov5(
+        tmp_path / "last.pt",
+        monkeypatch,
+        model,
+        ema=ema,
+        epoch=4,
+        updates=40,
+        best_fitness=np.array([0.25]),
+        optimizer={"state": {}, "param_groups": [{"lr": 0.01}]},
+    )
     imported = load_yolov5(path)
     assert imported.which == "ema" and imported.epoch == 4 and imported.best_fitness == 0.0
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
@@ -226,6 +273,7 @@ def test_old_model_class_name_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def _pickle_bytes(path: Path) -> bytes:
     import zipfile
+
     with zipfile.ZipFile(path) as z:
         return z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
 
@@ -234,19 +282,30 @@ def _row(net: Any, i: int) -> Any:
     return net._modules["model"]._modules[str(i)]
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda net: net.yaml.update(nc=4), r"6 of another shape \(e\.g\. model\.24\.m\.0\.weight: \(24, 32, 1, 1\) "
-                                        r"in the file, \(27, 32, 1, 1\) here\)"),
-    (lambda net: _row(net, 0)._modules.pop("bn"), r"5 missing \(e\.g\. model\.0\.bn\.weight\)"),  # a fused file
-    (lambda net: _row(net, 0)._modules.update(act=nn.LeakyReLU(0.1)),
-     "layer model.0.act is LeakyReLU in the file but SiLU here"),
-    (lambda net: _row(net, 11).__dict__.update(mode="bilinear"),
-     r"layer model.11 \(Upsample\) has mode='bilinear' in the file but 'nearest' here"),
-    (lambda net: _row(net, 12).__dict__.update(f=[-1, 4]), r"layer model.12 \(Concat\) has f=\[-1, 4\]"),
-    (lambda net: net.__dict__.update(stride=torch.tensor([8.0, 16.0, 64.0])), "strides"),
-])
-def test_a_file_that_does_not_fit_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Any,
-                                                match: str) -> None:
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda net: net.yaml.update(nc=4),
+            r"6 of another shape \(e\.g\. model\.24\.m\.0\.weight: \(24, 32, 1, 1\) "
+            r"in the file, \(27, 32, 1, 1\) here\)",
+        ),
+        (lambda net: _row(net, 0)._modules.pop("bn"), r"5 missing \(e\.g\. model\.0\.bn\.weight\)"),  # a fused file
+        (
+            lambda net: _row(net, 0)._modules.update(act=nn.LeakyReLU(0.1)),
+            "layer model.0.act is LeakyReLU in the file but SiLU here",
+        ),
+        (
+            lambda net: _row(net, 11).__dict__.update(mode="bilinear"),
+            r"layer model.11 \(Upsample\) has mode='bilinear' in the file but 'nearest' here",
+        ),
+        (lambda net: _row(net, 12).__dict__.update(f=[-1, 4]), r"layer model.12 \(Concat\) has f=\[-1, 4\]"),
+        (lambda net: net.__dict__.update(stride=torch.tensor([8.0, 16.0, 64.0])), "strides"),
+    ],
+)
+def test_a_file_that_does_not_fit_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Any, match: str
+) -> None:
     path = save_yolov5(tmp_path / "bad.pt", monkeypatch, random_model(0), edit=edit)
     with pytest.raises(UserError, match=match) as e:
         load_checkpoint(path)
@@ -256,6 +315,7 @@ def test_a_file_that_does_not_fit_is_one_line(tmp_path: Path, monkeypatch: pytes
 def test_layer_this_project_does_not_build_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def focus(net: Any) -> None:
         net.yaml["backbone"][0] = [-1, 1, "Focus", [64, 3]]  # yolov5 v5's first layer
+
     path = save_yolov5(tmp_path / "focus.pt", monkeypatch, random_model(0), edit=focus)
     with pytest.raises(UserError, match="cannot be built here: .*unknown module 'Focus'"):
         load_checkpoint(path)
@@ -279,6 +339,7 @@ def _os_system_proxy(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def system(cmd: str) -> int:
         return real(cmd)
+
     system.__module__, system.__qualname__ = "os", "system"
     monkeypatch.setattr(os, "system", system)
     return system
@@ -286,9 +347,11 @@ def _os_system_proxy(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _payloads(marker: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[Any, bool]]:
     """{case: (object to pickle, whether unpickling it for real runs code)}."""
+
     class EvilThing:  # a yolov5-looking class whose pickle calls a command
         def __reduce__(self) -> tuple:
             return subprocess.check_call, (["touch", str(marker)],)
+
     EvilThing.__module__, EvilThing.__qualname__ = "models.yolo", "EvilThing"
     return {
         "os.system": (Payload(_os_system_proxy(monkeypatch), f"touch {marker}"), True),
@@ -299,10 +362,12 @@ def _payloads(marker: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[
     }
 
 
-@pytest.mark.parametrize("case", ["os.system", "builtins.eval", "posix.system", "subprocess.check_call",
-                                  "collections.Counter"])
-def test_code_in_the_pickle_is_refused_and_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      case: str) -> None:
+@pytest.mark.parametrize(
+    "case", ["os.system", "builtins.eval", "posix.system", "subprocess.check_call", "collections.Counter"]
+)
+def test_code_in_the_pickle_is_refused_and_never_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / f"{case}.pt"
     with monkeypatch.context() as mp:
@@ -332,6 +397,7 @@ def test_a_bare_payload_file_is_refused(tmp_path: Path) -> None:
 
 def test_stand_ins_are_inert(monkeypatch: pytest.MonkeyPatch) -> None:
     import pickle
+
     conv = stand_in("models.common", "Conv")
     monkeypatch.setattr(models.common, "Conv", conv)
     data = pickle.dumps(Payload(conv, "x"), protocol=2)  # the pickle calls a layer class with arguments
@@ -350,10 +416,13 @@ def test_pickle_cannot_rewrite_an_allowed_function() -> None:
     assert torch._utils._rebuild_tensor_v2.__defaults__ == before
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning",
-                            "ignore:'torch.load' received a zip file that looks like a TorchScript:UserWarning")
-def test_legacy_and_torchscript_files_are_not_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         y5: dict[str, Any]) -> None:
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:FutureWarning",
+    "ignore:'torch.load' received a zip file that looks like a TorchScript:UserWarning",
+)
+def test_legacy_and_torchscript_files_are_not_unpickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, y5: dict[str, Any]
+) -> None:
     legacy = tmp_path / "legacy.pt"
     classes, model = Y5Classes(), random_model(0)
     with monkeypatch.context() as mp:
@@ -382,34 +451,79 @@ def _our_copy(y5: dict[str, Any], tmp_path: Path) -> Path:
 def test_val_cli_and_detect_match_our_checkpoint(y5: dict[str, Any], shapes_yaml: Path, tmp_path: Path) -> None:
     import detect
     import val
+
     ours = _our_copy(y5, tmp_path)
-    r = subprocess.run([sys.executable, str(ROOT / "val.py"), "--weights", str(y5["path"]), "--data", str(shapes_yaml),
-                        "--imgsz", str(IMGSZ), "--batch-size", "16", "--device", "cpu", "--workers", "0",
-                        "--project", str(tmp_path / "cli")], capture_output=True, text=True, cwd="/", timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "val.py"),
+            "--weights",
+            str(y5["path"]),
+            "--data",
+            str(shapes_yaml),
+            "--imgsz",
+            str(IMGSZ),
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--project",
+            str(tmp_path / "cli"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.count(f"converted from ultralytics/yolov5 checkpoint {y5['path']}") == 1
-    want = val.run(weights=str(ours), data=str(shapes_yaml), imgsz=IMGSZ, batch_size=16, device="cpu", workers=0,
-                   plots=False, project=str(tmp_path / "val"))[0][:4]  # P, R, mAP50, mAP50-95
+    want = val.run(
+        weights=str(ours),
+        data=str(shapes_yaml),
+        imgsz=IMGSZ,
+        batch_size=16,
+        device="cpu",
+        workers=0,
+        plots=False,
+        project=str(tmp_path / "val"),
+    )[0][:4]  # P, R, mAP50, mAP50-95
     summary = next(line.split() for line in r.stdout.splitlines() if line.split()[:1] == ["all"])
     assert summary[3:7] == [f"{v:.3g}" for v in want]  # the CLI prints them with %.3g
     images = tmp_path / "images"
     images.mkdir()
     for f in sorted((Path(shapes_yaml).parent / "shapes" / "images" / "val").iterdir())[:4]:
         os.link(f, images / f.name)
-    kw = dict(source=str(images), imgsz=IMGSZ, conf_thres=0.001, device="cpu", nosave=True,
-              project=str(tmp_path / "detect"))
+    kw = dict(
+        source=str(images), imgsz=IMGSZ, conf_thres=0.001, device="cpu", nosave=True, project=str(tmp_path / "detect")
+    )
     a, b = detect.run(weights=str(y5["path"]), **kw)["frames"], detect.run(weights=str(ours), **kw)["frames"]
     assert len(a) == len(b) == 4 and sum(len(f["boxes"]) for f in a) > 0
     assert all(torch.allclose(f["boxes"], g["boxes"], atol=1e-3) for f, g in zip(a, b))
 
 
-def test_train_starts_from_a_yolov5_file_and_resume_refuses_it(y5: dict[str, Any], shapes_yaml: Path,
-                                                               tmp_path: Path) -> None:
+def test_train_starts_from_a_yolov5_file_and_resume_refuses_it(
+    y5: dict[str, Any], shapes_yaml: Path, tmp_path: Path
+) -> None:
     import train
+
     with LogText() as log:
-        r = train.run(weights=str(y5["path"]), cfg="", data=str(shapes_yaml), hyp=train_hyp(), epochs=1,
-                      batch_size=16, imgsz=IMGSZ, device="cpu", workers=0, project=str(tmp_path), name="ft",
-                      noplots=True, noval=True)
+        r = train.run(
+            weights=str(y5["path"]),
+            cfg="",
+            data=str(shapes_yaml),
+            hyp=train_hyp(),
+            epochs=1,
+            batch_size=16,
+            imgsz=IMGSZ,
+            device="cpu",
+            workers=0,
+            project=str(tmp_path),
+            name="ft",
+            noplots=True,
+            noval=True,
+        )
     n = len(y5["ref"].state_dict())
     assert f"Transferred {n}/{n} items from {y5['path']}" in log.text and Path(r["best"]).is_file()
     assert load_checkpoint(r["best"])["model"]["yaml"]["backbone"] == tiny_yaml()["backbone"]
@@ -419,6 +533,7 @@ def test_train_starts_from_a_yolov5_file_and_resume_refuses_it(y5: dict[str, Any
 
 def test_export_pt_writes_our_plain_checkpoint(y5: dict[str, Any], tmp_path: Path) -> None:
     import export
+
     if "pt" not in export.FORMATS:
         pytest.skip("export.py --include pt is not there yet")
     src = tmp_path / "y5.pt"

@@ -9,6 +9,7 @@ Usage:
     python data/scripts/coco_convert.py to-yolo --json annotations/instances_val2017.json --labels labels/val2017
     python data/scripts/coco_convert.py to-coco --images images/val2017 --names data/coco.yaml --out val.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from any cwd
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from utils.coco import labels_to_coco, load_annotations  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.files import yaml_load  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
-from utils.names import names_dict  # noqa: E402
+from utils.core.errors import UserError, cli_main
+from utils.core.files import yaml_load
+from utils.core.log import LOGGER
+from utils.core.names import names_dict
+from utils.evaluation.coco import labels_to_coco, load_annotations
 
 # the image suffixes of the dataset loader (utils/dataset.IMG_FORMATS), kept here so the converter needs no torch
 IMG_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
@@ -74,10 +75,13 @@ def coco_to_yolo(json_file: str | Path, labels_dir: str | Path) -> dict[str, Any
         n_boxes, n_skipped = n_boxes + len(rows), n_skipped + skipped
     orphans = sum(len(v) for v in by_image.values())
     if orphans:
-        LOGGER.warning(f"WARNING ⚠️ {json_file}: {orphans} annotations refer to image ids missing from 'images' "
-                       f"— skipped")
-    LOGGER.info(f"{json_file}: {len(data['images'])} images, {n_boxes} boxes -> {out} "
-                f"({n_skipped + orphans} crowd/empty/orphan boxes skipped)")
+        LOGGER.warning(
+            f"WARNING ⚠️ {json_file}: {orphans} annotations refer to image ids missing from 'images' — skipped"
+        )
+    LOGGER.info(
+        f"{json_file}: {len(data['images'])} images, {n_boxes} boxes -> {out} "
+        f"({n_skipped + orphans} crowd/empty/orphan boxes skipped)"
+    )
     return {"images": len(data["images"]), "boxes": n_boxes, "skipped": n_skipped + orphans, "names": names}
 
 
@@ -97,7 +101,7 @@ def _read_labels(file: Path) -> np.ndarray:
     try:
         rows = np.loadtxt(file, ndmin=2, dtype=np.float64)
     except ValueError as e:
-        raise UserError(f"{file}: not a YOLO label file ({e}) — rows must be 'class cx cy w h'")
+        raise UserError(f"{file}: not a YOLO label file ({e}) — rows must be 'class cx cy w h'") from e
     if rows.shape[1] != 5:
         raise UserError(f"{file}: {rows.shape[1]} columns — YOLO box labels have 5 (class cx cy w h)")
     return rows
@@ -109,7 +113,7 @@ def _labels_dir_for(images_dir: Path) -> Path:
     if "images" not in parts:
         raise UserError(f"{images_dir} has no 'images' folder in its path — pass --labels")
     i = len(parts) - 1 - parts[::-1].index("images")
-    return Path(*parts[:i], "labels", *parts[i + 1:])
+    return Path(*parts[:i], "labels", *parts[i + 1 :])
 
 
 def _names_from(names: dict | list | str | Path | None) -> dict[int, str] | None:
@@ -134,12 +138,17 @@ def _apply_reference(coco: dict[str, Any], ref: dict[str, Any]) -> None:
     coco["categories"] = [dict(c) for c in sorted(ref["categories"], key=lambda c: int(c["id"]))]
 
 
-def yolo_to_coco(images_dir: str | Path, out_json: str | Path, names: dict | list | str | Path | None = None,
-                 labels_dir: str | Path | None = None, like: str | Path | None = None) -> Path:
+def yolo_to_coco(
+    images_dir: str | Path,
+    out_json: str | Path,
+    names: dict | list | str | Path | None = None,
+    labels_dir: str | Path | None = None,
+    like: str | Path | None = None,
+) -> Path:
     """Write a COCO instances json for the images under images_dir and their YOLO labels; returns out_json.
 
     labels_dir defaults to the images -> labels sibling rule. Category id = class index and image id = numeric
-    file stem (utils.coco rules), unless `like` names a COCO json whose categories and image ids are reused.
+    file stem (utils.evaluation.coco rules), unless `like` names a COCO json whose categories and image ids are reused.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -157,8 +166,10 @@ def yolo_to_coco(images_dir: str | Path, out_json: str | Path, names: dict | lis
         lf = labels_dir / f.relative_to(images_dir).with_suffix(".txt")
         rows = _read_labels(lf)
         if len(rows) and not set(rows[:, 0].astype(int)) <= set(names):
-            raise UserError(f"{lf}: class {int(rows[:, 0].max())} is not in the {len(names)} class names — "
-                            f"pass the names that belong to these labels")
+            raise UserError(
+                f"{lf}: class {int(rows[:, 0].max())} is not in the {len(names)} class names — "
+                f"pass the names that belong to these labels"
+            )
         records.append((f, *_image_size(f), rows))
     coco = labels_to_coco(records, names)
     if ref:
@@ -191,8 +202,13 @@ def run(mode: str, **kw: Any) -> dict[str, Any] | Path:
     if mode == "to-yolo":
         return coco_to_yolo(kw["json_file"], kw["labels_dir"])
     if mode == "to-coco":
-        return yolo_to_coco(kw["images_dir"], kw["out_json"], names=kw.get("names"), labels_dir=kw.get("labels_dir"),
-                            like=kw.get("like"))
+        return yolo_to_coco(
+            kw["images_dir"],
+            kw["out_json"],
+            names=kw.get("names"),
+            labels_dir=kw.get("labels_dir"),
+            like=kw.get("like"),
+        )
     raise UserError(f"unknown mode {mode!r} — use to-yolo or to-coco")
 
 

@@ -9,6 +9,7 @@ Usage:
     python data/scripts/make_shapes.py --samples 3      # detect.py's demo images, data/images/shapes_<k>.jpg
     from data.scripts.make_shapes import generate_shapes; generate_shapes(Path("datasets/shapes"))
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from any cwd
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from utils.coco import labels_to_coco  # noqa: E402
-from utils.errors import UserError, cli_main  # noqa: E402
-from utils.image_io import imwrite_atomic  # noqa: E402
-from utils.log import LOGGER  # noqa: E402
+from utils.core.errors import UserError, cli_main
+from utils.core.image_io import imwrite_atomic
+from utils.core.log import LOGGER
+from utils.evaluation.coco import labels_to_coco
 
 NAMES = {0: "circle", 1: "rectangle", 2: "triangle"}
 HUES = {0: 0, 1: 60, 2: 115}  # OpenCV hue scale 0-179: red, green, blue
@@ -56,7 +57,7 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
     c0, c1 = grey0 + 0.2 * (c0 - grey0), grey1 + 0.2 * (c1 - grey1)  # pull colours toward grey: objects stand out
     ang = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / max(s - 1, 1)
-    t = (np.cos(ang) * xx + np.sin(ang) * yy)
+    t = np.cos(ang) * xx + np.sin(ang) * yy
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     img = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
     blotch = cv2.resize(rng.normal(0, 18, (6, 6)).astype(np.float32), (s, s), interpolation=cv2.INTER_CUBIC)
@@ -97,8 +98,18 @@ def _shape_mask(rng: np.random.Generator, cls: int, d: int, s: int) -> np.ndarra
 
 def _colour(rng: np.random.Generator, cls: int) -> np.ndarray:
     """Saturated BGR colour around the class hue."""
-    hsv = np.array([[[(HUES[cls] + int(rng.integers(-HUE_JITTER, HUE_JITTER + 1))) % 180,
-                      int(rng.integers(180, 256)), int(rng.integers(160, 256))]]], np.uint8)
+    hsv = np.array(
+        [
+            [
+                [
+                    (HUES[cls] + int(rng.integers(-HUE_JITTER, HUE_JITTER + 1))) % 180,
+                    int(rng.integers(180, 256)),
+                    int(rng.integers(160, 256)),
+                ]
+            ]
+        ],
+        np.uint8,
+    )
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
@@ -171,8 +182,10 @@ def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgs
     """
     root = Path(root).resolve()
     if imgsz < 32 or n_train < 0 or n_val < 0:
-        raise UserError(f"generate_shapes: imgsz={imgsz} n_train={n_train} n_val={n_val} — use imgsz >= 32 "
-                        f"and non-negative image counts")
+        raise UserError(
+            f"generate_shapes: imgsz={imgsz} n_train={n_train} n_val={n_val} — use imgsz >= 32 "
+            f"and non-negative image counts"
+        )
     t0 = time.time()
     if root.is_dir() and any(root.iterdir()):
         _write_all(root, n_train, n_val, imgsz, seed)  # existing content: write our files in place, touch nothing else
@@ -185,8 +198,10 @@ def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgs
             os.replace(tmp, root)  # rename onto a missing or empty folder is atomic on POSIX
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    LOGGER.info(f"shapes dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
-                f"written to {root} in {time.time() - t0:.1f}s")
+    LOGGER.info(
+        f"shapes dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
+        f"written to {root} in {time.time() - t0:.1f}s"
+    )
     return root
 
 
@@ -213,8 +228,10 @@ def generate_samples(out: str | Path = SAMPLES_DIR, n: int = 3, imgsz: int = 256
     i = 0
     while len(files) < n:
         if i >= SAMPLE_TRIES * n:
-            raise UserError(f"generate_samples: no {n} scenes with {SAMPLE_MIN_OBJECTS}+ separate objects in "
-                            f"{i} tries at imgsz={imgsz} — use a larger imgsz (e.g. 256)")
+            raise UserError(
+                f"generate_samples: no {n} scenes with {SAMPLE_MIN_OBJECTS}+ separate objects in "
+                f"{i} tries at imgsz={imgsz} — use a larger imgsz (e.g. 256)"
+            )
         img, labels = draw_image(np.random.default_rng([seed, SAMPLE_STREAM, i]), imgsz)
         i += 1
         if not _demo_scene(labels):
@@ -230,8 +247,13 @@ def generate_samples(out: str | Path = SAMPLES_DIR, n: int = 3, imgsz: int = 256
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description="Generate the embedded shapes detection dataset")
-    p.add_argument("--out", "--root", dest="root", default=None,
-                   help=f"output folder (default {DATASET_DIR}, or {SAMPLES_DIR} with --samples)")
+    p.add_argument(
+        "--out",
+        "--root",
+        dest="root",
+        default=None,
+        help=f"output folder (default {DATASET_DIR}, or {SAMPLES_DIR} with --samples)",
+    )
     p.add_argument("--n-train", type=int, default=400, help="number of train images")
     p.add_argument("--n-val", type=int, default=100, help="number of val images")
     p.add_argument("--imgsz", type=int, default=256, help="image side in pixels (square images)")
@@ -240,16 +262,23 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(root: str | Path | None = None, n_train: int = 400, n_val: int = 100, imgsz: int = 256, seed: int = 0,
-        samples: int = 0) -> Path:
+def run(
+    root: str | Path | None = None,
+    n_train: int = 400,
+    n_val: int = 100,
+    imgsz: int = 256,
+    seed: int = 0,
+    samples: int = 0,
+) -> Path:
     """CLI entry: generate_shapes into root (default datasets/shapes), or with samples > 0 generate_samples into
     root (default data/images); returns the folder."""
     if samples:
         out = Path(root) if root is not None else SAMPLES_DIR
         generate_samples(out, n=samples, imgsz=imgsz, seed=seed)
         return out
-    return generate_shapes(root if root is not None else DATASET_DIR, n_train=n_train, n_val=n_val, imgsz=imgsz,
-                           seed=seed)
+    return generate_shapes(
+        root if root is not None else DATASET_DIR, n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed
+    )
 
 
 if __name__ == "__main__":

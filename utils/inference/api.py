@@ -1,0 +1,352 @@
+"""Python inference API: model = load_model('best.pt'); results = model(images).
+
+Accepts file paths, numpy arrays (RGB by default, pass bgr=True for cv2 images), PIL images and tensors; letterboxes
+and batches them, runs the model (any DetectBackend format) and NMS, and returns boxes in original-image pixels.
+detect.py uses the same Detector, so its saved labels are exactly what this API returns.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.core.boxes import clip_boxes, scale_boxes, xyxy2xywh, xyxy2xywhn
+from utils.core.device import select_device
+from utils.core.errors import UserError
+from utils.core.files import increment_path
+from utils.core.log import LOGGER
+from utils.core.plots import Annotator, colors
+from utils.dataloaders.augment import letterbox
+from utils.dataloaders.sources import imread
+from utils.evaluation.nms import non_max_suppression
+from utils.inference.backend import DetectBackend, check_imgsz
+
+TTA_SCALES = (1.0, 0.83, 0.67)  # test-time augmentation: YOLOv5's scales, the middle one left-right flipped
+TTA_FLIPS = (False, True, False)
+
+
+@dataclass
+class ImageResult:
+    """Detections for one image: boxes (n, 6) = x1 y1 x2 y2 conf cls in original pixels (CPU float tensor)."""
+
+    image: np.ndarray  # original image, BGR uint8
+    boxes: torch.Tensor
+    names: dict[int, str]
+    path: str = ""
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def xyxy(self) -> torch.Tensor:
+        return self.boxes[:, :4]
+
+    @property
+    def conf(self) -> torch.Tensor:
+        return self.boxes[:, 4]
+
+    @property
+    def cls(self) -> torch.Tensor:
+        return self.boxes[:, 5]
+
+    @property
+    def xywhn(self) -> torch.Tensor:
+        """Boxes as normalised centre x, centre y, width, height (the YOLO label format)."""
+        h, w = self.image.shape[:2]
+        return xyxy2xywhn(self.xyxy, w=w, h=h)
+
+    def summary(self) -> str:
+        """'2 circles, 1 square' (or '(no detections)'), most frequent class first."""
+        counts = Counter(int(c) for c in self.cls.tolist())
+        parts = [f"{n} {self.names.get(c, str(c))}{'s' * (n > 1)}" for c, n in counts.most_common()]
+        return ", ".join(parts) if parts else "(no detections)"
+
+    def label_lines(self, save_conf: bool = False) -> list[str]:
+        """YOLO txt lines 'cls cx cy w h [conf]' (normalised), as written by detect.py --save-txt."""
+        rows = torch.cat((self.cls[:, None], self.xywhn, self.conf[:, None]), 1).tolist()
+        return [(("%g " * (6 if save_conf else 5)).rstrip() % tuple(r[: 6 if save_conf else 5])) for r in rows]
+
+    def save_txt(self, file: str | Path, save_conf: bool = False) -> Path:
+        """Write this image's label lines to file (an empty file when nothing was detected)."""
+        Path(file).write_text("".join(line + "\n" for line in self.label_lines(save_conf)))
+        return Path(file)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per box (xmin, ymin, xmax, ymax, confidence, class, name): a pandas-free table."""
+        return [
+            {
+                "xmin": r[0],
+                "ymin": r[1],
+                "xmax": r[2],
+                "ymax": r[3],
+                "confidence": r[4],
+                "class": int(r[5]),
+                "name": self.names.get(int(r[5]), str(int(r[5]))),
+            }
+            for r in self.boxes.tolist()
+        ]
+
+    def plot(self, line_width: int | None = None, hide_labels: bool = False, hide_conf: bool = False) -> np.ndarray:
+        """A copy of the image with boxes and labels drawn in per-class colours (BGR)."""
+        ann = Annotator(self.image.copy(), line_width=line_width)
+        for *xyxy, conf, c in reversed(self.boxes.tolist()):  # highest confidence drawn last, i.e. on top
+            name = self.names.get(int(c), str(int(c)))
+            label = None if hide_labels else (name if hide_conf else f"{name} {conf:.2f}")
+            ann.box_label(xyxy, label or "", color=colors(int(c), bgr=True))
+        return ann.result()
+
+    def crops(self, gain: float = 1.02, pad: int = 10) -> list[tuple[int, np.ndarray]]:
+        """(class, BGR crop) per box, each box grown by gain and pad pixels so the object's edge is kept."""
+        h, w = self.image.shape[:2]
+        out = []
+        for *xyxy, _, c in self.boxes.tolist():
+            b = torch.tensor(xyxy)
+            cxcy, wh = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) * gain + pad
+            grown = clip_boxes(torch.cat((cxcy - wh / 2, cxcy + wh / 2))[None], (h, w))[0].int().tolist()
+            x1, y1, x2, y2 = grown
+            if x2 > x1 and y2 > y1:
+                out.append((int(c), self.image[y1:y2, x1:x2].copy()))
+        return out
+
+
+@dataclass
+class Detections:
+    """Results of one call: a list of ImageResult plus per-stage times in milliseconds for the whole batch."""
+
+    results: list[ImageResult]
+    times: dict[str, float] = field(default_factory=dict)  # "preprocess", "inference", "nms"
+    shape: tuple[int, ...] = ()  # the network input shape (B, 3, H, W)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[ImageResult]:
+        return iter(self.results)
+
+    def __getitem__(self, i: int) -> ImageResult:
+        return self.results[i]
+
+    def __str__(self) -> str:
+        return "\n".join(f"image {i + 1}/{len(self)} {r.path or ''} {r.summary()}" for i, r in enumerate(self.results))
+
+    # YOLOv5's hub-results views: per image an (n, 6) tensor, the box in that format, then confidence and class
+    @property
+    def xyxy(self) -> list[torch.Tensor]:
+        return [r.boxes for r in self.results]
+
+    @property
+    def xywh(self) -> list[torch.Tensor]:
+        return [torch.cat((xyxy2xywh(r.xyxy), r.boxes[:, 4:]), 1) for r in self.results]
+
+    @property
+    def xyxyn(self) -> list[torch.Tensor]:
+        return [
+            torch.cat((r.xyxy / r.xyxy.new_tensor(r.image.shape[1::-1] * 2), r.boxes[:, 4:]), 1) for r in self.results
+        ]
+
+    @property
+    def xywhn(self) -> list[torch.Tensor]:
+        return [torch.cat((r.xywhn, r.boxes[:, 4:]), 1) for r in self.results]
+
+    @property
+    def n(self) -> int:
+        return len(self.results)
+
+    def print(self) -> None:
+        """YOLOv5's results.print(): one line per image, then the per-stage times."""
+        speed = ", ".join(f"{v:.1f}ms {k}" for k, v in self.times.items())
+        LOGGER.info(f"{self}\nSpeed: {speed} for the batch at shape {tuple(self.shape)}")
+
+    def pandas(self) -> SimpleNamespace:
+        """YOLOv5's results.pandas(): .xyxy, .xyxyn, .xywh, .xywhn, each a list (one per image) of DataFrames with
+        YOLOv5's columns. pandas is optional here: records() and to_csv() give the same table without it."""
+        try:
+            import pandas as pd  # optional: only this view needs it
+        except ImportError as e:
+            raise UserError(
+                "results.pandas() needs pandas — pip install pandas, or use results.records() / results.to_csv(file)"
+            ) from e
+        corners, centres = ["xmin", "ymin", "xmax", "ymax"], ["xcenter", "ycenter", "width", "height"]
+        out = SimpleNamespace()
+        for view, box_cols in (("xyxy", corners), ("xyxyn", corners), ("xywh", centres), ("xywhn", centres)):
+            frames = []
+            for r, t in zip(self.results, getattr(self, view)):
+                df = pd.DataFrame(t.tolist(), columns=[*box_cols, "confidence", "class"]).astype({"class": int})
+                df["name"] = [r.names.get(c, str(c)) for c in df["class"]]
+                frames.append(df)
+            setattr(out, view, frames)
+        return out
+
+    def records(self) -> list[dict[str, Any]]:
+        """All boxes of all images as dicts with an 'image' index column."""
+        return [{"image": i, **rec} for i, r in enumerate(self.results) for rec in r.records()]
+
+    def to_csv(self, file: str | Path) -> Path:
+        """Write records() as CSV (the columns of YOLOv5's results.pandas().xyxy)."""
+        cols = ["image", "xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
+        with open(file, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=cols)
+            writer.writeheader()
+            writer.writerows(self.records())
+        return Path(file)
+
+    def save(self, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> Path:
+        """Write each annotated image to save_dir (incremented unless exist_ok); returns the folder."""
+        save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
+        for i, r in enumerate(self.results):
+            name = Path(r.path).name if r.path else f"image{i}.jpg"
+            cv2.imwrite(str(save_dir / name), r.plot())
+        return save_dir
+
+
+def _to_bgr(im: Any, bgr: bool) -> tuple[np.ndarray, str]:
+    """One input -> (BGR uint8 HxWx3 image, path or '')."""
+    if isinstance(im, (str, Path)):
+        if not Path(im).is_file():
+            raise UserError(f"image not found: {im} — check the path")
+        arr = imread(im)
+        if arr is None:
+            raise UserError(f"{im} is not a readable image")
+        return arr, str(im)
+    if isinstance(im, torch.Tensor):  # (3,H,W) RGB, float 0-1 or uint8
+        t = im.detach().cpu()
+        t = (t.float() * 255).round().clamp(0, 255) if t.is_floating_point() else t
+        return np.ascontiguousarray(t.byte().permute(1, 2, 0).numpy()[..., ::-1]), ""
+    if not isinstance(im, np.ndarray):  # PIL image (or anything array-like): RGB
+        im = np.asarray(im.convert("RGB") if hasattr(im, "convert") else im)
+        bgr = False
+    if im.ndim == 2:
+        im = np.repeat(im[..., None], 3, axis=2)
+    if im.ndim != 3 or im.shape[2] not in (3, 4):
+        raise UserError(f"image array of shape {im.shape}: expected HxWx3 (or HxWx4 / HxW) — convert it first")
+    im = im[..., :3].astype(np.uint8) if im.dtype != np.uint8 else im[..., :3]
+    return np.ascontiguousarray(im if bgr else im[..., ::-1]), ""
+
+
+def as_image_list(images: Any, bgr: bool = False) -> list[tuple[np.ndarray, str]]:
+    """Normalise one input or a list (or a (B,3,H,W) tensor) into [(BGR image, path)]."""
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        images = list(images)
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if not images:
+        raise UserError("no images given — pass a path, an array, a PIL image or a list of them")
+    return [_to_bgr(im, bgr) for im in images]
+
+
+def _tta_inputs(x: torch.Tensor, stride: int) -> list[tuple[torch.Tensor, float, bool]]:
+    """(image, scale, flipped) per TTA view: flip first, then resize and pad right/bottom to a stride multiple."""
+    h, w = x.shape[2:]
+    views = []
+    for s, flip in zip(TTA_SCALES, TTA_FLIPS):
+        xi = x.flip(3) if flip else x
+        if s != 1.0:
+            size = (max(1, int(h * s)), max(1, int(w * s)))  # each side >= 1 px
+            xi = F.interpolate(xi, size=size, mode="bilinear", align_corners=False)
+            ph, pw = (-xi.shape[2]) % stride, (-xi.shape[3]) % stride
+            xi = F.pad(xi, [0, pw, 0, ph], value=0.447)  # YOLOv5's grey (114/255) padding
+        views.append((xi, s, flip))
+    return views
+
+
+def tta_forward(backend: DetectBackend, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: predictions of the scaled / flipped views mapped back to x's pixels, concatenated."""
+    preds = []
+    for xi, s, flip in _tta_inputs(x, backend.stride):
+        y = backend(xi).clone()
+        y[..., :4] /= s
+        if flip:
+            y[..., 0] = x.shape[3] - y[..., 0]
+        preds.append(y)
+    return torch.cat(preds, 1)
+
+
+class Detector:
+    """A loaded model plus pre/post-processing: call it with images, get Detections."""
+
+    def __init__(
+        self,
+        weights: str | Path,
+        device: str | torch.device = "cpu",
+        imgsz: int | Sequence[int] = 640,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        classes: Sequence[int] | None = None,
+        agnostic: bool = False,
+        max_det: int = 1000,
+        fp16: bool = False,
+        augment: bool = False,
+    ):
+        self.device = select_device(device, verbose=False)
+        self.backend = DetectBackend(weights, device=self.device, fp16=fp16)
+        self.names, self.stride, self.nc = self.backend.names, self.backend.stride, self.backend.nc
+        self.imgsz = check_imgsz(imgsz, self.stride)
+        self.conf, self.iou, self.classes, self.agnostic = conf, iou, classes, agnostic
+        self.max_det, self.augment = max_det, augment
+
+    def preprocess(self, ims: list[np.ndarray]) -> torch.Tensor:
+        """Letterbox BGR images and stack them into a float (B,3,H,W) RGB 0-1 tensor on the device."""
+        # Minimal (stride-multiple) padding only when all images share a shape and the backend takes any size.
+        auto = self.backend.any_shape and all(im.shape == ims[0].shape for im in ims)
+        boxed = [letterbox(im, self.imgsz, stride=self.stride, auto=auto)[0] for im in ims]
+        x = np.ascontiguousarray(np.stack(boxed)[..., ::-1].transpose(0, 3, 1, 2))  # BGR->RGB, BHWC->BCHW
+        x = torch.from_numpy(x).to(self.device)
+        return (x.half() if self.backend.fp16 else x.float()) / 255
+
+    def infer(self, x: torch.Tensor, augment: bool | None = None) -> torch.Tensor:
+        """Decoded predictions (B,N,5+nc) for a preprocessed batch."""
+        with torch.inference_mode():
+            return tta_forward(self.backend, x) if (self.augment if augment is None else augment) else self.backend(x)
+
+    def postprocess(self, pred: torch.Tensor, in_shape: Sequence[int], ims: list[np.ndarray]) -> list[torch.Tensor]:
+        """NMS, then boxes from network-input pixels back to each original image's pixels (CPU float)."""
+        dets = non_max_suppression(
+            pred.float(), self.conf, self.iou, classes=self.classes, agnostic=self.agnostic, max_det=self.max_det
+        )
+        out = []
+        for det, im in zip(dets, ims):
+            det = det.detach().cpu().float().clone()
+            det[:, :4] = scale_boxes(in_shape, det[:, :4], im.shape[:2])
+            out.append(det)
+        return out
+
+    def _sync_time(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # GPU work is async; time what actually ran
+        return time.perf_counter()
+
+    def __call__(self, images: Any, bgr: bool = False, augment: bool | None = None) -> Detections:
+        """Detect objects in one image or a list; numpy arrays are RGB unless bgr=True (e.g. from cv2.imread)."""
+        pairs = as_image_list(images, bgr=bgr)
+        ims = [im for im, _ in pairs]
+        t0 = self._sync_time()
+        x = self.preprocess(ims)
+        t1 = self._sync_time()
+        pred = self.infer(x, augment)
+        t2 = self._sync_time()
+        dets = self.postprocess(pred, x.shape[2:], ims)
+        t3 = self._sync_time()
+        results = [ImageResult(im, d, self.names, p) for (im, p), d in zip(pairs, dets)]
+        times = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "nms": (t3 - t2) * 1e3}
+        return Detections(results, times, tuple(x.shape))
+
+    def warmup(self) -> None:
+        """One dummy run at the working size (GPU / ONNX) so the first image's time is representative."""
+        self.backend.warmup((1, 3, *self.imgsz))
+
+
+def load_model(weights: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> Detector:
+    """A ready Detector for a .pt / .torchscript / .onnx file; kwargs: imgsz, conf, iou, classes, agnostic,
+    max_det, fp16, augment (see Detector)."""
+    return Detector(weights, device=device, **kwargs)
