@@ -1,4 +1,4 @@
-"""Building blocks: YOLOv5 layers (Conv, Bottleneck, C3, SPPF, Concat, ...) and ConvNeXt V1/V2 stages.
+"""Building blocks: YOLOv5 layers (Conv, Bottleneck, C3, SPPF, Concat, ...), ConvNeXt V1/V2 and Conv2Former stages.
 
 Every module here is constructed from yaml rows by models/yolo.py:parse_model. The first constructor argument is
 always the input channel count c1 (except Concat / Upsample which need none).
@@ -268,6 +268,137 @@ class ConvNeXt_Block(nn.Module):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         # ConvNeXt init: trunc-normal(0.02) on conv / linear weights, zero bias.
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+# -------------------------------------------------------------------------------------------------------- Conv2Former
+# Submodule names follow the official Conv2Former code, so that an official state dict maps onto a stage row by a pure
+# prefix change: `downsample_layers.s.*` -> `downsample.*`, `stages.s.j.*` -> `blocks.j.*`.
+class ConvMod(nn.Module):
+    """Conv2Former convolutional modulation (official `attn`): x = LN(x); proj(DWConv_k(GELU(att.0(x))) * v(x))."""
+
+    def __init__(self, dim: int, kernel_size: int) -> None:
+        super().__init__()
+        self.norm = LayerNorm(dim, eps=1e-6, data_format="channels_first")
+        self.att = nn.Sequential(
+            nn.Conv2d(dim, dim, 1), nn.GELU(), nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        )
+        self.v = nn.Conv2d(dim, dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return self.proj(self.att(x) * self.v(x))
+
+
+class ConvMLP(nn.Module):
+    """Conv2Former MLP (official `mlp`): LN -> 1x1 to r*d -> GELU -> x + GELU(dw 3x3 `pos`(x)) -> 1x1 back to d."""
+
+    def __init__(self, dim: int, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        hidden = dim * mlp_ratio
+        self.norm = LayerNorm(dim, eps=1e-6, data_format="channels_first")
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.pos = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.fc1(self.norm(x)))
+        return self.fc2(x + self.act(self.pos(x)))
+
+
+class Conv2FormerLayer(nn.Module):
+    """One Conv2Former block: x + drop_path(layer_scale_1 * attn(x)), then the same with mlp and layer_scale_2."""
+
+    def __init__(
+        self, dim: int, kernel_size: int, drop_path: float = 0.0, layer_scale_init: float = 1e-6, mlp_ratio: int = 4
+    ) -> None:
+        super().__init__()
+        self.attn = ConvMod(dim, kernel_size)
+        self.mlp = ConvMLP(dim, mlp_ratio)
+        self.layer_scale_1 = nn.Parameter(layer_scale_init * torch.ones(dim))
+        self.layer_scale_2 = nn.Parameter(layer_scale_init * torch.ones(dim))
+        self.drop_path = DropPath(drop_path)
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        scale = scale.view(-1, 1, 1)
+        if self.training and self.drop_path.p > 0:
+            return x + self.drop_path(y * scale)
+        return torch.addcmul(x, y, scale)  # x + y * scale in one kernel (no drop-path in eval)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._residual(x, self.attn(x), self.layer_scale_1)
+        return self._residual(x, self.mlp(x), self.layer_scale_2)
+
+
+def conv2former_stem(c1: int, dim: int) -> nn.Sequential:
+    """Official stem (stride 4): 3x3 s2 -> GELU -> BN -> 3x3 s1 -> GELU -> BN -> 2x2 s2 to dim; no bias, no final norm.
+
+    The BatchNorms keep PyTorch's defaults (eps 1e-5): models/yolo.py leaves them out of YOLOv5's BN settings so
+    ImageNet statistics stay exact."""
+    half = dim // 2
+    return nn.Sequential(
+        nn.Conv2d(c1, half, 3, 2, 1, bias=False),
+        nn.GELU(),
+        nn.BatchNorm2d(half),
+        nn.Conv2d(half, half, 3, 1, 1, bias=False),
+        nn.GELU(),
+        nn.BatchNorm2d(half),
+        nn.Conv2d(half, dim, 2, 2, bias=False),
+    )
+
+
+class Conv2Former_Block(nn.Module):
+    """One Conv2Former stage: its own downsample layer (the stem for stage 0) followed by its own blocks.
+
+    Args:
+        c1: input channels (image channels for stage 0, dims[stage - 1] otherwise).
+        stage: 0..3.
+        depths, dims: the whole network's depths / dims (needed for the global drop-path offset).
+        kernel_size: the depthwise kernel of the modulation (7 or 11 in the official sizes).
+        drop_path: the network-wide drop-path rate (each block's rate follows the global linear rule).
+        layer_scale_init: initial value of both layer scales.
+        mlp_ratio: MLP expansion (4 in every official size).
+    Output channels = dims[stage].
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        stage: int,
+        depths: Sequence[int],
+        dims: Sequence[int],
+        kernel_size: int = 11,
+        drop_path: float = 0.0,
+        layer_scale_init: float = 1e-6,
+        mlp_ratio: int = 4,
+    ) -> None:
+        super().__init__()
+        self.stage, self.kernel_size = int(stage), int(kernel_size)
+        dim = dims[stage]
+        if stage == 0:
+            self.downsample = conv2former_stem(c1, dim)
+        else:  # LayerNorm + 2x2 stride-2 conv, as ConvNeXt
+            self.downsample = nn.Sequential(
+                LayerNorm(c1, eps=1e-6, data_format="channels_first"), nn.Conv2d(c1, dim, kernel_size=2, stride=2)
+            )
+        start = sum(depths[:stage])  # global index of this stage's first block
+        rates = drop_path_rates(depths, drop_path)[start : start + depths[stage]]
+        self.blocks = nn.Sequential(
+            *(Conv2FormerLayer(dim, self.kernel_size, r, layer_scale_init, mlp_ratio) for r in rates)
+        )
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # Official init: trunc-normal(0.02) on conv weights, zero bias; norms keep their defaults.
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:

@@ -17,8 +17,8 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.common import C3, SPPF, Bottleneck, Concat, Conv, ConvNeXt_Block, DWConv
-from models.sizes import resolve_convnext
+from models.common import C3, SPPF, Bottleneck, Concat, Conv, Conv2Former_Block, ConvNeXt_Block, DWConv
+from models.sizes import STAGE_MODULES, resolve_conv2former, resolve_convnext
 from utils.core.device import select_device
 from utils.core.errors import UserError, cli_main
 from utils.core.files import ROOT, yaml_load
@@ -117,6 +117,12 @@ MODULES: dict[str, type[nn.Module]] = {
     "Upsample": nn.Upsample,
     "Detect": Detect,
     "ConvNeXt_Block": ConvNeXt_Block,
+    "Conv2Former_Block": Conv2Former_Block,
+}
+# backbone stage module -> (its top-level yaml key, an example size) — the key holds depths / dims for its rows
+_STAGE_KEYS: dict[type[nn.Module], tuple[str, str]] = {
+    ConvNeXt_Block: ("convnext", "tiny"),
+    Conv2Former_Block: ("conv2former", "t"),
 }
 _CHANNEL_MODULES = (Conv, DWConv, Bottleneck, C3, SPPF)  # args[0] is c2; width multiple applies
 _REPEAT_MODULES = (C3,)  # n is passed as the third constructor argument
@@ -159,17 +165,19 @@ def _resolve_args(args: list, d: dict) -> list:
     return [table.get(a, a) if isinstance(a, str) else a for a in args]
 
 
-def _convnext_args(
-    args: list, c1: int, spec: dict | None, stages_seen: int, i: int, row: Any, err: _RowError
+def _stage_args(
+    m: type, args: list, c1: int, spec: dict | None, stages_seen: int, i: int, row: Any, err: _RowError
 ) -> tuple[list, int]:
-    """Constructor args and output channels for a ConvNeXt_Block row [from, 1, ConvNeXt_Block, [stage]]."""
+    """Constructor args and output channels for a backbone stage row [from, 1, ConvNeXt_Block, [stage]] (or
+    Conv2Former_Block); depths / dims / ... come from the family's resolved yaml key `spec`."""
+    name, (key, example) = m.__name__, _STAGE_KEYS[m]
     if spec is None:
-        raise err(i, row, "ConvNeXt_Block needs a top-level 'convnext:' key (e.g. 'convnext: tiny') in the yaml")
+        raise err(i, row, f"{name} needs a top-level '{key}:' key (e.g. '{key}: {example}') in the yaml")
     if len(args) != 1 or not isinstance(args[0], int) or not 0 <= args[0] <= 3:
-        raise err(i, row, "ConvNeXt_Block args must be [stage] with stage 0..3 — e.g. [-1, 1, ConvNeXt_Block, [0]]")
+        raise err(i, row, f"{name} args must be [stage] with stage 0..3 — e.g. [-1, 1, {name}, [0]]")
     stage = args[0]
     if stage != stages_seen:
-        raise err(i, row, f"ConvNeXt stage {stage} out of order — expected stage {stages_seen} here")
+        raise err(i, row, f"{name.split('_')[0]} stage {stage} out of order — expected stage {stages_seen} here")
     if stage > 0 and c1 != spec["dims"][stage - 1]:
         raise err(
             i,
@@ -177,15 +185,20 @@ def _convnext_args(
             f"stage {stage} input has {c1} channels, expected dims[{stage - 1}]="
             f"{spec['dims'][stage - 1]} — take 'from' the previous stage",
         )
-    return [
-        c1,
-        stage,
-        spec["depths"],
-        spec["dims"],
-        spec["drop_path"],
-        spec["layer_scale_init"],
-        spec["version"],
-    ], spec["dims"][stage]
+    shape, c2 = [c1, stage, spec["depths"], spec["dims"]], spec["dims"][stage]
+    if m is Conv2Former_Block:
+        return [*shape, spec["kernel_size"], spec["drop_path"], spec["layer_scale_init"], spec["mlp_ratio"]], c2
+    return [*shape, spec["drop_path"], spec["layer_scale_init"], spec["version"]], c2
+
+
+def _backbone_specs(d: dict, where: str) -> dict[type[nn.Module], dict | None]:
+    """The resolved `convnext:` / `conv2former:` keys by stage module (None when absent); one family per yaml."""
+    if "convnext" in d and "conv2former" in d:
+        raise UserError(f"{where}: both 'convnext' and 'conv2former' keys — a model yaml has one backbone family")
+    return {
+        ConvNeXt_Block: resolve_convnext(d["convnext"], where) if "convnext" in d else None,
+        Conv2Former_Block: resolve_conv2former(d["conv2former"], where) if "conv2former" in d else None,
+    }
 
 
 def parse_model(
@@ -199,7 +212,7 @@ def parse_model(
     if "nc" not in d or "anchors" not in d:
         raise UserError(f"{where}: missing '{'nc' if 'nc' not in d else 'anchors'}' — add it at the top level")
     gd, gw = float(d.get("depth_multiple", 1.0)), float(d.get("width_multiple", 1.0))
-    spec = resolve_convnext(d["convnext"], where) if "convnext" in d else None
+    specs = _backbone_specs(d, where)
     na = len(d["anchors"][0]) // 2 if isinstance(d["anchors"], list) else int(d["anchors"])
     no = na * (d["nc"] + 5)
     if verbose:
@@ -217,14 +230,14 @@ def parse_model(
         cin = [chs[j] if j >= 0 else ch for j in src]
         m, args = MODULES[name], _resolve_args(args, d)
         n_ = max(round(n * gd), 1) if n > 1 else n
-        if m is ConvNeXt_Block:
+        if m in STAGE_MODULES:
             if n != 1:
-                raise err(i, row, "ConvNeXt_Block number must be 1 (depths come from the 'convnext' key)")
-            args, c2 = _convnext_args(args, cin[0], spec, stages_seen, i, row, err)
+                raise err(i, row, f"{name} number must be 1 (depths come from the '{_STAGE_KEYS[m][0]}' key)")
+            args, c2 = _stage_args(m, args, cin[0], specs[m], stages_seen, i, row, err)
             stages_seen += 1
         else:
             args, c2 = _head_args(m, args, cin, n_, gw, no, i, row, err)
-        copies = 1 if m in _REPEAT_MODULES or m is Detect or m is ConvNeXt_Block else n_
+        copies = 1 if m in _REPEAT_MODULES or m is Detect or m in STAGE_MODULES else n_
         m_ = (
             nn.Sequential(*(_build(m, args, i, row, err) for _ in range(copies)))
             if copies > 1
@@ -282,6 +295,8 @@ def _build(m: type, args: list, i: int, row: Any, err: _RowError) -> nn.Module:
 def _short_args(m: type, args: list) -> list:
     if m is ConvNeXt_Block:  # [c1, stage, depths, dims, ...] -> [c1, stage, dim, depth, version]
         return [args[0], args[1], args[3][args[1]], args[2][args[1]], f"v{args[6]}"]
+    if m is Conv2Former_Block:  # [c1, stage, depths, dims, kernel, ...] -> [c1, stage, dim, depth, kernel]
+        return [args[0], args[1], args[3][args[1]], args[2][args[1]], f"k{args[4]}"]
     if m is Detect:
         return [args[0], f"{len(args[1])}x{len(args[1][0]) // 2} anchors", args[2]]
     return args
@@ -434,9 +449,13 @@ def model_gflops(model: Model, imgsz: int | list[int] = 640) -> float:
 
 
 def _initialize_weights(model: nn.Module) -> None:
-    """YOLOv5 BatchNorm settings (eps 1e-3, momentum 0.03) and in-place activations."""
+    """YOLOv5 BatchNorm settings (eps 1e-3, momentum 0.03) and in-place activations.
+
+    The Conv2Former stem's BatchNorms keep PyTorch's defaults (eps 1e-5, as in the official model): its ImageNet
+    running statistics are only exact with the eps they were trained with."""
+    keep = {id(b) for st in model.modules() if isinstance(st, Conv2Former_Block) for b in st.modules()}
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm2d) and id(m) not in keep:
             m.eps, m.momentum = 1e-3, 0.03
         elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
             m.inplace = True

@@ -16,6 +16,7 @@ from utils.core.parallel import unwrap
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 GROUP_NAMES = ("bias", "decay", "no_decay")  # order inside each LR-scale set (YOLOv5 puts biases first)
+LAYER_SCALES = ("gamma", "layer_scale_1", "layer_scale_2")  # ConvNeXt γ, Conv2Former's two layer scales: no decay
 NBS = 64  # YOLOv5's nominal batch size: gradients are accumulated up to it and weight decay is scaled to it
 
 
@@ -46,7 +47,7 @@ def param_kinds(model: nn.Module) -> dict[str, str]:
             full = f"{mname}.{pname}" if mname else pname
             if pname == "bias":
                 kinds[full] = "bias"
-            elif _no_decay_module(m) or pname == "gamma":  # ConvNeXt layer scale γ is a per-channel gain
+            elif _no_decay_module(m) or pname in LAYER_SCALES:  # layer scales are per-channel gains
                 kinds[full] = "no_decay"
             else:
                 kinds[full] = "decay"
