@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -28,11 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from models.checkpoint import load_model, model_record, new_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint_model, model_record, new_checkpoint, save_checkpoint
 from utils.core import args as A
 from utils.core.device import check_device, select_device
 from utils.core.errors import UserError, cli_main, first_line
-from utils.core.files import user_writes, yaml_save
+from utils.core.files import atomic_target, user_writes, yaml_save
 from utils.core.log import LOGGER, colorstr
 from utils.core.names import names_dict
 from utils.inference.backend import (
@@ -40,9 +38,9 @@ from utils.inference.backend import (
     OPENVINO_DIR_SUFFIX,
     OPENVINO_METADATA,
     OPENVINO_RT_INFO,
-    check_imgsz,
     export_metadata,
     import_openvino,
+    round_imgsz,
 )
 
 FORMATS = ("torchscript", "onnx", "openvino", "pt")
@@ -80,31 +78,18 @@ class PredOnly(nn.Module):
 
 @contextmanager
 def _atomic_file(f: Path) -> Iterator[Path]:
-    """A temp path beside f, moved onto f only when the block finishes: a crash or full disk keeps the old file."""
-    tmp = f.with_name(f".{f.stem}.tmp{os.getpid()}{f.suffix}")
-    try:
-        with user_writes(f):
-            yield tmp
-            os.replace(tmp, f)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A temp path beside f (same suffix: the writers pick the format by it), moved onto f only when the block
+    finishes: a crash or full disk keeps the old file."""
+    with user_writes(f), atomic_target(f, keep_suffix=True) as tmp:
+        yield tmp
 
 
 @contextmanager
 def _atomic_folder(folder: Path) -> Iterator[Path]:
-    """A temp folder beside folder, swapped in when the block finishes (the .xml and .bin must change together)."""
-    tmp, old = (folder.with_name(f".{folder.name}.{tag}{os.getpid()}") for tag in ("tmp", "old"))
-    try:
-        with user_writes(folder):
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            yield tmp
-            if folder.exists():
-                os.replace(folder, old)  # two renames: a crash between them leaves the old export in .old
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    """A temp folder beside folder, swapped in when the block finishes (the .xml and .bin must change together;
+    a crash between atomic_target's two renames leaves the old export in .old)."""
+    with user_writes(folder), atomic_target(folder, folder=True) as tmp:
+        yield tmp
 
 
 def _trace(model: nn.Module, im: torch.Tensor) -> torch.jit.ScriptModule:
@@ -204,7 +189,8 @@ def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: boo
 
 def export_pt(model: nn.Module, file: Path, half: bool = False) -> Path:
     """<stem>_converted.pt: the loaded (unfused) model as our plain-data checkpoint, finished (epoch -1). Loading
-    goes through models.checkpoint.load_model, so this also converts what it accepts (e.g. YOLOv5 checkpoints)."""
+    goes through models.checkpoint.load_checkpoint_model, so this also converts what it accepts (e.g. YOLOv5
+    checkpoints)."""
     f = file.with_name(f"{file.stem}{CONVERTED_SUFFIX}")
     LOGGER.info(f"{colorstr('PyTorch:')} saving our checkpoint layout (torch.load(weights_only=True) loads it)...")
     ckpt = new_checkpoint(
@@ -310,7 +296,7 @@ def _traced(
     names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
     _prepare(model, dynamic)
     traced = Traced(
-        PredOnly(model).eval(), torch.zeros(batch_size, 3, *check_imgsz(imgsz, stride), device=dev), stride, names
+        PredOnly(model).eval(), torch.zeros(batch_size, 3, *round_imgsz(imgsz, stride), device=dev), stride, names
     )
     with torch.no_grad():
         shape = tuple(traced.module(traced.im).shape)
@@ -359,7 +345,7 @@ def run(
     fmts, spec = check_opts(include, imgsz, batch_size, device, opset, half, dynamic)
     dev = select_device(spec)
     weights = Path(weights)
-    model = load_model(weights, device=dev)  # unfused: --include pt stores the layers the yaml builds
+    model = load_checkpoint_model(weights, device=dev)  # unfused: --include pt stores the layers the yaml builds
     LOGGER.info(f"{colorstr('PyTorch:')} starting from {weights} ({size_mb(weights):.1f} MB)")
     out = {"pt": export_pt(model, weights, half=half)} if "pt" in fmts else {}
     hint = ""  # how to run the first file written

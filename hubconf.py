@@ -1,10 +1,11 @@
 """torch.hub entry points, named and called as YOLOv5's are. Nothing is downloaded (unless backbone_weights names
-an official ConvNeXt file instead of a path).
+an official ConvNeXt file instead of a path; Conv2Former weights are paths only).
 
     import torch
     model = torch.hub.load("path/to/this/repo", "custom", path="best.pt", source="local")  # a Detector
     print(model("data/images/shapes_1.jpg"))            # image 1/1 data/images/shapes_1.jpg 3 circles, 1 rectangle, ...
     model = torch.hub.load("path/to/this/repo", "yolov5_convnext", nc=3, source="local")  # untrained models.yolo.Model
+    model = torch.hub.load("path/to/this/repo", "yolov5_conv2former", size="n", nc=3, source="local")
     model = torch.hub.load("path/to/this/repo", "yolov5s", nc=3, source="local")          # untrained YOLOv5s
 
 torch.hub lists every public callable of this module as an entry point, so everything else is a module object or
@@ -46,6 +47,7 @@ from torch import nn  # noqa: E402
 
 from models import checkpoint as _checkpoint  # noqa: E402
 from models import pretrained as _pretrained  # noqa: E402
+from models import sizes as _sizes  # noqa: E402
 from models import yolo as _yolo  # noqa: E402
 from utils.core import device as _device  # noqa: E402
 from utils.core import errors as _errors  # noqa: E402
@@ -124,7 +126,7 @@ def custom(
                     f"custom({str(path)!r}, autoshape=False): the bare model needs a .pt "
                     f"checkpoint — pass the .pt, or use autoshape=True for exported files"
                 )
-            return _checkpoint.load_model(path, device=dev)
+            return _checkpoint.load_checkpoint_model(path, device=dev)
         _check_filters(conf, iou, classes, max_det)
         classes = list(classes) if classes is not None else None
         return _api.load_model(
@@ -153,7 +155,9 @@ def _build(
 ) -> _yolo.Model:
     """An untrained Model from a yaml; the refusals a YOLOv5 user needs to see for pretrained / autoshape."""
     if pretrained:
-        theirs = f"ultralytics' {entry}.pt or " if entry.startswith("yolov5") and entry != "yolov5_convnext" else ""
+        theirs = (
+            f"ultralytics' {entry}.pt or " if entry in ("yolov5n", "yolov5s", "yolov5m", "yolov5l", "yolov5x") else ""
+        )
         raise _errors.UserError(
             f"{entry}(pretrained=True): no pretrained detection weights are shipped and nothing is downloaded — "
             f"load a .pt you have ({theirs}a best.pt from train.py) with torch.hub.load(repo, 'custom', "
@@ -216,11 +220,58 @@ def yolov5_convnext(
             autoshape,
             device,
         )
-        if backbone_weights is not None:
-            _pretrained.load_backbone_weights(model, backbone_weights)
-        if _verbose:
-            model.info()
-        return model
+        return _with_backbone(model, backbone_weights, _verbose)
+
+
+def _with_backbone(model: _yolo.Model, backbone_weights: str | pathlib.Path | None, verbose: bool) -> _yolo.Model:
+    if backbone_weights is not None:
+        _pretrained.load_backbone_weights(model, backbone_weights)
+    if verbose:
+        model.info()
+    return model
+
+
+def _conv2former_cfg(cfg: str | pathlib.Path | None, size: str | None) -> pathlib.Path:
+    """cfg itself, or the shipped yaml of a Conv2Former size (default t)."""
+    if cfg is not None:
+        if size is not None:
+            raise _errors.UserError(
+                f"yolov5_conv2former(cfg={str(cfg)!r}, size={size!r}): give either cfg or size — the yaml already "
+                f"states its backbone"
+            )
+        return _yolo.find_cfg(cfg, flag="yolov5_conv2former(cfg=...)")
+    size = "t" if size is None else size
+    if size not in _sizes.CONV2FORMER_SIZES:
+        raise _errors.UserError(
+            f"yolov5_conv2former(size={size!r}): unknown size — use one of {', '.join(_sizes.CONV2FORMER_SIZES)}"
+        )
+    return _yolo.find_cfg(f"yolov5_Conv2Former-{size}.yaml", flag=f"yolov5_conv2former(size={size!r})")
+
+
+def yolov5_conv2former(
+    cfg: str | pathlib.Path | None = None,
+    size: str | None = None,
+    nc: int | None = None,
+    channels: int = 3,
+    backbone_weights: str | pathlib.Path | None = None,
+    pretrained: bool = False,
+    autoshape: bool = False,
+    device: _Device = None,
+    classes: int | None = None,
+    _verbose: bool = True,
+) -> _yolo.Model:
+    """An untrained Conv2Former-YOLOv5 Model (training mode; default models/yolov5_Conv2Former-t.yaml).
+
+    size ('n', 't', 's', 'b', 'b_22k', 'l') picks a shipped yaml instead of cfg; nc (or classes) overrides the yaml's
+    class count; backbone_weights: the path of an official Conv2Former ImageNet checkpoint (.pth.tar from the
+    official repository; never downloaded), copied onto the backbone.
+    """
+    with _quiet(_verbose):
+        entry = "yolov5_conv2former"
+        model = _build(
+            entry, _conv2former_cfg(cfg, size), _nc(entry, nc, classes), channels, pretrained, autoshape, device
+        )
+        return _with_backbone(model, backbone_weights, _verbose)
 
 
 def _yolov5(

@@ -112,6 +112,7 @@ def _model_for_run(opt: TrainOptions, data: dict[str, Any], device: torch.device
         device,
         opt.backbone_weights,
         backbone_sha256=opt.backbone_sha256 or None,
+        backbone_ema=opt.backbone_ema,
     )
 
 
@@ -128,8 +129,9 @@ def _build_parts(
     model = _model_for_run(opt, data, device, ckpt)
     if opt.channels_last:  # before the optimizer and EMA are built, so both hold NHWC tensors
         model = model.to(memory_format=torch.channels_last)
-    if freeze_indices(opt.freeze, model):
-        _set_frozen(model, freeze_indices(opt.freeze, model), True)
+    frozen_rows = freeze_indices(opt.freeze, model)
+    if frozen_rows:
+        _set_frozen(model, frozen_rows, True)
     gs = max(int(model.stride.max()), A.SIZE_MULTIPLE)
     A.check_stride_multiple(opt.imgsz, gs)  # the same rule as val.py
     batch = check_batch_size(opt.batch_size, info.world_size)
@@ -217,6 +219,9 @@ def check_opts(o: TrainOptions) -> dict[str, Any]:
             "given without --backbone-weights",
             "add --backbone-weights FILE_OR_URL, or drop --backbone-sha256",
         )
+    if o.backbone_ema is not None and not o.backbone_weights:
+        flag = "--backbone-ema" if o.backbone_ema else "--no-backbone-ema"
+        raise UserError(f"{flag}: given without --backbone-weights — add --backbone-weights FILE, or drop {flag}")
     return {"device": check_device(o.device), "backbone_sha256": sha, "freeze": freeze, "imgsz": imgsz}
 
 
@@ -305,8 +310,16 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="+", type=int, help="freeze rows: first N (one value) or indices")
     p.add_argument("--freeze-epochs", type=int, help="train with the backbone frozen for N epochs")
     p.add_argument("--layer-decay", type=float, help="ConvNeXt layer-wise LR decay rate (0 = off)")
-    p.add_argument("--backbone-weights", type=str, help="ImageNet ConvNeXt weights: file or name")
+    p.add_argument(
+        "--backbone-weights", type=str, help="ImageNet ConvNeXt (file or name) or Conv2Former (file) weights"
+    )
     p.add_argument("--backbone-sha256", type=str, help="expected SHA-256 of the --backbone-weights file")
+    p.add_argument(
+        "--backbone-ema",
+        action=argparse.BooleanOptionalAction,
+        help="a --backbone-weights training file holding weights and their EMA: the EMA (default) or, with "
+        "--no-backbone-ema, the other",
+    )
     p.add_argument("--save-period", type=int, help="save epoch{N}.pt every N epochs (-1 = off)")
     p.add_argument("--seed", type=int, help="global training seed")
     p.add_argument("--image-weights", action="store_true", help="weighted image selection for training")

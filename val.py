@@ -1,4 +1,4 @@
-"""Validate a detector on a dataset split: per-class P, R, mAP50, mAP50-95, speed, optional COCO json + pycocotools.
+"""Validate a detector on a dataset split: per-class P, R, mAP50, mAP50-95, speed, optional COCO json and COCO mAP.
 
     python val.py --data coco.yaml --weights best.pt --img 640
     python val.py --data data.yaml --weights best.onnx --save-json --save-txt --verbose
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,11 @@ from utils.core.files import ROOT, increment_path
 from utils.core.log import LOGGER, colorstr
 from utils.core.names import names_dict
 from utils.core.plots import output_to_target, plot_images
-from utils.dataloaders.data_yaml import check_dataset
+from utils.core.timing import Profile
+from utils.dataloaders.data_yaml import check_dataset, class_names
 from utils.dataloaders.dataset import create_dataloader
 from utils.evaluation.coco import (
+    CocoSummary,
     class_to_category_map,
     coco_evaluate,
     coco_summary,
@@ -63,6 +64,7 @@ class ValState:
     save_dir: Path
     name_to_id: dict[str, int]  # --save-json: image file name -> COCO image id
     class_map: list[int]  # --save-json: class index -> COCO category id
+    pycocotools: bool = False  # --pycocotools: cross-check our COCO scoring with pycocotools
     jdict: list[dict] = field(default_factory=list)  # --save-json: COCO detection records
     image_ids: list[int] = field(default_factory=list)  # --save-json: the images scored
 
@@ -122,8 +124,7 @@ def _check_data(data: str | Path | dict, runner: _ModelRunner, single_cls: bool)
     """(data dict, nc, names) after checking that the model's classes fit the dataset."""
     if not isinstance(data, dict):
         data = check_dataset(data)
-    names = {0: "item"} if single_cls else names_dict(data["names"])
-    nc = 1 if single_cls else int(data.get("nc", len(names)))
+    names, nc = class_names(data, single_cls)
     if not runner.training and runner.nc != nc:
         where = getattr(runner.model, "weights", "the weights")
         raise UserError(
@@ -193,7 +194,7 @@ def _coco_setup(data: dict, nc: int, save_json: bool) -> tuple[Path | None, list
     if anno_file is None:
         LOGGER.warning(
             "WARNING ⚠️ --save-json: no COCO annotation json found (set val_json in the data yaml); "
-            "predictions are written but not scored by pycocotools"
+            "predictions are written but not scored"
         )
         return None, list(range(nc)), {}
     anno = load_annotations(anno_file)
@@ -224,12 +225,6 @@ def _print_table(
                     res["ap"][i],
                 )
             )
-
-
-def _sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # CUDA is asynchronous: time what has actually run
-    return time.perf_counter()
 
 
 def _process_image(
@@ -280,7 +275,9 @@ def _warn_flags(conf_thres: float, task: str, training: bool) -> None:
 
 
 def _coco_score(state: ValState, anno_file: Path | None, res: dict, weights: Any) -> None:
-    """Write the predictions json and, with an annotation file, replace our mAP by pycocotools' (both logged)."""
+    """Write the predictions json and, with an annotation file, score it once with our COCO evaluator (COCOeval's
+    rules): its 12 numbers are logged and its mAP50-95 / mAP50 reported. --pycocotools adds pycocotools' scoring of
+    the same json as a cross-check (both logged, and their largest difference); the reported numbers stay ours."""
     w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else ""
     pred_json = state.save_dir / f"{w}_predictions.json"
     pred_json.write_text(json.dumps(state.jdict))
@@ -291,13 +288,20 @@ def _coco_score(state: ValState, anno_file: Path | None, res: dict, weights: Any
     LOGGER.info(f"COCO summary (our evaluator, COCOeval's rules) against {anno_file}:")
     for line in summary.lines():  # the 12 numbers, laid out as pycocotools' summarize() prints them
         LOGGER.info(line)
-    LOGGER.info(f"Evaluating pycocotools mAP against {anno_file}...")
-    coco_map, coco_map50 = coco_evaluate(anno_file, pred_json, state.image_ids)
+    res["map"], res["map50"] = summary.AP, summary.AP50
+    if state.pycocotools:
+        _pycocotools_check(summary, anno_file, pred_json, state.image_ids)
+
+
+def _pycocotools_check(ours: CocoSummary, anno_file: Path, pred_json: Path, image_ids: list[int]) -> None:
+    """--pycocotools: the same json scored by pycocotools, logged next to ours with the largest difference."""
+    LOGGER.info(f"Cross-checking with pycocotools against {anno_file}...")
+    ref = coco_evaluate(anno_file, pred_json, image_ids)
+    diff = max(abs(a - b) for a, b in zip(ours.as_list(), ref.as_list()))
     LOGGER.info(
-        f"mAP50-95 ours {res['map']:.4f}  pycocotools {coco_map:.4f} | "
-        f"mAP50 ours {res['map50']:.4f}  pycocotools {coco_map50:.4f}  (pycocotools reported)"
+        f"mAP50-95 ours {ours.AP:.4f}  pycocotools {ref.AP:.4f} | mAP50 ours {ours.AP50:.4f}  pycocotools "
+        f"{ref.AP50:.4f} | largest difference of the 12 COCO numbers {diff:.2g} (ours reported)"
     )
-    res["map"], res["map50"] = coco_map, coco_map50
 
 
 def _val_plots(state: ValState, batch_i: int, im: torch.Tensor, targets: torch.Tensor, paths, preds, names) -> None:
@@ -326,6 +330,7 @@ def run(
     save_txt: bool = False,
     save_conf: bool = False,
     save_json: bool = False,
+    pycocotools: bool = False,
     project: str | Path = str(ROOT / "runs" / "val"),
     name: str = "exp",
     exist_ok: bool = False,
@@ -352,7 +357,8 @@ def run(
     )
     runner = _load_runner(weights, model, device, half, batch_size)
     if task == "speed":  # YOLOv5's speed benchmark settings
-        conf_thres, iou_thres, save_json, plots = 0.25, 0.45, False, False
+        conf_thres, iou_thres, save_json, pycocotools, plots = 0.25, 0.45, False, False, False
+    save_json = save_json or pycocotools  # pycocotools scores the predictions json
     _warn_flags(conf_thres, task, runner.training)
     data, nc, names = _check_data(data, runner, single_cls)
     if dataloader is None:
@@ -377,32 +383,33 @@ def run(
         save_dir,
         name_to_id,
         class_map,
+        pycocotools,
     )
-    dt, seen, loss = [0.0, 0.0, 0.0], 0, torch.zeros(3, device=runner.device)
+    dt = [Profile(runner.device) for _ in range(3)]  # pre-process, inference, NMS
+    seen, loss = 0, torch.zeros(3, device=runner.device)
     desc = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
     for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=desc, leave=not runner.training)):
-        t0 = _sync(runner.device)
-        im = im.to(runner.device, non_blocking=True)
-        im = (im.half() if runner.half and not runner.training else im.float()) / 255
-        targets = targets.to(runner.device)
-        t1 = _sync(runner.device)
-        preds, raw = runner.infer(im, augment=augment)
-        t2 = _sync(runner.device)
+        with dt[0]:
+            im = im.to(runner.device, non_blocking=True)
+            im = (im.half() if runner.half and not runner.training else im.float()) / 255
+            targets = targets.to(runner.device)
+        with dt[1]:
+            preds, raw = runner.infer(im, augment=augment)
         if compute_loss is not None and raw is not None:
             loss += compute_loss([x.float() for x in raw], targets)[1]
         targets = targets.clone()
         targets[:, 2:] *= torch.tensor(im.shape[2:], device=runner.device)[[1, 0, 1, 0]]  # to input pixels
-        preds = non_max_suppression(
-            preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls, max_det=max_det
-        )
-        t3 = _sync(runner.device)
-        dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
+        with dt[2]:
+            preds = non_max_suppression(
+                preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls, max_det=max_det
+            )
         for si, pred in enumerate(preds):
             _process_image(si, pred, im, targets, paths, shapes, state)
         seen += len(preds)
         _val_plots(state, batch_i, im, targets, paths, preds, names)
     verbose = (verbose or (not runner.training and nc < 50)) and nc > 1
-    return _finish(state, seen, dt, loss, len(dataloader), names, nc, verbose, anno_file, weights, runner, task)
+    seconds = [p.t for p in dt]
+    return _finish(state, seen, seconds, loss, len(dataloader), names, nc, verbose, anno_file, weights, runner, task)
 
 
 def _finish(
@@ -461,7 +468,8 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="report mAP by class")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
-    p.add_argument("--save-json", action="store_true", help="save a COCO results json (and score it)")
+    p.add_argument("--save-json", action="store_true", help="save a COCO results json and score it (COCO mAP)")
+    p.add_argument("--pycocotools", action="store_true", help="also score it with pycocotools, print both (a check)")
     p.add_argument("--project", help="save to project/name")
     p.add_argument("--name", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +30,13 @@ from models.yolo import Model
 from utils.core.device import select_device
 from utils.core.errors import cli_main
 from utils.core.log import LOGGER
+from utils.core.timing import Profile
 
 
 def _time(fn, x: torch.Tensor, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    fn(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t
+    with Profile(device) as timer:
+        fn(x)
+    return timer.dt
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

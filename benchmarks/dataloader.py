@@ -10,7 +10,7 @@ alternating order (ABC, CBA, ABC, ...) --repeats times; the table has each varia
 reference measured in the same run, and plain cv2.imread + cv2.resize of every file (one process) for scale:
   fast        what training uses: utils.dataloaders.mosaic (each tile resized once into the output), reduced JPEG
               decoding
-  reference   LoadImagesAndLabels.fast_mosaic = False: 2s x 2s canvas of resized tiles, then warpAffine
+  reference   benchmarks/reference.py CanvasMosaicDataset: 2s x 2s canvas of resized tiles, then warpAffine
   full-decode (--big only) fast mosaic, but JPEGs always decoded at full size
 """
 
@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 import cv2
 import numpy as np
 
+from benchmarks.reference import CanvasMosaicDataset
 from data.scripts.make_shapes import generate_shapes
 from utils.core.files import yaml_load
 from utils.dataloaders.dataset import LoadImagesAndLabels, create_dataloader, find_images
@@ -38,14 +39,16 @@ from utils.dataloaders.dataset import LoadImagesAndLabels, create_dataloader, fi
 def loader_rate(source: Path, a: argparse.Namespace, variant: str) -> float:
     """Images/s of the augmenting training loader (hyp.scratch-low: mosaic 1.0) in one variant."""
     hyp = yaml_load(ROOT / "data" / "hyps" / "hyp.scratch-low.yaml")
-    full_decode = LoadImagesAndLabels._reduce_factor
-    if variant == "full-decode":  # set before the workers fork, so they inherit it
+    full_decode, one_step = LoadImagesAndLabels._reduce_factor, LoadImagesAndLabels._one_step_mosaic
+    # the loader builds its own dataset: the variant is set on the class before the workers fork, so they inherit it
+    if variant == "full-decode":
         LoadImagesAndLabels._reduce_factor = lambda self, i: 1
+    if variant == "reference":
+        LoadImagesAndLabels._one_step_mosaic = CanvasMosaicDataset._one_step_mosaic
     try:
-        loader, ds = create_dataloader(
+        loader, _ = create_dataloader(
             source, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers, shuffle=True, seed=0
         )
-        ds.fast_mosaic = variant != "reference"
         for _ in loader:  # warm-up epoch: worker start-up and first reads are not what we measure
             pass
         t0, n = time.perf_counter(), 0
@@ -54,7 +57,7 @@ def loader_rate(source: Path, a: argparse.Namespace, variant: str) -> float:
                 n += len(imgs)
         return n / (time.perf_counter() - t0)
     finally:
-        LoadImagesAndLabels._reduce_factor = full_decode
+        LoadImagesAndLabels._reduce_factor, LoadImagesAndLabels._one_step_mosaic = full_decode, one_step
 
 
 def plain_rate(files: list[str], imgsz: int) -> float:

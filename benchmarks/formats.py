@@ -28,7 +28,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +39,12 @@ import torch
 
 import export
 import val
-from models.checkpoint import load_model
+from models.checkpoint import load_checkpoint_model
 from utils.core import args as A
 from utils.core.device import check_device, select_device
 from utils.core.errors import UserError, cli_main, first_line
 from utils.core.log import LOGGER
+from utils.core.timing import Profile
 from utils.dataloaders.data_yaml import check_dataset
 from utils.dataloaders.dataset import create_dataloader
 from utils.inference.backend import DetectBackend
@@ -147,18 +147,12 @@ def time_formats(rows: list[Row], x: torch.Tensor, dev: torch.device, runs: int,
             order = live[k % len(live) :] + live[: k % len(live)]
             for r in order:
                 backends[r.fmt](x)  # untimed: the previous runtime's threads may still be spinning on the cores
-                t = _sync(dev)
-                for _ in range(iters):
-                    backends[r.fmt](x)
-                per_round[r.fmt].append((_sync(dev) - t) / iters * 1e3)
+                with Profile(dev) as timer:
+                    for _ in range(iters):
+                        backends[r.fmt](x)
+                per_round[r.fmt].append(timer.dt / iters * 1e3)
     for r in live:
         r.ms = statistics.median(per_round[r.fmt])
-
-
-def _sync(dev: torch.device) -> float:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)  # CUDA is asynchronous: time what has run
-    return time.perf_counter()
 
 
 def table(rows: list[Row]) -> str:
@@ -209,7 +203,8 @@ def run(
     A.check_int("threads", threads, lo=0, todo="0 keeps each runtime's default, e.g. --threads 1")
     if threads:
         torch.set_num_threads(threads)  # process-wide; DetectBackend passes the same count to onnxruntime / OpenVINO
-    A.check_stride_multiple(imgsz, int(max(float(s) for s in load_model(weights).stride)))  # export keeps imgsz
+    stride = int(max(float(s) for s in load_checkpoint_model(weights).stride))
+    A.check_stride_multiple(imgsz, stride)  # export keeps imgsz
     dev, data_dict = select_device(spec), check_dataset(data)
     with tempfile.TemporaryDirectory(prefix="formats_") as tmp:
         rows = export_all(Path(weights), list(dict.fromkeys(formats)), imgsz, Path(tmp), spec)

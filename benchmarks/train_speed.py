@@ -32,11 +32,13 @@ if str(ROOT) not in sys.path:
 import torch
 
 import utils.training.optim as optim
-from benchmarks.train_step import HYP, random_batch, sync
+from benchmarks.reference import LoopEMA
+from benchmarks.train_step import HYP, random_batch
 from benchmarks.train_step import step as train_step
 from models.yolo import Model
 from utils.core.device import select_device
 from utils.core.host_memory import keep_freed_memory
+from utils.core.timing import Profile
 from utils.training.compiled import CompiledForward
 from utils.training.ema import ModelEMA
 from utils.training.loss import ComputeLoss, scale_loss_gains
@@ -62,7 +64,7 @@ def build(variant: str, cfg: str, imgsz: int, dev: torch.device) -> tuple:
     if variant == "loop":  # what PyTorch does by default on CPU: the per-tensor for-loop
         optim.step_implementation = lambda params: {"foreach": False}
     opt = optim.build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
-    ema = ModelEMA(model, batched=variant != "loop")
+    ema = LoopEMA(model) if variant == "loop" else ModelEMA(model)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
     return CompiledForward(model, "compile" in variant), model, ComputeLoss(model), opt, ema, scaler, fmt
 
@@ -79,14 +81,15 @@ def child(a: argparse.Namespace) -> dict:
     parts = build(a.child, a.cfg, a.imgsz, dev)
     imgs, targets = random_batch(a.batch_size, a.imgsz, dev)
     imgs = imgs.contiguous(memory_format=parts[-1])
-    t0 = sync(dev)
-    step(parts, imgs, targets)
-    first = sync(dev) - t0
+    timer = Profile(dev)
+    with timer:
+        step(parts, imgs, targets)
+    first = timer.dt
     times = []
     for _ in range(a.steps + 1):  # one more warm-up step, untimed
-        t0 = sync(dev)
-        step(parts, imgs, targets)
-        times.append(sync(dev) - t0)
+        with timer:
+            step(parts, imgs, targets)
+        times.append(timer.dt)
     return {"variant": a.child, "step_s": statistics.median(times[1:]), "first_s": first, "compiled": parts[0].active}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 
 from models.yolo import Model
 from utils.core.device import select_device
+from utils.core.timing import Profile
 from utils.training.loss import ComputeLoss, scale_loss_gains
 from utils.training.optim import build_optimizer
 
@@ -80,12 +80,6 @@ def random_batch(batch: int, imgsz: int, device: torch.device, per_image: int = 
     return imgs.to(device), t.to(device)
 
 
-def sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def run(imgsz: int = 320, batch_size: int = 8, steps: int = 3, warmup: int = 1, device: str = "cpu") -> dict:
     """images/s per config and the ConvNeXt-T / yolov5s ratio; rounds alternate between the models."""
     dev = select_device(device)
@@ -94,12 +88,12 @@ def run(imgsz: int = 320, batch_size: int = 8, steps: int = 3, warmup: int = 1, 
     for s in setups.values():
         for _ in range(warmup):
             step(s, imgs, targets)
-    total = dict.fromkeys(setups, 0.0)
+    timers = {k: Profile(dev) for k in setups}
     for _ in range(steps):
         for k, s in setups.items():  # alternate so background load hits both alike
-            t0 = sync(dev)
-            step(s, imgs, targets)
-            total[k] += sync(dev) - t0
+            with timers[k]:
+                step(s, imgs, targets)
+    total = {k: timer.t for k, timer in timers.items()}
     ips = {k: steps * batch_size / total[k] for k in setups}
     for k, v in ips.items():
         print(

@@ -20,7 +20,7 @@ import torch.nn as nn
 from models.yolo import Model
 from models.yolov5_ckpt import is_torch_zip, load_yolov5
 from utils.core.errors import UserError, first_line
-from utils.core.files import user_writes
+from utils.core.files import atomic_write, user_writes
 from utils.core.log import LOGGER
 from utils.core.names import names_dict
 from utils.core.parallel import unwrap
@@ -61,18 +61,7 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     with user_writes(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with user_writes(path):
-            with open(tmp, "wb") as f:
-                _torch_save(ckpt, f, path)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda f: _torch_save(ckpt, f, path), fsync=True)
 
 
 _MIN_FREE_BYTES = 1 << 20  # less than this left after a failed write: the disk was full
@@ -151,7 +140,7 @@ def _from_yolov5(path: Path) -> dict[str, Any]:
     }
 
 
-def load_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> nn.Module:
+def load_checkpoint_model(weights: str | Path, device: str | torch.device = "cpu", fuse: bool = False) -> nn.Module:
     """A ready-to-run Model (EMA weights when present, float32, eval mode) from a checkpoint file."""
     ckpt = load_checkpoint(weights)
     model = model_from_record(ckpt.get("ema") or ckpt["model"]).to(device).eval()

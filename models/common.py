@@ -174,45 +174,33 @@ class GRN(nn.Module):
 
 
 class Block(nn.Module):
-    """ConvNeXt V1 block: dw 7x7 -> LN -> Linear d->4d -> GELU -> Linear 4d->d -> layer scale -> drop-path + x.
+    """ConvNeXt block: dw 7x7 -> LN -> Linear d->4d -> GELU -> [GRN] -> Linear 4d->d -> [layer scale] -> drop-path + x.
 
-    layer_scale_init <= 0 disables the layer scale (no gamma parameter at all, so nothing sits unused).
+    V1 is the default (layer scale `gamma`, no GRN); V2 is grn=True, layer_scale_init=0 (GRN after the GELU, no
+    layer scale). layer_scale_init <= 0 creates no gamma parameter at all, so nothing sits unused. The submodule
+    names are the official ones (dwconv, norm, pwconv1, grn, pwconv2, gamma): checkpoints and the backbone weight
+    loader (models/pretrained.py) depend on them.
     """
 
-    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init: float = 1e-6) -> None:
+    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init: float = 1e-6, grn: bool = False) -> None:
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
+        self.grn = GRN(4 * dim) if grn else None
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(layer_scale_init * torch.ones(dim)) if layer_scale_init > 0 else None
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))  # (N, H, W, C): Linear layers act on the last dim
-        y = self.pwconv2(self.act(self.pwconv1(y)))
+        y = self.act(self.pwconv1(y))
+        if self.grn is not None:
+            y = self.grn(y)
+        y = self.pwconv2(y)
         if self.gamma is not None:
             y = y * self.gamma
-        return x + self.drop_path(y.permute(0, 3, 1, 2))
-
-
-class BlockV2(nn.Module):
-    """ConvNeXt V2 block: like Block but no layer scale, and GRN after the GELU."""
-
-    def __init__(self, dim: int, drop_path: float = 0.0) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
-        self.norm = LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()
-        self.grn = GRN(4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
-        y = self.pwconv2(self.grn(self.act(self.pwconv1(y))))
         return x + self.drop_path(y.permute(0, 3, 1, 2))
 
 
@@ -258,11 +246,8 @@ class ConvNeXt_Block(nn.Module):
             )
         start = sum(depths[:stage])  # global index of this stage's first block
         rates = drop_path_rates(depths, drop_path)[start : start + depths[stage]]
-        if self.version == 2:
-            blocks = [BlockV2(dim, r) for r in rates]
-        else:
-            blocks = [Block(dim, r, layer_scale_init) for r in rates]
-        self.blocks = nn.Sequential(*blocks)
+        v2 = self.version == 2  # V2: GRN, no layer scale
+        self.blocks = nn.Sequential(*(Block(dim, r, 0.0 if v2 else layer_scale_init, grn=v2) for r in rates))
         self.apply(self._init_weights)
 
     @staticmethod

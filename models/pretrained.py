@@ -1,14 +1,18 @@
-"""Load ImageNet ConvNeXt weights (official V1/V2, torchvision or timm key names) onto a Model's ConvNeXt stages.
+"""Load ImageNet ConvNeXt weights (official V1/V2, torchvision or timm key names, Paddle .pdparams) onto a Model's
+ConvNeXt stages, and official Conv2Former weights onto its Conv2Former stages.
 
     from models.pretrained import load_backbone_weights
     report = load_backbone_weights(model, "convnext_tiny_1k")        # official name: downloaded to the torch hub cache
     report = load_backbone_weights(model, "weights/convnext_tiny_1k_224_ema.pth", sha256="<64 hex digits>")
     report = load_backbone_weights(model, torchvision_model.state_dict())
+    report = load_backbone_weights(model, "ConvNeXt_tiny_pretrained.pdparams")  # PaddleClas: no PaddlePaddle needed
+    report = load_backbone_weights(c2f_model, "conv2former_t.pth.tar")  # official Conv2Former: path only, EMA preferred
 
-Every source format is first rewritten to the official key names ("canonical" here), then mapped onto the rows that
-hold `ConvNeXt_Block` stage s: `downsample_layers.s.k.*` -> `model.<row>.downsample.k.*`,
-`stages.s.j.*` -> `model.<row>.blocks.j.*`. All checks run before the first tensor is copied, so a refused file
-leaves the model untouched.
+Training files give their EMA weights when they hold both (ema=False: the others). Conv2Former weights go to
+models/conv2former_weights.py (its own key map onto `Conv2Former_Block` rows). Every ConvNeXt source format is first
+rewritten to the official key names ("canonical" here), then mapped onto the rows that hold `ConvNeXt_Block` stage s:
+`downsample_layers.s.k.*` -> `model.<row>.downsample.k.*`, `stages.s.j.*` -> `model.<row>.blocks.j.*`. All checks
+run before the first tensor is copied, so a refused file leaves the model untouched.
 """
 
 from __future__ import annotations
@@ -19,15 +23,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from models.common import ConvNeXt_Block
+from models.conv2former_weights import (
+    TRAINING_FILE_GLOBALS,
+    check_source_is_file,
+    conv2former_rows,
+    is_conv2former_state,
+    load_conv2former,
+    shape_of_rows,
+    shape_of_state,
+)
 from models.sizes import CONVNEXT_SIZES, official_sizes
 from utils.core.download import download_file, file_sha256, normalise_sha256
 from utils.core.errors import UserError, first_line
 from utils.core.log import LOGGER
 from utils.core.parallel import unwrap
+from utils.core.safe_pickle import load_array_pickle
 
 V1_URL = "https://dl.fbaipublicfiles.com/convnext/"
 V2_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/"
@@ -44,10 +59,12 @@ class LoadReport:
     skipped: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     format: str = ""
+    entry: str = ""  # the training file's entry the weights came from ('state_dict_ema: EMA, ...'; '' when bare)
 
     def __str__(self) -> str:
+        entry = f" [{self.entry}]" if self.entry else ""
         return (
-            f"Backbone weights from {self.source} ({self.format} format): {len(self.loaded)} loaded, "
+            f"Backbone weights from {self.source}{entry} ({self.format} format): {len(self.loaded)} loaded, "
             f"{len(self.skipped)} skipped (classifier), {len(self.missing)} missing"
         )
 
@@ -76,30 +93,84 @@ def official_url(name: str) -> str:
 def _torch_load(path: Path) -> Any:
     """torch.load that cannot run code (weights_only); any failure is one UserError line."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(TRAINING_FILE_GLOBALS):  # timm training files pickle their args
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many exception types for corrupt / foreign files
+        # weights_only failures open with a paragraph of advice; the reason follows "WeightsUnpickler error:"
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please use|\n|$)", str(e))
         raise UserError(
-            f"cannot read weights file {path}: {first_line(e)} — pass a ConvNeXt .pth/.pt state dict"
+            f"cannot read weights file {path}: {f'refused by the safe loader: {m[1]}' if m else first_line(e)} — "
+            f"pass a ConvNeXt .pth/.pt state dict or an official Conv2Former .pth.tar"
         ) from None
 
 
-def _read_source(source: Any, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
-    """A flat state dict and a display name from a path, an official name or an (optionally wrapped) dict."""
+# ------------------------------------------------------------------------------------------------- Paddle .pdparams
+_PADDLE_TODO = "pass a ConvNeXt .pdparams saved by paddle.save(model.state_dict()) (PaddleClas / PaddleDetection)"
+_TORCH_LEGACY = b"\x80\x02\x8a\x0a"  # torch < 1.6 files start by pickling a 10-byte magic number (protocol 2)
+
+
+def _is_paddle_file(path: Path) -> bool:
+    """A .pdparams, or any plain pickle that is neither torch's zip format nor its legacy one (torch.load with
+    weights_only refuses those anyway, so reading them as paddle.save files takes nothing away)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):  # a zip is torch.save's format, whatever the suffix
+        return False
+    plain_pickle = len(head) == 4 and head[0] == 0x80 and head[1] in (2, 3, 4, 5) and head != _TORCH_LEGACY
+    return path.suffix == ".pdparams" or plain_pickle
+
+
+def _paddle_tensors(obj: Any) -> Any:
+    """paddle.save's data with its numpy arrays as tensors: a state dict is {name: ndarray} (Paddle 2 converts every
+    Tensor; the "StructuredToParameterName@@" name table is plain strings and drops out in _unwrap); a Tensor inside
+    other objects is pickled as (its internal name, ndarray)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], np.ndarray):
+        return torch.from_numpy(obj[1])
+    if isinstance(obj, dict):
+        return {k: _paddle_tensors(v) for k, v in obj.items() if isinstance(k, str)}
+    return obj
+
+
+def _from_paddle(k: str, v: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    """PaddleClas / PaddleDetection ConvNeXt: the official names, but paddle.nn.Linear stores its weight as [in, out],
+    the transpose of torch's. (head.weight is one too; the classifier is skipped before any converter runs.)"""
+    if v.ndim == 2 and re.search(r"\.pwconv[12]\.weight$", k):
+        v = v.t().contiguous()
+    return _from_official(k, v)
+
+
+def _load_file(path: Path) -> tuple[Any, str]:
+    """(loaded object, format when the keys cannot tell it: "paddle", else "")."""
+    if _is_paddle_file(path):  # a pickle: read by the restricted reader, so nothing in the file runs
+        return _paddle_tensors(load_array_pickle(path, _PADDLE_TODO)), "paddle"
+    return _torch_load(path), ""
+
+
+def _read_source(
+    source: Any, sha256: str | None = None, ema: bool | None = None
+) -> tuple[dict[str, torch.Tensor], str, str, str]:
+    """A flat state dict, a display name, the format when its keys cannot tell it ("paddle", else "") and the entry
+    it came from (_unwrap) from a path, an official name or an (optionally wrapped) dict."""
+    fmt = ""
     if isinstance(source, dict):
         if sha256:
             LOGGER.warning("WARNING ⚠️ a SHA-256 was given for an in-memory state dict: nothing to check")
-        return _unwrap(source, "state dict"), "state dict"
+        sd, entry = _unwrap(source, "state dict", ema)
+        return sd, "state dict", fmt, entry
     path = Path(source)
     if path.is_file():
         if sha256 and (got := file_sha256(path)) != sha256:
             raise UserError(f"{path} has sha256 {got}, not the expected {sha256} — use the right file or hash")
-        obj, where = _torch_load(path), str(path)
+        (obj, fmt), where = _load_file(path), str(path)
     else:
         where = official_url(str(source))  # UserError for names that are neither files nor official names
         obj = _download_official(where, sha256)
     if not isinstance(obj, dict):
         raise UserError(f"{where} holds a {type(obj).__name__}, not a state dict — pass ConvNeXt ImageNet weights")
-    return _unwrap(obj, where), where
+    sd, entry = _unwrap(obj, where, ema)
+    return sd, where, fmt, entry
 
 
 def _download_official(url: str, sha256: str | None) -> Any:
@@ -138,19 +209,39 @@ def _cached(cache: Path, sha256: str | None) -> Any:
         return None
 
 
-def _unwrap(obj: dict, where: str) -> dict[str, torch.Tensor]:
-    """{'model': sd} / {'state_dict': sd} / {'model_ema': sd} / bare sd -> sd with DDP/mmdet prefixes removed."""
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
+_RAW, _EMA = ("model", "state_dict"), ("model_ema", "state_dict_ema")  # weights / their EMA: ConvNeXt's, timm's files
+
+
+def _pick_entry(obj: dict, where: str, ema: bool | None) -> tuple[dict, str]:
+    """The state dict inside a training file and a note naming its entry ('' for a bare state dict). A file with
+    both weights and their EMA gives the EMA (better weights at the end of a run), unless ema is False."""
+    raw = next((k for k in _RAW if isinstance(obj.get(k), dict)), None)
+    avg = next((k for k in _EMA if isinstance(obj.get(k), dict)), None)
+    if (ema is True and avg is None) or (ema is False and raw is None and avg is not None):
+        flag = "ema=True / --backbone-ema" if ema else "ema=False / --no-backbone-ema"
+        raise UserError(
+            f"{where} holds no {'EMA' if ema else 'non-EMA'} weights (entries: {[k for k in obj if k in _RAW + _EMA]})"
+            f" — drop {flag}"
+        )
+    key = avg if avg is not None and ema is not False else raw
+    if key is None:
+        return obj, ""
+    if raw is None or avg is None:
+        return obj[key], key
+    return obj[key], f"{avg}: EMA, preferred over {raw}" if key == avg else f"{raw}: not the EMA ({avg})"
+
+
+def _unwrap(obj: dict, where: str, ema: bool | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """{'model' / 'state_dict' / their EMAs 'model_ema' / 'state_dict_ema': sd} or a bare sd -> (sd with DDP/mmdet
+    prefixes removed, the entry it came from: _pick_entry)."""
+    obj, entry = _pick_entry(obj, where, ema)
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not sd:
         raise UserError(f"{where} holds no tensors — pass a ConvNeXt state dict")
     for prefix in ("module.", "backbone."):
         if all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
+    return sd, entry
 
 
 # ------------------------------------------------------------------------------------------- key formats -> canonical
@@ -210,12 +301,17 @@ _FORMATS: dict[str, tuple[str, Callable]] = {  # name -> (key that identifies it
     "torchvision": (r"features\.0\.0\.weight", _from_torchvision),
     "timm": (r"stem\.0\.weight", _from_timm),
     "official": (r"downsample_layers\.0\.0\.weight", _from_official),
+    "paddle": (r"downsample_layers\.0\.0\.weight", _from_paddle),  # official keys: only chosen by the file type
 }
 
 
-def to_canonical(sd: dict[str, torch.Tensor], where: str) -> tuple[dict[str, torch.Tensor], list[str], str]:
-    """(canonical state dict, skipped classifier keys, format name). Unknown formats / keys raise UserError."""
-    fmt = next((name for name, (key, _) in _FORMATS.items() if any(re.fullmatch(key, k) for k in sd)), None)
+def to_canonical(
+    sd: dict[str, torch.Tensor], where: str, fmt: str = ""
+) -> tuple[dict[str, torch.Tensor], list[str], str]:
+    """(canonical state dict, skipped classifier keys, format name). fmt: the format when the keys cannot tell it
+    ("paddle"); "" detects it from the keys. Unknown formats / keys raise UserError."""
+    names = [fmt] if fmt else list(_FORMATS)
+    fmt = next((name for name in names if any(re.fullmatch(_FORMATS[name][0], k) for k in sd)), None)
     if fmt is None:
         raise UserError(
             f"{where}: unknown key format (first keys: {list(sd)[:3]}) — expected official ConvNeXt "
@@ -270,7 +366,10 @@ def _size_name(depths: list[int], dims: list[int], version: int) -> str:
 def _stages_of(model: nn.Module) -> dict[int, ConvNeXt_Block]:
     stages = {m.stage: m for m in unwrap(model).modules() if isinstance(m, ConvNeXt_Block)}
     if not stages:
-        raise UserError("the model has no ConvNeXt_Block stages — backbone weights only load onto ConvNeXt yamls")
+        raise UserError(
+            "the model has no ConvNeXt_Block stages (nor Conv2Former_Block ones) — backbone weights only load onto "
+            "ConvNeXt or Conv2Former yamls"
+        )
     return stages
 
 
@@ -296,15 +395,46 @@ def _targets(stages: dict[int, ConvNeXt_Block]) -> dict[str, tuple[str, torch.Te
     return out
 
 
-def load_backbone_weights(model: nn.Module, source: Any, sha256: str | None = None) -> LoadReport:
-    """Copy ImageNet ConvNeXt weights onto the model's ConvNeXt stages; returns a LoadReport and logs one line.
+def _load_conv2former(model: nn.Module, sd: dict[str, torch.Tensor], where: str, fmt: str, entry: str) -> LoadReport:
+    """Conv2Former weights onto Conv2Former rows (models/conv2former_weights.py); either side of another family is
+    refused in one line naming both."""
+    rows, c2f_weights = conv2former_rows(model), is_conv2former_state(sd)
+    if rows and c2f_weights:
+        report = LoadReport(source=where, format="Conv2Former official", entry=entry)
+        report.loaded, report.skipped, report.missing = load_conv2former(rows, sd, where)
+        return report
+    if c2f_weights:
+        have = str(shape_of_state(sd))
+    else:
+        try:
+            have = _size_name(*describe_canonical(to_canonical(sd, where, fmt)[0]))
+        except UserError:  # neither family: say what the Conv2Former model needs
+            raise UserError(
+                f"{where} holds no Conv2Former weights (first keys: {list(sd)[:3]}) — pass an official Conv2Former "
+                f"checkpoint (downsample_layers.*, stages.*.attn.*)"
+            ) from None
+    want = str(shape_of_rows(rows)) if rows else _size_name(*_model_desc(_stages_of(model)))
+    todo = shape_of_state(sd).yaml_hint() if c2f_weights else "use the ConvNeXt yaml of the weights' size"
+    raise UserError(f"{where} holds {have} weights but the model backbone is {want} — {todo}")
 
-    source: file path, state dict, or official name (e.g. 'convnext_tiny_1k', downloaded into the torch hub cache,
-    torch.hub.get_dir()/checkpoints). sha256: the file's expected SHA-256, checked on files and downloads.
-    Refuses (UserError, model untouched) unreadable files, unknown key formats and size / version mismatches.
+
+def load_backbone_weights(
+    model: nn.Module, source: Any, sha256: str | None = None, ema: bool | None = None
+) -> LoadReport:
+    """Copy ImageNet ConvNeXt or Conv2Former weights onto the model's backbone; returns a LoadReport, logs one line.
+
+    source: file path, state dict, or official ConvNeXt name (e.g. 'convnext_tiny_1k', downloaded into the torch hub
+    cache, torch.hub.get_dir()/checkpoints; Conv2Former files have no names: a path only). sha256: the file's expected
+    SHA-256, checked on files and downloads. ema: for a training file holding weights and their EMA (timm's
+    state_dict / state_dict_ema, ConvNeXt's model / model_ema): None takes the EMA, True requires it, False takes
+    the other. Refuses (UserError, model untouched) unreadable files, unknown key formats and family / size /
+    version / kernel mismatches.
     """
-    sd, where = _read_source(source, normalise_sha256(sha256, "--backbone-sha256"))
-    canon, skipped, fmt = to_canonical(sd, where)
+    check_source_is_file(source, model)
+    sd, where, fmt, entry = _read_source(source, normalise_sha256(sha256, "--backbone-sha256"), ema)
+    if conv2former_rows(model) or is_conv2former_state(sd):
+        return _log(_load_conv2former(model, sd, where, fmt, entry))
+    canon, skipped, fmt = to_canonical(sd, where, fmt)
     stages = _stages_of(model)
     have, want = describe_canonical(canon), _model_desc(stages)
     if have != want:
@@ -321,17 +451,21 @@ def load_backbone_weights(model: nn.Module, source: Any, sha256: str | None = No
                 f"{where}: {k} has shape {list(v.shape)} but the model expects "
                 f"{list(targets[k][1].shape)} — weights and model yaml are different ConvNeXt sizes"
             )
-    report = LoadReport(source=where, skipped=skipped, format=fmt)
+    report = LoadReport(source=where, skipped=skipped, format=fmt, entry=entry)
     with torch.no_grad():
         for k, v in canon.items():
             name, p = targets[k]
             p.copy_(v)
             report.loaded.append(name)
     report.missing = [name for k, (name, _) in targets.items() if k not in canon]
+    return _log(report)
+
+
+def _log(report: LoadReport) -> LoadReport:
     LOGGER.info(str(report))
     if report.missing:
         LOGGER.warning(
-            f"Backbone parameters not in {where} (left at init): {report.missing[:5]}"
+            f"Backbone parameters not in {report.source} (left at init): {report.missing[:5]}"
             f"{' ...' if len(report.missing) > 5 else ''}"
         )
     return report

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
+from tests.fixtures_models import MICRO_NAMES, save_micro_checkpoint
 from utils.core.errors import UserError
 from utils.inference.api import Detector, ImageResult, load_model, tta_forward
 

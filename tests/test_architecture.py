@@ -6,7 +6,8 @@ cannot drift apart. Imports are read with `ast` (nothing is imported), at module
 level and inside functions. A module may import only modules of its own or a lower layer; there are no cycles;
 utils/models/data never import the scripts; a function-level import is allowed only for a library listed under
 `## Lazy imports`, with a comment on its line saying it is optional or heavy; every module is in both tables.
-The last test runs each check on a small made-up tree to show it catches what it should.
+The last test runs each check on a small made-up tree to show it catches what it should. In tests/, no test module
+imports another (shared fixtures and helpers live in conftest.py and fixtures_<area>.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def _file_imports(root: Path, name: str, file: Path, modules: set[str]) -> list[
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def scan(root: Path) -> tuple[dict[str, Path], tuple[Import, ...]]:
     """(modules, every import statement of every module), read once per root."""
     modules = module_files(root)
@@ -112,7 +113,7 @@ def _section(root: Path, heading: str, required: bool = True) -> list[list[str]]
     return [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
 
 
-@lru_cache(maxsize=None)
+@cache
 def layer_entries(root: Path) -> tuple[tuple[str, int, str], ...]:
     """(folder or file, layer index from the bottom, layer name) from the `## Layers` table: a cell names folders
     (`utils/core/`: every module below it) and single files (`train.py`)."""
@@ -127,7 +128,7 @@ def _matches(module: str, entry: str) -> bool:
     return module == _dotted(Path(entry))
 
 
-@lru_cache(maxsize=None)
+@cache
 def layers(root: Path) -> dict[str, tuple[int, str]]:
     """Module -> (layer index from the bottom, layer name): its file's entry, else the deepest folder holding it."""
     out: dict[str, tuple[int, str]] = {}
@@ -286,6 +287,30 @@ CHECKS: list[Callable[[Path], list[str]]] = [
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_repository_keeps_the_architecture_rules(check: Callable[[Path], list[str]]) -> None:
     problems = check(ROOT)
+    assert not problems, "\n".join(problems)
+
+
+def imported_test_modules(text: str) -> list[str]:
+    """`tests.test_x` modules that a tests/*.py source imports (import / from-import, any depth)."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found += [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "tests"]
+    return [m for m in found if m.startswith("tests.test_")]
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared fixtures and helpers have one owner, tests/conftest.py or tests/fixtures_<area>.py: a test module that
+    imported another would run that module's setup and tie the two files together."""
+    probe = "from tests import test_x\nimport tests.test_y as y\nfrom tests.fixtures_a import b\nimport tests"
+    assert imported_test_modules(probe) == ["tests.test_x", "tests.test_y"]
+    problems = [
+        f"tests/{f.name} imports {m}"
+        for f in sorted((ROOT / "tests").glob("*.py"))
+        for m in imported_test_modules(f.read_text())
+    ]
     assert not problems, "\n".join(problems)
 
 

@@ -1,5 +1,5 @@
-"""utils/dataloaders/augment: boxes stay consistent with pixels through mosaic + perspective; letterbox numbers;
-HSV, mixup, copy-paste, flips, box filtering, determinism under seeding."""
+"""utils/dataloaders/augment: boxes stay consistent with pixels through mosaic + perspective; letterbox numbers
+(extreme aspect ratios too); HSV, mixup, copy-paste, flips, box filtering, determinism under seeding."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from tests.fixtures_data import PALETTE, check_labels, mosaic_inputs, palette_scene, pixel_box
 from utils.dataloaders.augment import (
     augment_hsv,
     box_candidates,
@@ -20,67 +21,12 @@ from utils.dataloaders.augment import (
     random_perspective,
 )
 
-# Saturated BGR colours: far from each other, from the black background, from the 114 grey fill and from any blend
-# of one colour with black or grey (so edge pixels never pass for another object).
-PALETTE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 255)]
-TOL = 2.0  # px, the acceptance tolerance of issue #3
-
-
-def _scene(h: int, w: int, rects: list[tuple[int, int, int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Black image with solid rectangles (cls, x1, y1, x2, y2) in PALETTE[cls]; labels in pixels (x2 exclusive)."""
-    im = np.zeros((h, w, 3), np.uint8)
-    for c, x1, y1, x2, y2 in rects:
-        im[y1:y2, x1:x2] = PALETTE[c]
-    return im, np.array(rects, np.float32).reshape(-1, 5)
-
-
-def _pixel_box(im: np.ndarray, cls: int) -> np.ndarray | None:
-    """xyxy box (x2/y2 exclusive) of the pixels whose colour is PALETTE[cls]; None if none."""
-    mask = np.abs(im.astype(np.int16) - np.array(PALETTE[cls], np.int16)).max(2) <= 40
-    ys, xs = np.nonzero(mask)
-    return None if not len(xs) else np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
-
-
-def _mosaic_inputs(s: int = 128) -> tuple[list[np.ndarray], list[np.ndarray], list[list[np.ndarray]]]:
-    """Four images of different shapes (long side s) holding 7 non-overlapping rectangles of distinct colours."""
-    specs = [
-        ((128, 96), [(0, 10, 12, 50, 60), (1, 40, 80, 90, 120)]),
-        ((96, 128), [(2, 5, 5, 60, 40), (3, 70, 40, 120, 90)]),
-        ((128, 128), [(4, 20, 20, 100, 50), (5, 30, 70, 70, 118)]),
-        ((80, 128), [(6, 30, 10, 110, 70)]),
-    ]
-    ims, lbs, segs = [], [], []
-    for (h, w), rects in specs:
-        im, lb = _scene(h, w, rects)
-        ims.append(im)
-        lbs.append(lb)
-        segs.append([np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32) for _, x1, y1, x2, y2 in rects])
-    return ims, lbs, segs
-
-
-def _check_labels(im: np.ndarray, labels: np.ndarray, interior_only: bool) -> int:
-    """Every label's box matches its colour's pixel box within TOL; returns how many labels were compared.
-
-    interior_only: compare only labels not touching the border (for rotated/sheared boxes, whose corner box is only
-    exact while the whole shape is visible: a cut rotated shape ends in an acute sliver that blends away)."""
-    h, w = im.shape[:2]
-    checked = 0
-    for c, *box in labels:
-        box = np.array(box)
-        if interior_only and (box[:2].min() < 1 or box[2] > w - 1 or box[3] > h - 1):  # 1 px: polygon points
-            continue
-        px = _pixel_box(im, int(c))
-        assert px is not None, f"label of class {int(c)} {box} has no pixels of its colour"
-        assert np.abs(px - box).max() <= TOL, f"class {int(c)}: label {box.round(2)} vs pixels {px}"
-        checked += 1
-    return checked
-
 
 def _mosaic_then_perspective(seed: int, use_segments: bool = False, **hyp) -> tuple[np.ndarray, np.ndarray]:
     random.seed(seed)
     np.random.seed(seed)
     s = 128
-    ims, lbs, segs = _mosaic_inputs(s)
+    ims, lbs, segs = mosaic_inputs(s)
     img4, labels4, segments4 = mosaic4(ims, lbs, s, segs)
     return random_perspective(img4, labels4, segments4 if use_segments else (), border=(-s // 2, -s // 2), **hyp)
 
@@ -88,12 +34,12 @@ def _mosaic_then_perspective(seed: int, use_segments: bool = False, **hyp) -> tu
 def test_mosaic_alone_labels_match_pixels():
     for seed in range(6):
         random.seed(seed)
-        ims, lbs, segs = _mosaic_inputs(128)
+        ims, lbs, segs = mosaic_inputs(128)
         img4, labels4, segments4 = mosaic4(ims, lbs, 128, segs)
         assert img4.shape == (256, 256, 3) and labels4.shape == (7, 5) and len(segments4) == 7
         assert (labels4[:, 1:] >= 0).all() and (labels4[:, 1:] <= 256).all()
         visible = labels4[(labels4[:, 3] > labels4[:, 1]) & (labels4[:, 4] > labels4[:, 2])]
-        assert _check_labels(img4, visible, interior_only=False) == len(visible) >= 4
+        assert check_labels(img4, visible, interior_only=False) == len(visible) >= 4
         for lb, sg in zip(labels4, segments4):  # segments moved with their boxes
             assert np.allclose(np.clip(sg.min(0), 0, 256), lb[1:3]) and np.allclose(sg.max(0), lb[3:5])
 
@@ -119,7 +65,7 @@ def test_perspective_scale_translate_labels_match_pixels():
     for seed in range(8):
         im, labels = _mosaic_then_perspective(seed, degrees=0, translate=0.1, scale=0.3, shear=0, perspective=0)
         assert im.shape == (128, 128, 3)
-        compared += _check_labels(im, labels, interior_only=False)
+        compared += check_labels(im, labels, interior_only=False)
     assert compared >= 15  # enough boxes survive for the check to mean something
 
 
@@ -136,7 +82,7 @@ def test_mosaic_perspective_shear_rotation_labels_match_pixels(hyp, use_segments
     # the label is the box of the warped rectangle (corners or polygon); for shapes entirely in view it must be
     # the box of that colour's pixels
     compared = sum(
-        _check_labels(*_mosaic_then_perspective(seed, use_segments, **hyp), interior_only=True) for seed in range(16)
+        check_labels(*_mosaic_then_perspective(seed, use_segments, **hyp), interior_only=True) for seed in range(16)
     )
     assert compared >= 8
 
@@ -148,19 +94,19 @@ def test_perspective_shear_rotation_many_boxes(hyp, use_segments):
     rects = [
         (c, 24 + 28 * (c % 3), 20 + 32 * (c // 3), 40 + 28 * (c % 3) + 2 * c, 34 + 32 * (c // 3)) for c in range(7)
     ]
-    im, lb = _scene(128, 128, rects)
+    im, lb = palette_scene(128, 128, rects)
     segs = [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32) for _, x1, y1, x2, y2 in rects]
     compared = 0
     for seed in range(6):
         random.seed(seed)
         out, t = random_perspective(im, lb, segs if use_segments else (), **hyp)
-        compared += _check_labels(out, t, interior_only=True)
+        compared += check_labels(out, t, interior_only=True)
     assert compared >= 30
 
 
 def test_rotation_box_grows_to_rotated_rectangle():
     # no scale/translate: a 40x20 rectangle turned by angle a has the box 40|cos a| + 20|sin a| wide
-    im, lb = _scene(128, 128, [(0, 44, 54, 84, 74)])
+    im, lb = palette_scene(128, 128, [(0, 44, 54, 84, 74)])
     for seed in range(5):
         random.seed(seed)
         out, t = random_perspective(im, lb, degrees=45, translate=0, scale=0, shear=0)
@@ -169,11 +115,11 @@ def test_rotation_box_grows_to_rotated_rectangle():
         a = np.radians(random.uniform(-45, 45))
         w, h = 40 * abs(np.cos(a)) + 20 * abs(np.sin(a)), 40 * abs(np.sin(a)) + 20 * abs(np.cos(a))
         assert np.allclose(t[0, 1:], [64 - w / 2, 64 - h / 2, 64 + w / 2, 64 + h / 2], atol=1e-3)
-        assert _check_labels(out, t, interior_only=True) == 1
+        assert check_labels(out, t, interior_only=True) == 1
 
 
 def test_random_perspective_drops_boxes_pushed_out():
-    im, lb = _scene(64, 64, [(0, 0, 0, 10, 10), (1, 20, 20, 44, 44)])
+    im, lb = palette_scene(64, 64, [(0, 0, 0, 10, 10), (1, 20, 20, 44, 44)])
     random.seed(0)
     # border=(-16,-16): output is the central 32x32 (M = identity translation): the corner box is cut away
     out, t = random_perspective(im, lb, degrees=0, translate=0, scale=0, shear=0, border=(-16, -16))
@@ -221,6 +167,17 @@ def test_letterbox_no_scaleup_pads_odd():
     assert (out[17:47, 11:52] == 7).all() and (out[:17] == 114).all() and (out[:, :11] == 114).all()
 
 
+@pytest.mark.parametrize("hw", [(2, 3000), (3000, 1), (1, 1)])
+def test_letterbox_extreme_aspect_ratios(hw):
+    im = np.full((*hw, 3), 50, np.uint8)
+    a, ratio, pad = letterbox(im, 640, auto=True, stride=32)
+    assert a.shape[0] % 32 == 0 and a.shape[1] % 32 == 0 and max(a.shape[:2]) == 640
+    b, _, _ = letterbox(im, 640, auto=False)
+    assert b.shape == (640, 640, 3) and (b == 50).any()  # the image (at least one row/column) is in there
+    c, _, _ = letterbox(im, (64, 96), auto=False, scaleup=False)
+    assert c.shape == (64, 96, 3)
+
+
 def test_augment_hsv():
     rng = np.random.default_rng(0)
     im = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
@@ -258,7 +215,7 @@ def test_mixup_ratio_and_labels():
 def test_copy_paste_identity_and_mirror():
     # 96 px wide: object 0 mirrors to x 66..86 and object 1 to x 6..36 (both onto free space: pasted); object 2 is
     # symmetric about the centre line, its mirror covers itself (ioa 1 >= 0.30: refused)
-    im, lb = _scene(64, 96, [(0, 10, 30, 30, 55), (1, 60, 5, 90, 20), (2, 40, 40, 56, 60)])
+    im, lb = palette_scene(64, 96, [(0, 10, 30, 30, 55), (1, 60, 5, 90, 20), (2, 40, 40, 56, 60)])
     segs = [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32) for _, x1, y1, x2, y2 in lb]
     out, labels, s2 = copy_paste(im, lb, segs, p=0.0)
     assert out is im and labels is lb and s2 is segs
@@ -269,22 +226,22 @@ def test_copy_paste_identity_and_mirror():
     assert added == {0: [66, 30, 86, 55], 1: [6, 5, 36, 20]}
     for lab, sg in zip(labels[3:], s2[3:]):  # the new polygons are the mirrored ones
         assert np.allclose(sg.min(0), lab[1:3]) and np.allclose(sg.max(0), lab[3:5])
-    assert _pixel_box(out[:, :48], 1).tolist() == [6, 5, 36, 20]  # pasted pixels are the mirrored objects
-    assert (_pixel_box(out[:, 48:], 0) + [48, 0, 48, 0]).tolist() == [66, 30, 86, 55]
+    assert pixel_box(out[:, :48], 1).tolist() == [6, 5, 36, 20]  # pasted pixels are the mirrored objects
+    assert (pixel_box(out[:, 48:], 0) + [48, 0, 48, 0]).tolist() == [66, 30, 86, 55]
     expected = im.copy()
     expected[5:20, 6:36], expected[30:55, 66:86] = PALETTE[1], PALETTE[0]
     assert np.array_equal(out, expected)  # nothing else touched (object 2 not pasted over itself)
 
 
 def test_flips_map_labels_to_pixels():
-    im, lb = _scene(40, 80, [(2, 10, 5, 30, 15)])
+    im, lb = palette_scene(40, 80, [(2, 10, 5, 30, 15)])
     xywhn = np.array([[2, 20 / 80, 10 / 40, 20 / 80, 10 / 40]], np.float32)
     for flip, box in ((flip_lr, [50, 5, 70, 15]), (flip_ud, [10, 25, 30, 35])):
         out, lab = flip(im, xywhn)
         cx, cy, w, h = lab[0, 1] * 80, lab[0, 2] * 40, lab[0, 3] * 80, lab[0, 4] * 40
         assert np.allclose([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], box)
-        assert np.array_equal(_pixel_box(out, 2), box)
-    assert xywhn[0, 1] == 0.25 and _pixel_box(im, 2).tolist() == [10, 5, 30, 15]  # inputs untouched
+        assert np.array_equal(pixel_box(out, 2), box)
+    assert xywhn[0, 1] == 0.25 and pixel_box(im, 2).tolist() == [10, 5, 30, 15]  # inputs untouched
 
 
 def test_seeded_pipeline_is_deterministic():

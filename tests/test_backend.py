@@ -9,35 +9,16 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests.fixtures_models import MICRO_NAMES
 from utils.core.errors import UserError
-from utils.inference.backend import METADATA_FILE, DetectBackend, check_imgsz, export_metadata, parse_metadata
-
-MICRO_NAMES = {0: "circle", 1: "square"}
-
-
-def save_micro_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A randomly initialised micro Model saved the way train.py saves it (model record, no EMA)."""
-    from models.checkpoint import model_record, save_checkpoint
-    from models.yolo import Model
-    from tests.fixtures_models import MICRO_CFG
-
-    torch.manual_seed(seed)
-    model = Model(MICRO_CFG, nc=len(MICRO_NAMES)).eval()
-    model.names = dict(MICRO_NAMES)
-    save_checkpoint({"epoch": -1, "model": model_record(model), "ema": None}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_micro_checkpoint(tmp_path_factory.mktemp("backend") / "micro.pt")
+from utils.inference.backend import METADATA_FILE, DetectBackend, export_metadata, parse_metadata, round_imgsz
 
 
 def test_pt_backend_matches_model_eval_forward(micro_pt: Path) -> None:
-    from models.checkpoint import load_model
+    from models.checkpoint import load_checkpoint_model
 
     be = DetectBackend(micro_pt)
-    model = load_model(micro_pt)
+    model = load_checkpoint_model(micro_pt)
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         ref = model(x)[0]
@@ -80,15 +61,15 @@ def test_metadata_round_trip() -> None:
         parse_metadata({"stride": "32"}, Path("x.onnx"))
 
 
-def test_check_imgsz_rounds_up_with_warning(caplog: pytest.LogCaptureFixture) -> None:
-    assert check_imgsz(640, 32) == (640, 640)
-    assert check_imgsz([100], 32) == (128, 128)
-    assert check_imgsz((70, 64), 32) == (96, 64)
+def test_round_imgsz_rounds_up_with_warning(caplog: pytest.LogCaptureFixture) -> None:
+    assert round_imgsz(640, 32) == (640, 640)
+    assert round_imgsz([100], 32) == (128, 128)
+    assert round_imgsz((70, 64), 32) == (96, 64)
     assert "multiple of the max stride 32" in caplog.text
     with pytest.raises(UserError):
-        check_imgsz([0], 32)
+        round_imgsz([0], 32)
     with pytest.raises(UserError):
-        check_imgsz([1, 2, 3], 32)
+        round_imgsz([1, 2, 3], 32)
 
 
 @pytest.mark.parametrize(

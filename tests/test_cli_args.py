@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,19 +14,13 @@ import detect
 import export
 import train
 import val
-from tests.test_backend import save_micro_checkpoint
-from tests.test_detect import write_images
+from tests.fixtures_data import write_images
 from utils.core import args as A
 from utils.core.device import check_device, select_device
 from utils.core.errors import UserError
 from utils.core.files import ROOT
 
 SHA = "ab" * 32  # a well-formed SHA-256 digest
-
-
-@pytest.fixture(scope="module")
-def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_micro_checkpoint(tmp_path_factory.mktemp("args") / "micro.pt")
 
 
 # ------------------------------------------------------------------------------------------ the real CLIs
@@ -95,7 +88,7 @@ def _no_heavy_work(monkeypatch: pytest.MonkeyPatch) -> None:
         (val, "_load_runner"),
         (detect, "Detector"),
         (detect, "newest_weights"),
-        (export, "load_model"),
+        (export, "load_checkpoint_model"),
     ):
         monkeypatch.setattr(mod, fn, heavy)
 

@@ -1,4 +1,4 @@
-"""Shared utilities: box conversions, run folders, yaml errors, device strings, atomic checkpoints."""
+"""Shared utilities: box conversions, run folders, yaml errors, device strings, atomic checkpoints, the logger."""
 
 import os
 
@@ -11,6 +11,7 @@ from utils.core.boxes import clip_boxes, scale_boxes, segments2boxes, xywh2xyxy,
 from utils.core.device import select_device
 from utils.core.errors import UserError, cli_main
 from utils.core.files import increment_path, yaml_load
+from utils.core.log import LOGGER
 
 
 def test_box_round_trips_numpy_and_torch():
@@ -115,3 +116,10 @@ def test_load_checkpoint_rejects_foreign_files(tmp_path):
         load_checkpoint(other)
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_logger_lines_reach_caplog_once(caplog):
+    """LOGGER keeps its lines off the root logger (a root handler would print them twice); caplog still sees them."""
+    LOGGER.warning("disk almost full")
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [("yolo", "WARNING", "disk almost full")]
+    assert not LOGGER.propagate

@@ -229,3 +229,23 @@ def test_zip_url_download(tmp_path, monkeypatch):
         r"connection failed \(unreachable\)",
     ):
         check_dataset(f)
+
+
+def test_single_cls_rule_is_the_same_for_train_and_val(tmp_path):
+    """--single-cls: one class "item" (nc 1) in training's data dict and in validation's check, else the yaml's."""
+    from types import SimpleNamespace
+
+    import val
+    from utils.dataloaders.data_yaml import class_names
+    from utils.training.train_setup import prepare_data
+
+    f = _write(
+        tmp_path, {"path": str(_dataset(tmp_path)), "train": "images/train", "val": "images/val", "names": ["a", "b"]}
+    )
+    assert class_names(check_dataset(f)) == ({0: "a", 1: "b"}, 2)
+    assert class_names(check_dataset(f), single_cls=True) == ({0: "item"}, 1)
+    for single, want in ((False, ({0: "a", 1: "b"}, 2)), (True, ({0: "item"}, 1))):
+        d = prepare_data(str(f), single, main=True)
+        assert (d["names"], d["nc"]) == want
+        _, nc, names = val._check_data(str(f), SimpleNamespace(training=True), single)  # in-memory model: no nc check
+        assert (names, nc) == want

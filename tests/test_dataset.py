@@ -1,9 +1,10 @@
 """utils.dataloaders.dataset: path forms, bad input, rect shapes, collate, labels vs pixels (plain and mosaic),
-workers, caches."""
+workers, caches; an image that vanishes after the scan is skipped (validation) or replaced (training)."""
 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import cv2
@@ -12,50 +13,10 @@ import pytest
 import torch
 import yaml
 
+from tests.fixtures_data import COLOURS, rect_dataset, rect_image
 from utils.core.boxes import scale_boxes, xywh2xyxy
 from utils.core.errors import UserError
 from utils.dataloaders.dataset import LoadImagesAndLabels, create_dataloader, find_images, img2label_paths
-
-# one saturated colour per class, far from the black background and from the grey (114) padding
-COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
-
-
-@pytest.fixture
-def ylog(caplog):
-    """caplog that sees the project logger (it does not propagate to the root logger)."""
-    from utils.core.log import LOGGER
-
-    LOGGER.addHandler(caplog.handler)
-    yield caplog
-    LOGGER.removeHandler(caplog.handler)
-
-
-def rect_image(
-    root: Path, split: str, name: str, wh: tuple[int, int], box: tuple[int, int, int, int], cls: int, label: bool = True
-) -> Path:
-    """Black w×h image with a solid rectangle im[y1:y2, x1:x2] of COLOURS[cls] and its YOLO label."""
-    w, h = wh
-    x1, y1, x2, y2 = box
-    im = np.zeros((h, w, 3), np.uint8)
-    im[y1:y2, x1:x2] = COLOURS[cls]
-    f = root / "images" / split / name
-    f.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(f), im)
-    if label:
-        lb = root / "labels" / split / (Path(name).stem + ".txt")
-        lb.parent.mkdir(parents=True, exist_ok=True)
-        lb.write_text(f"{cls} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n")
-    return f
-
-
-def rect_dataset(root: Path, n: int = 6, split: str = "train", wh=(128, 96)) -> Path:
-    rng = np.random.default_rng(n)
-    for i in range(n):
-        w, h = wh
-        x1, y1 = int(rng.integers(2, w // 2)), int(rng.integers(2, h // 2))
-        x2, y2 = x1 + int(rng.integers(12, w // 2 - 2)), y1 + int(rng.integers(12, h // 2 - 2))
-        rect_image(root, split, f"{i:03d}.png", wh, (x1, y1, x2, y2), i % len(COLOURS))
-    return root / "images" / split
 
 
 def pixel_boxes(img: np.ndarray, colour: tuple[int, int, int]) -> list[np.ndarray]:
@@ -94,7 +55,7 @@ def test_img2label_paths():
     ]
 
 
-def test_path_forms(tmp_path, ylog):
+def test_path_forms(tmp_path, caplog):
     d = rect_dataset(tmp_path, 3)
     (d / "notes.gif").write_bytes(b"GIF89a")
     (tmp_path / "list.txt").write_text("./images/train/000.png\n\n./images/train/002.png\n")
@@ -102,7 +63,7 @@ def test_path_forms(tmp_path, ylog):
     assert find_images(d / "001.png") == [str(d / "001.png")]
     assert find_images([d / "001.png", tmp_path / "list.txt"]) == [str(d / f"00{i}.png") for i in range(3)]
     assert find_images(tmp_path) == [str(d / f"00{i}.png") for i in range(3)]  # recursive
-    assert "1 files with unsupported extensions skipped (e.g. " in ylog.text and "notes.gif" in ylog.text
+    assert "1 files with unsupported extensions skipped (e.g. " in caplog.text and "notes.gif" in caplog.text
     with pytest.raises(UserError, match=f"dataset path not found: {tmp_path / 'nope'}"):
         LoadImagesAndLabels(tmp_path / "nope", 128)
     (tmp_path / "empty").mkdir()
@@ -142,7 +103,7 @@ def test_coco128_layout_loads_unchanged(tmp_path):
     np.testing.assert_allclose(ds.labels[1], [[2, 0.6, 85 / 150, 0.6, 110 / 150]], rtol=1e-6)
 
 
-def test_bad_files_skipped_good_still_load(tmp_path, ylog):
+def test_bad_files_skipped_good_still_load(tmp_path, caplog):
     d = rect_dataset(tmp_path, 3)
     (d / "bad.jpg").write_bytes(b"\x00garbage" * 20)
     rect_image(tmp_path, "train", "small.png", (6, 6), (1, 1, 4, 4), 0)
@@ -157,7 +118,7 @@ def test_bad_files_skipped_good_still_load(tmp_path, ylog):
     (tmp_path / "labels" / "train" / "empty.txt").write_text("")
     ds = LoadImagesAndLabels(d, 128, nc=3)
     assert sorted(Path(f).name for f in ds.im_files) == ["000.png", "001.png", "002.png", "empty.png"]
-    assert "4 images, 1 backgrounds, 6 corrupt" in ylog.text
+    assert "4 images, 1 backgrounds, 6 corrupt" in caplog.text
     for name, why in [
         ("bad.jpg", "cannot open image"),
         ("small.png", "below 10 pixels"),
@@ -166,29 +127,29 @@ def test_bad_files_skipped_good_still_load(tmp_path, ylog):
         ("big.png", "out of bounds"),
         ("cls.png", "class 5 exceeds nc=3"),
     ]:
-        assert any(name in l and why in l for l in ylog.text.splitlines()), name
+        assert any(name in l and why in l for l in caplog.text.splitlines()), name
     for i in range(ds.n):
         im, lb, f, _ = ds[i]
         assert im.shape == (3, 128, 128) and len(lb) == (0 if f.endswith("empty.png") else 1)
 
 
-def test_create_dataloader_checks_classes_against_nc(tmp_path, ylog):
+def test_create_dataloader_checks_classes_against_nc(tmp_path, caplog):
     # train.py and val.py pass the yaml's nc: a label class >= nc is reported and its image skipped, not a crash
     d = rect_dataset(tmp_path, 2)
     rect_image(tmp_path, "train", "cls.png", (64, 64), (1, 1, 40, 40), 5)
     assert create_dataloader(d, 128, 2, 32, workers=0, nc=3)[1].n == 2
-    assert any("cls.png" in l and "class 5 exceeds nc=3" in l for l in ylog.text.splitlines())
+    assert any("cls.png" in l and "class 5 exceeds nc=3" in l for l in caplog.text.splitlines())
     assert create_dataloader(d, 128, 2, 32, workers=0, single_cls=True)[1].n == 3  # nc=None: no class check
 
 
-def test_missing_labels_directory_all_backgrounds(tmp_path, ylog):
+def test_missing_labels_directory_all_backgrounds(tmp_path, caplog):
     d = rect_dataset(tmp_path, 3)
     for f in (tmp_path / "labels" / "train").iterdir():
         f.unlink()
     (tmp_path / "labels" / "train").rmdir()
     ds = LoadImagesAndLabels(d, 128)
     assert ds.n == 3 and all(len(l) == 0 for l in ds.labels)
-    warnings = [l for l in ylog.text.splitlines() if "WARNING" in l]
+    warnings = [l for l in caplog.text.splitlines() if "WARNING" in l]
     assert len(warnings) == 1 and "labels directory" in warnings[0] and "not found" in warnings[0]
     assert not list(tmp_path.rglob("*.cache"))
     assert len(ds[0][1]) == 0
@@ -298,22 +259,22 @@ def test_workers_2_same_targets_as_workers_0(tmp_path):
         assert p0 == p2 and torch.equal(t0, t2)
 
 
-def test_workers_rule_and_rect_shuffle_warning(tmp_path, ylog):
+def test_workers_rule_and_rect_shuffle_warning(tmp_path, caplog):
     d = rect_dataset(tmp_path, 3)
     assert create_dataloader(d, 128, 1, 32, workers=4)[0].num_workers == 0  # batch 1 -> main process
     loader, _ = create_dataloader(d, 128, 2, 32, workers=0, rect=True, shuffle=True)
-    assert "--rect is incompatible with DataLoader shuffle" in ylog.text
+    assert "--rect is incompatible with DataLoader shuffle" in caplog.text
     assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
 
 
-def test_ram_and_disk_cache_identical_images(tmp_path, ylog):
+def test_ram_and_disk_cache_identical_images(tmp_path, caplog):
     d = rect_dataset(tmp_path, 3, wh=(160, 120))
     plain = LoadImagesAndLabels(d, 128)
     ram = LoadImagesAndLabels(d, 128, cache="ram")
     assert all(im is not None for im in ram.ims)
     disk = LoadImagesAndLabels(d, 128, cache="disk")
     assert sorted(p.name for p in d.glob("*.npy")) == ["000.npy", "001.npy", "002.npy"]
-    assert "GB ram)" in ylog.text and "GB disk)" in ylog.text
+    assert "GB ram)" in caplog.text and "GB disk)" in caplog.text
     for i in range(3):
         a, b, c = plain[i][0], ram[i][0], disk[i][0]
         assert a.shape == (3, 128, 128) and torch.equal(a, b) and torch.equal(a, c)
@@ -340,7 +301,7 @@ def test_seeded_augmenting_loader_is_deterministic(tmp_path):
 
 
 @pytest.mark.parametrize("free_gb, cached", [(0.0001, False), (64.0, True)])
-def test_cache_ram_checks_available_memory_first(tmp_path, ylog, monkeypatch, free_gb, cached):
+def test_cache_ram_checks_available_memory_first(tmp_path, caplog, monkeypatch, free_gb, cached):
     import psutil
 
     from utils.dataloaders import dataset as dataset_mod
@@ -349,7 +310,7 @@ def test_cache_ram_checks_available_memory_first(tmp_path, ylog, monkeypatch, fr
     real = psutil.virtual_memory()
     monkeypatch.setattr(dataset_mod.psutil, "virtual_memory", lambda: real._replace(available=int(free_gb * 1e9)))
     ds = LoadImagesAndLabels(d, 128, cache="ram")
-    warnings = [r.getMessage() for r in ylog.records if "--cache ram needs" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "--cache ram needs" in r.getMessage()]
     assert all(im is not None for im in ds.ims) == cached and (ds.cache_mode == "ram") == cached
     assert len(warnings) == (0 if cached else 1)
     if not cached:  # one line, the estimate is the resized size, the run goes on with images read from disk
@@ -367,3 +328,93 @@ def test_cache_ram_estimate_counts_each_local_ddp_rank(tmp_path, monkeypatch):
     assert LoadImagesAndLabels(d, 128, cache="ram").cache_mode == "ram"
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 ranks on this machine each hold a copy
     assert LoadImagesAndLabels(d, 128, cache="ram").cache_mode is None
+
+
+# ------------------------------------------------------------------------------------ images that vanish after the scan
+@pytest.fixture
+def filelog(tmp_path):
+    """Project log lines from this process and from forked DataLoader workers (they inherit the file handler)."""
+    import logging
+
+    from utils.core.log import LOGGER
+
+    handler = logging.FileHandler(tmp_path / "log.txt")
+    LOGGER.addHandler(handler)
+    yield lambda: (tmp_path / "log.txt").read_text()
+    LOGGER.removeHandler(handler)
+    handler.close()
+
+
+def _warnings_for(text: str, name: str) -> int:
+    return sum("cannot read the image any more" in line and name in line for line in text.splitlines())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_image_deleted_after_scan_is_skipped_in_validation(tmp_path, filelog, workers):
+    d = rect_dataset(tmp_path, 5)
+    loader, ds = create_dataloader(d, 128, 2, 32, workers=workers)
+    gone = ds.im_files[2]
+    Path(gone).unlink()
+    batches = list(loader)
+    paths = [p for b in batches for p in b[2]]
+    assert paths == [f for f in ds.im_files if f != gone]  # not replaced by a duplicate: counted once each
+    assert [len(b[2]) for b in batches] == [2, 1, 1] and [b[0].shape[0] for b in batches] == [2, 1, 1]
+    assert all(sorted(b[1][:, 0].unique().tolist()) == list(range(len(b[2]))) for b in batches)
+    assert _warnings_for(filelog(), gone) == 1
+
+
+def test_batch_that_lost_every_image_is_left_out(tmp_path):
+    d = rect_dataset(tmp_path, 3)
+    loader, ds = create_dataloader(d, 128, 1, 32, workers=0)
+    Path(ds.im_files[0]).unlink()
+    assert [b[2] for b in loader] == [(ds.im_files[1],), (ds.im_files[2],)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_image_deleted_after_scan_is_replaced_in_training(tmp_path, filelog, workers):
+    d = rect_dataset(tmp_path, 6, wh=(64, 64))
+    hyp = dict(
+        mosaic=0.5,
+        mixup=0.0,
+        copy_paste=0.0,
+        degrees=0.0,
+        translate=0.1,
+        scale=0.1,
+        shear=0.0,
+        perspective=0.0,
+        hsv_h=0.0,
+        hsv_s=0.0,
+        hsv_v=0.0,
+        flipud=0.0,
+        fliplr=0.5,
+    )
+    loader, ds = create_dataloader(d, 64, 3, 32, hyp=hyp, augment=True, workers=workers, shuffle=True)
+    gone = ds.im_files[1]
+    Path(gone).unlink()
+    for _ in range(2):  # two epochs (persistent workers): batches stay full, the file is warned about once
+        batches = list(loader)
+        assert [b[0].shape[0] for b in batches] == [3, 3] and all(gone not in b[2] for b in batches)
+    assert 1 <= _warnings_for(filelog(), gone) <= max(workers, 1)  # once per process that met the file
+
+
+def test_val_counts_each_image_once_when_one_vanishes(tmp_path, caplog, micro_pt):
+    import val
+
+    d = rect_dataset(tmp_path, 6, split="val")
+    for f in (tmp_path / "labels" / "val").iterdir():  # two classes, like the micro model
+        f.write_text(f"{int(f.stem) % 2}" + f.read_text()[1:])
+    loader, ds = create_dataloader(d, 64, 2, 32, workers=0, rect=True, pad=0.5)
+    Path(ds.im_files[3]).unlink()
+    val.run(
+        {"val": str(d), "names": {0: "circle", 1: "square"}, "nc": 2},
+        weights=micro_pt,
+        batch_size=2,
+        imgsz=64,
+        device="cpu",
+        workers=0,
+        dataloader=loader,
+        plots=False,
+        project=tmp_path / "runs",
+    )
+    row = next(m.split() for m in caplog.messages if re.match(r"\s+all\s", m))
+    assert row[1:3] == ["5", "5"]  # 5 images, 5 instances: the vanished image is neither counted nor replaced

@@ -1,4 +1,5 @@
-"""detect.py end to end: folders with a corrupt file, videos, labels that match the API, bad input, stream reader."""
+"""detect.py end to end: folders with a corrupt file, videos, labels that match the API, bad input, stream reader,
+images of extreme aspect ratio."""
 
 from __future__ import annotations
 
@@ -14,37 +15,13 @@ import pytest
 import torch
 
 import detect
-from tests.test_backend import save_micro_checkpoint
+from tests.fixtures_data import write_images, write_video
 from utils.core.errors import UserError
 from utils.core.files import ROOT
 from utils.dataloaders.sources import LoadImages, LoadStreams, StreamReader, collect_files, is_stream, load_source
 from utils.inference.api import load_model
 
 FAST = dict(imgsz=64, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_micro_checkpoint(tmp_path_factory.mktemp("detect") / "micro.pt")
-
-
-def write_images(folder: Path, n: int = 3) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    files = []
-    for i in range(n):
-        files.append(folder / f"img{i}.jpg")
-        cv2.imwrite(str(files[-1]), rng.integers(0, 255, (60 + 10 * i, 80, 3), dtype=np.uint8))
-    return files
-
-
-def write_video(path: Path, n: int = 10, size: tuple[int, int] = (96, 64), fps: float = 10) -> Path:
-    """An mp4 whose frame k is uniformly grey level 20k, so a frame's identity is readable from its mean."""
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    for k in range(n):
-        w.write(np.full((size[1], size[0], 3), 20 * k, np.uint8))
-    w.release()
-    return path
 
 
 def test_cli_folder_with_corrupt_file(micro_pt: Path, tmp_path: Path) -> None:
@@ -212,3 +189,18 @@ def test_half_on_cuda(micro_pt: Path, tmp_path: Path) -> None:
     write_images(tmp_path / "src", n=1)
     res = detect.run(weights=micro_pt, source=tmp_path / "src", half=True, device="0", imgsz=64, project=tmp_path)
     assert len(res["frames"]) == 1
+
+
+def test_detector_and_detect_folder_with_extreme_images(tmp_path, micro_pt):
+    rng = np.random.default_rng(0)
+    ims = [rng.integers(0, 255, hw + (3,), dtype=np.uint8) for hw in [(2, 3000), (3000, 1), (40, 60)]]
+    model = load_model(micro_pt, imgsz=64)
+    for augment in (False, True):  # TTA resizes the letterboxed input again
+        out = model(ims, bgr=True, augment=augment)
+        assert len(out) == 3 and all(r.boxes.shape[1] == 6 and torch.isfinite(r.boxes).all() for r in out)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, im in zip(("wide.png", "tall.png", "normal.jpg"), ims):
+        assert cv2.imwrite(str(src / name), im)
+    detect.run(weights=micro_pt, source=src, imgsz=64, device="cpu", project=tmp_path / "runs")
+    assert sorted(f.name for f in (tmp_path / "runs" / "exp").iterdir()) == ["normal.jpg", "tall.png", "wide.png"]

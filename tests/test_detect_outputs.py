@@ -3,8 +3,6 @@ the files on disk); not a single readable input is exit code 1 with one line (is
 
 from __future__ import annotations
 
-import io
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -14,29 +12,11 @@ import numpy as np
 import pytest
 
 import detect
-from tests.test_backend import save_micro_checkpoint
-from tests.test_detect import write_video
+from tests.fixtures_data import write_video
 from utils.core.errors import NoUsableInputError
 from utils.core.files import ROOT
-from utils.core.log import LOGGER
 
 FAST = dict(imgsz=64, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_micro_checkpoint(tmp_path_factory.mktemp("outputs") / "micro.pt")
-
-
-def log_of(fn):
-    """(fn(), text the project LOGGER wrote meanwhile): LOGGER does not propagate, so caplog would miss it."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    LOGGER.addHandler(handler)
-    try:
-        return fn(), buf.getvalue()
-    finally:
-        LOGGER.removeHandler(handler)
 
 
 def _image(path: Path, h: int, w: int, seed: int) -> Path:
@@ -45,23 +25,22 @@ def _image(path: Path, h: int, w: int, seed: int) -> Path:
     return path
 
 
-def test_same_file_names_are_all_kept(micro_pt: Path, tmp_path: Path) -> None:
+def test_same_file_names_are_all_kept(micro_pt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     shapes = {"a/img.jpg": (60, 80), "b/img.jpg": (70, 90), "c/img.png": (50, 40)}
     for i, (rel, (h, w)) in enumerate(shapes.items()):
         _image(tmp_path / rel, h, w, seed=i)
     (tmp_path / "list.txt").write_text("\n".join(shapes) + "\n")
-    res, log = log_of(
-        lambda: detect.run(
-            weights=micro_pt,
-            source=tmp_path / "list.txt",
-            save_txt=True,
-            save_crop=True,
-            conf_thres=0.001,
-            max_det=5,
-            project=tmp_path / "runs",
-            **FAST,
-        )
+    res = detect.run(
+        weights=micro_pt,
+        source=tmp_path / "list.txt",
+        save_txt=True,
+        save_crop=True,
+        conf_thres=0.001,
+        max_det=5,
+        project=tmp_path / "runs",
+        **FAST,
     )
+    log = caplog.text
     d = res["save_dir"]
     saved = {f.name: cv2.imread(str(f)).shape[:2] for f in d.iterdir() if f.is_file()}
     assert saved == {"img.jpg": (60, 80), "img_2.jpg": (70, 90), "img_3.png": (50, 40)}  # each its own picture
@@ -136,7 +115,7 @@ def test_default_imgsz_is_the_training_size(tmp_path):
     YOLOv5's 640; an explicit --imgsz wins."""
     import detect
     from models.checkpoint import load_checkpoint, save_checkpoint
-    from tests.test_backend import save_micro_checkpoint
+    from tests.fixtures_models import save_micro_checkpoint
 
     plain = save_micro_checkpoint(tmp_path / "plain.pt")
     ck = load_checkpoint(plain)

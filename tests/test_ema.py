@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from benchmarks.reference import LoopEMA
 from utils.training.ema import ModelEMA
 
 
@@ -103,7 +104,7 @@ def test_batched_update_matches_per_tensor_loop(fmt):
     torch.manual_seed(0)
     model = Model("models/yolov5n.yaml", nc=3).to(memory_format=fmt).train()
     ema = ModelEMA(model, tau=5.0)
-    ref = ModelEMA(model, tau=5.0, batched=False)  # YOLOv5's per-tensor loop
+    ref = LoopEMA(model, tau=5.0)  # YOLOv5's per-tensor loop
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     for _ in range(1, 4):  # real steps: parameters and BN running stats change between updates
         model(torch.rand(2, 3, 64, 64).contiguous(memory_format=fmt))[0].mean().backward()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import io
-import logging
 import math
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import train
 from tests.fixtures_train import train_hyp
 from utils.core.errors import UserError
 from utils.core.files import ROOT
-from utils.core.log import LOGGER
 from utils.training import evolve as E
 from utils.training.train_options import TrainOptions
 
@@ -38,16 +35,6 @@ BASE = {
     "warmup_min_iters": 10,
 }
 FIXED = ("nbs", "iou_t", "fl_gamma", "label_smoothing", "warmup_min_iters")  # not in GENES, or gain 0
-
-
-@pytest.fixture
-def log_text():
-    """The project LOGGER's output (it does not propagate to the root logger, so caplog misses it)."""
-    buf = io.StringIO()
-    h = logging.StreamHandler(buf)
-    LOGGER.addHandler(h)
-    yield buf
-    LOGGER.removeHandler(h)
 
 
 def fake_train(calls: list, fail_on: dict | None = None):
@@ -215,7 +202,7 @@ def test_continue_runs_only_the_missing_generations(tmp_path):
     assert straight[1] == rows[1].hyp
 
 
-def test_failed_generation_is_recorded_and_the_loop_continues(tmp_path, log_text):
+def test_failed_generation_is_recorded_and_the_loop_continues(tmp_path, caplog):
     calls: list = []
     crash = {2: RuntimeError("non-finite loss\ntraceback text")}
     r = E.run_generations(fake_train(calls, crash), BASE, tmp_path, 4, plot=False)
@@ -223,8 +210,8 @@ def test_failed_generation_is_recorded_and_the_loop_continues(tmp_path, log_text
     assert [x.status for x in rows] == ["ok", "failed", "ok", "ok"] and len(calls) == 4
     assert rows[1].fitness == 0.0 and rows[1].error == "non-finite loss" and rows[1].metrics == (0.0,) * 7
     assert r.failed == 1 and r.generations == 4
-    warn = [line for line in log_text.getvalue().splitlines() if "generation 2 failed" in line]
-    assert len(warn) == 1 and "non-finite loss" in warn[0] and "traceback text" not in log_text.getvalue()
+    warn = [line for line in caplog.text.splitlines() if "generation 2 failed" in line]
+    assert len(warn) == 1 and "non-finite loss" in warn[0] and "traceback text" not in caplog.text
 
 
 def test_non_finite_metrics_fail_the_generation(tmp_path):
@@ -246,12 +233,12 @@ def test_first_generation_failure_raises_and_writes_nothing(tmp_path):
     assert not (tmp_path / "evolve.csv").exists()
 
 
-def test_keyboard_interrupt_keeps_the_csv(tmp_path, log_text):
+def test_keyboard_interrupt_keeps_the_csv(tmp_path, caplog):
     with pytest.raises(KeyboardInterrupt):
         E.run_generations(fake_train([], {3: KeyboardInterrupt()}), BASE, tmp_path, 5, plot=False)
     assert len(E.read_csv(tmp_path / "evolve.csv")) == 2
     assert (tmp_path / "hyp_evolve.yaml").is_file()
-    assert f"--exist-ok --name {tmp_path.name} to continue" in log_text.getvalue()
+    assert f"--exist-ok --name {tmp_path.name} to continue" in caplog.text
 
 
 def test_hyp_evolve_yaml_is_the_best_row_and_plot(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import export
-from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
+from tests.fixtures_models import MICRO_NAMES, save_micro_checkpoint
 from utils.core.errors import UserError
 from utils.core.files import ROOT
 from utils.inference.backend import DetectBackend

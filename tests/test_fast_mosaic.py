@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_augment import PALETTE, _check_labels, _mosaic_inputs, _pixel_box
+from benchmarks.reference import CanvasMosaicDataset
+from tests.fixtures_data import PALETTE, check_labels, mosaic_inputs, pixel_box
 from utils.dataloaders.augment import apply_hsv, hsv_luts, mosaic4, random_perspective
 from utils.dataloaders.dataset import LoadImagesAndLabels, chw_rgb
 from utils.dataloaders.mosaic import mosaic_perspective
@@ -21,7 +22,7 @@ AXIS = dict(degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0)  
 
 def _sources(src_scale: float) -> tuple[list[np.ndarray], list[tuple[int, int]], list[np.ndarray], list[list]]:
     """The test scenes as 'decoded' images at `src_scale` x their mosaic size (nearest: colours stay pure)."""
-    ims, lbs, segs = _mosaic_inputs(S)
+    ims, lbs, segs = mosaic_inputs(S)
     src = [cv2.resize(im, None, fx=src_scale, fy=src_scale, interpolation=cv2.INTER_NEAREST) for im in ims]
     return src, [im.shape[:2] for im in ims], lbs, segs
 
@@ -56,13 +57,13 @@ def test_pixels_within_a_pixel_of_the_reference_and_of_the_boxes(scale):
         fast, labels, ref, _, _, _ = _both(seed, scale, **AXIS)
         assert fast.shape == ref.shape == (S, S, 3)
         for c in range(len(PALETTE)):
-            a, b = _pixel_box(fast, c), _pixel_box(ref, c)
+            a, b = pixel_box(fast, c), pixel_box(ref, c)
             assert (a is None) == (b is None) or max(np.ptp(x[[0, 2]]) for x in (a, b) if x is not None) <= 3
             if a is not None and b is not None:
                 assert np.abs(a - b).max() <= 1, f"seed {seed} class {c}: fast {a} vs reference {b}"
                 compared += 1
         if scale >= 1:  # a nearest-neighbour halving moves rectangle edges by up to 2 mosaic px in the source
-            _check_labels(fast, labels, interior_only=False)
+            check_labels(fast, labels, interior_only=False)
     assert compared >= 30
 
 
@@ -136,13 +137,12 @@ HYP = dict(mosaic=1.0, mixup=0.0, copy_paste=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.
 
 @pytest.mark.parametrize("hsv", [0.0, 0.5])
 def test_dataset_fast_and_reference_mosaics_agree(tmp_path, hsv):
-    ds = LoadImagesAndLabels(
-        _jpeg_dataset(tmp_path), S, augment=True, hyp={**HYP, "hsv_h": hsv * 0.03, "hsv_s": hsv, "hsv_v": hsv}
-    )
+    images, hyp = _jpeg_dataset(tmp_path), {**HYP, "hsv_h": hsv * 0.03, "hsv_s": hsv, "hsv_v": hsv}
+    fast_ds = LoadImagesAndLabels(images, S, augment=True, hyp=hyp)
+    ref_ds = CanvasMosaicDataset(images, S, augment=True, hyp=hyp)  # the reference canvas + warp
     for i in range(8):
         out = []
-        for fast in (True, False):
-            ds.fast_mosaic = fast
+        for ds in (fast_ds, ref_ds):
             random.seed(i)
             np.random.seed(i)
             out.append((ds[i % ds.n], random.getstate(), np.random.get_state()[1].copy()))
@@ -166,7 +166,7 @@ def test_big_jpegs_decode_reduced_in_training_only(tmp_path):
     for i in range(train.n):
         im, lb, _, shapes = train[i]
         assert shapes[0] == (400, 600)
-        _check_labels(
+        check_labels(
             np.ascontiguousarray(im.numpy().transpose(1, 2, 0)[..., ::-1]),
             np.concatenate([lb[:, 1:2].numpy(), _xyxy(lb[:, 2:].numpy() * 128)], 1),
             False,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import socket
 import subprocess
 import sys
@@ -14,20 +13,21 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import detect
 from data.scripts.make_shapes import SAMPLES_DIR, _demo_scene, generate_samples
-from models.checkpoint import load_model as load_pt_model
+from models.checkpoint import load_checkpoint_model as load_pt_model
 from models.yolo import Model
-from tests.test_backend import save_micro_checkpoint
-from tests.test_pretrained import _random_official_v2
+from tests.fixtures_models import MICRO_CFG, random_official_v2
+from tests.reference_conv2former import classifier_shapes, official_shapes, random_official_state
 from utils.core.errors import UserError
 from utils.core.files import ROOT
 from utils.core.log import LOGGER
 from utils.inference.api import Detector, load_model
 
-ENTRIES = ["custom", "yolov5_convnext", "yolov5l", "yolov5m", "yolov5n", "yolov5s", "yolov5x"]
+ENTRIES = ["custom", "yolov5_conv2former", "yolov5_convnext", "yolov5l", "yolov5m", "yolov5n", "yolov5s", "yolov5x"]
 SAMPLE = SAMPLES_DIR / "shapes_1.jpg"
 LOW_CONF = 0.005  # the untrained micro model's scores sit near 0.008: this keeps dozens of real boxes to compare
 
@@ -57,11 +57,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(torch.hub, "_get_cache_or_reload", refuse)  # what source='github' would call
-
-
-@pytest.fixture(scope="module")
-def micro_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_micro_checkpoint(tmp_path_factory.mktemp("hub") / "micro.pt")
 
 
 def hub(entry: str, *args, **kwargs):
@@ -143,7 +138,7 @@ def test_yolov5_convnext_builds_untrained_model() -> None:
 
 
 def test_yolov5_convnext_size_channels_and_backbone_weights(tmp_path: Path) -> None:
-    sd = _random_official_v2([2, 2, 6, 2], [40, 80, 160, 320])
+    sd = random_official_v2([2, 2, 6, 2], [40, 80, 160, 320])
     torch.save(sd, tmp_path / "atto.pth")
     model = hub("yolov5_convnext", size="atto", version=2, nc=2, backbone_weights=str(tmp_path / "atto.pth"))
     assert model.yaml["yaml_file"] == "yolov5_ConvNeXtV2-atto.yaml" and model.nc == 2
@@ -157,6 +152,27 @@ def test_yolov5_convnext_size_channels_and_backbone_weights(tmp_path: Path) -> N
         hub("yolov5_convnext", version=3)
 
 
+def test_yolov5_conv2former_sizes_cfg_and_backbone_weights(tmp_path: Path) -> None:
+    model = hub("yolov5_conv2former", size="n", nc=3)
+    assert type(model) is Model and model.training and model.nc == 3
+    assert model.yaml["yaml_file"] == "yolov5_Conv2Former-n.yaml" and model.model[0].kernel_size == 7
+    cfg = {k: v for k, v in MICRO_CFG.items() if k != "convnext"}
+    cfg["conv2former"] = {"kernel_size": 3, "depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128]}
+    cfg["backbone"] = [[-1, 1, "Conv2Former_Block", [s]] for s in range(4)]
+    (tmp_path / "c2f.yaml").write_text(yaml.safe_dump(cfg))
+    sd = random_official_state(official_shapes([1, 1, 1, 1], [16, 32, 64, 128], 3) | classifier_shapes(128))
+    torch.save({"epoch": 9, "state_dict": sd, "state_dict_ema": sd}, tmp_path / "c2f.pth.tar")
+    micro = hub("yolov5_conv2former", cfg=str(tmp_path / "c2f.yaml"), backbone_weights=str(tmp_path / "c2f.pth.tar"))
+    assert torch.equal(micro.model[2].blocks[0].attn.att[2].weight, sd["stages.2.0.attn.att.2.weight"])  # copied in
+    assert torch.equal(micro.model[0].downsample[2].running_var, sd["downsample_layers.0.2.running_var"])
+    with pytest.raises(UserError, match="give either cfg or size"):
+        hub("yolov5_conv2former", cfg=str(tmp_path / "c2f.yaml"), size="n")
+    with pytest.raises(UserError, match=r"size='xl'\): unknown size — use one of n, t, s, b, b_22k, l"):
+        hub("yolov5_conv2former", size="xl")
+    with pytest.raises(UserError, match="Conv2Former weights have no download names"):
+        hub("yolov5_conv2former", cfg=str(tmp_path / "c2f.yaml"), backbone_weights="conv2former_t")
+
+
 def test_yolov5s_matches_model_from_yaml() -> None:
     model = hub("yolov5s")
     n = sum(p.numel() for p in model.parameters())
@@ -167,24 +183,18 @@ def test_yolov5s_matches_model_from_yaml() -> None:
         hub("yolov5n", nc=3, classes=4)
 
 
-def test_verbose_false_keeps_the_log_quiet() -> None:
+def test_verbose_false_keeps_the_log_quiet(caplog: pytest.LogCaptureFixture) -> None:
     """torch.hub eats verbose= itself, so the entries take YOLOv5's _verbose=; the level is restored afterwards."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
     level = LOGGER.level
-    LOGGER.addHandler(handler)
-    try:
-        hub("yolov5n", nc=3)  # hub() passes _verbose=False
-        quiet = len(records)
-        torch.hub.load(str(ROOT), "yolov5n", nc=3, source="local")
-    finally:
-        LOGGER.removeHandler(handler)
+    hub("yolov5n", nc=3)  # hub() passes _verbose=False
+    quiet = sum(r.name == LOGGER.name for r in caplog.records)
+    torch.hub.load(str(ROOT), "yolov5n", nc=3, source="local")
+    records = [r for r in caplog.records if r.name == LOGGER.name]
     assert quiet == 0 and LOGGER.level == level
     assert any("Overriding" in r.getMessage() for r in records) and any("summary" in r.getMessage() for r in records)
 
 
-@pytest.mark.parametrize("entry", ["yolov5s", "yolov5_convnext"])
+@pytest.mark.parametrize("entry", ["yolov5s", "yolov5_convnext", "yolov5_conv2former"])
 def test_pretrained_and_autoshape_are_refused(entry: str) -> None:
     with pytest.raises(UserError) as e:
         hub(entry, pretrained=True)

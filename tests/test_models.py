@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from models.common import GRN, Block, BlockV2, ConvNeXt_Block, LayerNorm
+from models.common import GRN, Block, ConvNeXt_Block, LayerNorm
 from models.sizes import CONVNEXT_SIZES, layer_decay_ids, official_sizes
 from models.yolo import Model, model_gflops
 from tests.fixtures_models import MICRO_CFG, micro_cfg
@@ -155,8 +155,10 @@ def test_layernorm_and_grn_match_their_formulas() -> None:
     y = x.permute(0, 2, 3, 1)[..., :6]
     g = y.pow(2).sum((1, 2), keepdim=True).sqrt()
     assert torch.allclose(grn(y), grn.gamma * (y * g / (g.mean(-1, keepdim=True) + 1e-6)) + grn.beta + y, atol=1e-5)
-    assert isinstance(ConvNeXt_Block(3, 0, [1, 1, 1, 1], [8, 16, 32, 64], version=2).blocks[0], BlockV2)
-    assert isinstance(ConvNeXt_Block(3, 0, [1, 1, 1, 1], [8, 16, 32, 64]).blocks[0], Block)
+    v2 = ConvNeXt_Block(3, 0, [1, 1, 1, 1], [8, 16, 32, 64], version=2).blocks[0]
+    v1 = ConvNeXt_Block(3, 0, [1, 1, 1, 1], [8, 16, 32, 64]).blocks[0]
+    assert isinstance(v2, Block) and isinstance(v2.grn, GRN) and v2.gamma is None  # V2: GRN, no layer scale
+    assert isinstance(v1, Block) and v1.grn is None and v1.gamma.shape == (8,)  # V1: layer scale, no GRN
 
 
 def test_layer_decay_ids_follow_convnext_rule() -> None:

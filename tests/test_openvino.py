@@ -15,8 +15,8 @@ import torch
 import detect
 import export
 import val
+from tests.fixtures_models import CKPT_KEYS, MICRO_NAMES, save_micro_checkpoint
 from tests.fixtures_train import FIXTURE_IMGSZ
-from tests.test_backend import MICRO_NAMES, save_micro_checkpoint
 from utils.core.errors import UserError
 from utils.core.files import yaml_load, yaml_save
 from utils.dataloaders.data_yaml import check_dataset
@@ -28,7 +28,6 @@ ov = pytest.importorskip("openvino", reason="openvino is not installed (pip inst
 
 SIZE = (64, 96)  # export size of the micro model: not square, so h and w cannot be swapped unnoticed
 RECORD_KEYS = {"yaml", "state_dict", "nc", "names", "stride"}
-CKPT_KEYS = {"epoch", "best_fitness", "model", "ema", "updates", "optimizer", "scaler", "opt", "hyp", "date", "version"}
 
 
 def max_rel_err(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -12,7 +12,7 @@ import torchvision
 
 from models.pretrained import describe_canonical, load_backbone_weights, official_url
 from models.yolo import Model
-from tests.fixtures_models import micro_cfg
+from tests.fixtures_models import micro_cfg, random_official_v2
 from utils.core.errors import UserError
 
 
@@ -155,49 +155,6 @@ def _ref_v2_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, depths: list[i
     return outs
 
 
-def _random_official_v2(depths: list[int], dims: list[int]) -> dict[str, torch.Tensor]:
-    """Random official-format V2 weights with the published key names and shapes (GRN (1,1,1,4d))."""
-    g = torch.Generator().manual_seed(3)
-    r = lambda *shape: torch.randn(*shape, generator=g) * 0.2  # noqa: E731
-    sd = {
-        "downsample_layers.0.0.weight": r(dims[0], 3, 4, 4),
-        "downsample_layers.0.0.bias": r(dims[0]),
-        "downsample_layers.0.1.weight": 1 + r(dims[0]),
-        "downsample_layers.0.1.bias": r(dims[0]),
-        "norm.weight": r(dims[3]),
-        "norm.bias": r(dims[3]),
-        "head.weight": r(1000, dims[3]),
-        "head.bias": r(1000),
-    }
-    for s in range(1, 4):
-        sd.update(
-            {
-                f"downsample_layers.{s}.0.weight": 1 + r(dims[s - 1]),
-                f"downsample_layers.{s}.0.bias": r(dims[s - 1]),
-                f"downsample_layers.{s}.1.weight": r(dims[s], dims[s - 1], 2, 2),
-                f"downsample_layers.{s}.1.bias": r(dims[s]),
-            }
-        )
-    for s, (n, d) in enumerate(zip(depths, dims)):
-        for j in range(n):
-            b = f"stages.{s}.{j}"
-            sd.update(
-                {
-                    f"{b}.dwconv.weight": r(d, 1, 7, 7),
-                    f"{b}.dwconv.bias": r(d),
-                    f"{b}.norm.weight": 1 + r(d),
-                    f"{b}.norm.bias": r(d),
-                    f"{b}.pwconv1.weight": r(4 * d, d),
-                    f"{b}.pwconv1.bias": r(4 * d),
-                    f"{b}.grn.gamma": r(1, 1, 1, 4 * d),
-                    f"{b}.grn.beta": r(1, 1, 1, 4 * d),
-                    f"{b}.pwconv2.weight": r(d, 4 * d) * 0.5,
-                    f"{b}.pwconv2.bias": r(d),
-                }
-            )
-    return sd
-
-
 def official_v2_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official V2 keys -> timm keys, with timm's 1-D GRN params and conv_mlp (out, in, 1, 1) fc weights."""
     out = {}
@@ -229,7 +186,7 @@ def official_v2_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("fmt", ["official", "timm"])
 def test_v2_atto_matches_independent_reference(fmt: str) -> None:
     depths, dims = [2, 2, 6, 2], [40, 80, 160, 320]
-    sd = _random_official_v2(depths, dims)
+    sd = random_official_v2(depths, dims)
     model = Model("yolov5_ConvNeXtV2-atto.yaml").eval()
     report = load_backbone_weights(model, sd if fmt == "official" else official_v2_to_timm(sd))
     assert report.format == fmt and len(report.loaded) == len(sd) - 4 and not report.missing

@@ -4,8 +4,6 @@ bad input on the CLI."""
 from __future__ import annotations
 
 import csv
-import io
-import logging
 import os
 import re
 import signal
@@ -18,70 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_train import FIXTURE_IMGSZ, train_hyp
+from tests.fixtures_train import FIXTURE_IMGSZ, YOLOV5_COLUMNS, cli, csv_epochs, train_hyp
 from utils.core.errors import UserError
 from utils.core.files import ROOT
-from utils.core.log import LOGGER
-
-YOLOV5_COLUMNS = [
-    "epoch",
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
-]
 
 
 def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r]
     return [h.strip() for h in rows[0]], np.array([[float(v) for v in r] for r in rows[1:]])
-
-
-def csv_epochs(path: Path) -> list[int]:
-    """Epoch column of results.csv's complete rows: every column present and the line ended (a row cut off by a
-    crash has no final newline)."""
-    lines = path.read_text().split("\n")[1:-1]  # no header; the last piece is "" or the cut-off row
-    rows = [line.split(",") for line in lines]
-    return [int(float(r[0])) for r in rows if len(r) == len(YOLOV5_COLUMNS)]
-
-
-def cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run train.py from another cwd (scripts must work from anywhere)."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
-
-
-class LogCapture:
-    """Collect the project LOGGER's lines (it does not propagate to the root logger, so caplog misses it)."""
-
-    def __enter__(self):
-        self.buf = io.StringIO()
-        self.h = logging.StreamHandler(self.buf)
-        LOGGER.addHandler(self.h)
-        return self
-
-    def __exit__(self, *exc):
-        LOGGER.removeHandler(self.h)
-
-    @property
-    def text(self) -> str:
-        return self.buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------- the fixture run
@@ -124,20 +67,19 @@ def test_run_outputs_and_stripped_checkpoints(trained_run):
         assert ck["opt"]["imgsz"] == FIXTURE_IMGSZ and "lr0" in ck["hyp"]
 
 
-def test_weights_transfer_and_nc_mismatch(trained_weights, micro_cfg_file):
+def test_weights_transfer_and_nc_mismatch(trained_weights, micro_cfg_file, caplog):
     from utils.training.train_setup import build_model
 
-    with LogCapture() as log:
-        same = build_model(micro_cfg_file, trained_weights, 3, {0: "a", 1: "b", 2: "c"}, torch.device("cpu"))
+    same = build_model(micro_cfg_file, trained_weights, 3, {0: "a", 1: "b", 2: "c"}, torch.device("cpu"))
     n_all = len(same.state_dict())
-    assert f"Transferred {n_all}/{n_all} items" in log.text
+    assert f"Transferred {n_all}/{n_all} items" in caplog.text
     ref = torch.load(trained_weights, weights_only=True)["model"]["state_dict"]
     assert torch.equal(same.state_dict()["model.0.downsample.0.weight"], ref["model.0.downsample.0.weight"].float())
-    with LogCapture() as log:  # 2 classes: Detect output convs differ in shape and stay at init
-        other = build_model(micro_cfg_file, trained_weights, 2, {0: "a", 1: "b"}, torch.device("cpu"))
+    caplog.clear()  # 2 classes: Detect output convs differ in shape and stay at init
+    other = build_model(micro_cfg_file, trained_weights, 2, {0: "a", 1: "b"}, torch.device("cpu"))
     n2 = len(other.state_dict())
-    assert f"Transferred {n2 - 6}/{n2} items" in log.text  # all but the 3 Detect output convs' weights + biases
-    assert "nc=3" in log.text and "nc=2" in log.text
+    assert f"Transferred {n2 - 6}/{n2} items" in caplog.text  # all but the 3 Detect output convs' weights + biases
+    assert "nc=3" in caplog.text and "nc=2" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------- resume

@@ -126,9 +126,9 @@ def test_channels_last_and_compile_fallback_train_like_nchw(shapes_yaml, micro_c
             moved += 1
     assert moved > 50
     assert all(v.is_contiguous() for v in b.values())  # not NHWC strides: the same file whatever the layout
-    from models.checkpoint import load_model
+    from models.checkpoint import load_checkpoint_model
 
-    m = load_model(fast["last"])
+    m = load_checkpoint_model(fast["last"])
     assert all(p.is_contiguous() for p in m.parameters())
 
 

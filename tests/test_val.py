@@ -127,7 +127,7 @@ def test_save_json_pycocotools_agrees_with_ours(tmp_path, caplog):
     ours = _run(tmp_path, jitter=0.08, data=data, plots=False)[0]
     assert 0.2 < ours[3] < 0.95  # jittered boxes: a non-trivial mAP50-95
     with caplog.at_level(logging.INFO, logger="yolo"):
-        coco = _run(tmp_path, jitter=0.08, data=data, plots=False, save_json=True)[0]
+        coco = _run(tmp_path, jitter=0.08, data=data, plots=False, save_json=True, pycocotools=True)[0]
     assert "pycocotools" in caplog.text
     assert abs(coco[3] - ours[3]) <= 0.005 and abs(coco[2] - ours[2]) <= 0.005
     rows = json.loads((tmp_path / "run" / "_predictions.json").read_text())
@@ -207,9 +207,63 @@ def test_save_json_prints_the_12_coco_numbers_equal_to_pycocotools(tmp_path, cap
 
     data = _annotations(tmp_path)
     with caplog.at_level(logging.INFO, logger="yolo"):
-        coco = _run(tmp_path, jitter=0.08, data=data, plots=False, save_json=True)[0]
+        coco = _run(tmp_path, jitter=0.08, data=data, plots=False, save_json=True, pycocotools=True)[0]
     lines = [r.getMessage() for r in caplog.records if r.getMessage().lstrip().startswith("Average ")]
     assert len(lines) == 12
     assert sum("Average Precision" in x for x in lines) == 6 and sum("Average Recall" in x for x in lines) == 6
     ap = float(re.search(r"= ([-\d.]+)$", lines[0]).group(1))  # AP @[ IoU=0.50:0.95 | area=all | maxDets=100 ]
-    assert ap == pytest.approx(coco[3], abs=1e-3)  # printed with 3 decimals; coco[3] is pycocotools' mAP50-95
+    assert ap == pytest.approx(coco[3], abs=1e-3)  # printed with 3 decimals; coco[3] is the reported mAP50-95
+    theirs = float(re.search(r"mAP50-95 ours [\d.]+\s+pycocotools ([\d.]+)", caplog.text).group(1))
+    assert ap == pytest.approx(theirs, abs=1e-3)  # pycocotools' mAP50-95, logged by --pycocotools
+
+
+def _no_pycocotools(monkeypatch):
+    """pycocotools can be neither imported nor called: any use of it fails the test."""
+    for mod in ("pycocotools", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, mod, None)  # `import pycocotools...` raises ImportError
+
+    def fail(*args, **kwargs):
+        raise AssertionError("pycocotools was run without --pycocotools")
+
+    monkeypatch.setattr(val, "coco_evaluate", fail)
+
+
+def test_save_json_scores_once_with_our_evaluator(tmp_path, caplog, monkeypatch):
+    """--save-json alone: the json is scored by coco_summary only, whose mAP50-95 / mAP50 are the reported ones."""
+    from utils.evaluation.coco import coco_summary, load_annotations
+
+    _no_pycocotools(monkeypatch)
+    data = _annotations(tmp_path)
+    with caplog.at_level(logging.INFO, logger="yolo"):
+        res = _run(tmp_path, jitter=0.08, data=data, plots=False, save_json=True)[0]
+    rows = json.loads((tmp_path / "run" / "_predictions.json").read_text())
+    ours = coco_summary(load_annotations(tmp_path / "anno.json"), rows, [0, 1, 2, 3])
+    assert 0.2 < ours.AP < 0.95  # jittered boxes: a non-trivial number
+    assert (res[3], res[2]) == (ours.AP, ours.AP50)
+    assert "Cross-checking" not in caplog.text and "largest difference" not in caplog.text
+
+
+def test_pycocotools_flag_runs_it_and_logs_both(tmp_path, caplog, monkeypatch):
+    """--pycocotools (without --save-json: it implies it) runs coco_evaluate once on the written json and logs both
+    numbers and their largest difference; the reported numbers stay ours."""
+    import re
+
+    from utils.evaluation.coco import coco_evaluate
+
+    calls = []
+
+    def spy(anno_json, pred_json, image_ids=None):
+        calls.append((Path(anno_json).name, Path(pred_json).name, sorted(image_ids)))
+        return coco_evaluate(anno_json, pred_json, image_ids)
+
+    monkeypatch.setattr(val, "coco_evaluate", spy)
+    data = _annotations(tmp_path)
+    with caplog.at_level(logging.INFO, logger="yolo"):
+        res = _run(tmp_path, jitter=0.08, data=data, plots=False, pycocotools=True)[0]
+    assert calls == [("anno.json", "_predictions.json", [0, 1, 2, 3])]
+    m = re.search(
+        r"mAP50-95 ours ([\d.]+)\s+pycocotools ([\d.]+).*largest difference of the 12 COCO numbers (\S+)", caplog.text
+    )
+    assert m, caplog.text
+    assert float(m.group(1)) == pytest.approx(res[3], abs=1e-4)  # ours is what run() returns
+    assert float(m.group(2)) == pytest.approx(res[3], abs=0.005) and float(m.group(3)) <= 0.005

@@ -92,7 +92,9 @@ def shapes_data(shapes_yaml):
 
 def test_perfect_predictions_score_one(shapes_data, tmp_path):
     (mp, mr, map50, map5095, *_), maps, _ = validate(shapes_data, tmp_path, save_json=True, jitter=0.0)
-    assert map50 == pytest.approx(1.0, abs=1e-3) and map5095 == pytest.approx(1.0, abs=0.02)  # pycocotools' numbers
+    assert map50 == pytest.approx(1.0, abs=1e-3) and map5095 == pytest.approx(
+        1.0, abs=0.02
+    )  # the COCO evaluator's numbers
 
 
 def test_pycocotools_matches_ours_with_noisy_predictions(shapes_data, tmp_path):
@@ -109,7 +111,8 @@ def test_pycocotools_matches_ours_with_noisy_predictions(shapes_data, tmp_path):
 
 
 def test_val_cli_save_json_end_to_end(trained_weights, shapes_yaml, tmp_path):
-    """The real command: `val.py --save-json` with trained weights on the generated data runs pycocotools."""
+    """The real command: `val.py --save-json --pycocotools` with trained weights on the generated data runs
+    pycocotools next to our evaluator."""
     import subprocess
     import sys
 
@@ -128,6 +131,7 @@ def test_val_cli_save_json_end_to_end(trained_weights, shapes_yaml, tmp_path):
             "--workers",
             "0",
             "--save-json",
+            "--pycocotools",
             "--project",
             str(tmp_path),
             "--name",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import io
-import logging
 import os
 import pickle
 import posix
@@ -28,18 +27,17 @@ import torch.nn as nn
 
 import models.common
 import models.yolo
-from models.checkpoint import load_checkpoint, load_model, model_record, save_checkpoint
+from models.checkpoint import load_checkpoint, load_checkpoint_model, model_record, save_checkpoint
 from models.yolo import Model
 from models.yolov5_ckpt import RestrictedUnpickler, StandIn, load_yolov5
+from tests.fixtures_models import CKPT_KEYS
 from tests.fixtures_train import train_hyp
 from utils.core.errors import UserError
 from utils.core.files import ROOT
-from utils.core.log import LOGGER
 from utils.evaluation.nms import non_max_suppression
 
 NAMES = ["circle", "rectangle", "triangle"]  # the shapes dataset's classes, so train --weights transfers everything
 IMGSZ = 64
-CKPT_KEYS = {"epoch", "best_fitness", "model", "ema", "updates", "optimizer", "scaler", "opt", "hyp", "date", "version"}
 
 
 def tiny_yaml() -> dict[str, Any]:
@@ -188,30 +186,13 @@ def y5(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"path": path, "ref": reference(model)}
 
 
-class LogText:
-    """The project LOGGER's lines (it does not propagate, so caplog misses it)."""
-
-    def __enter__(self) -> LogText:
-        self.buf = io.StringIO()
-        self.handler = logging.StreamHandler(self.buf)
-        LOGGER.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        LOGGER.removeHandler(self.handler)
-
-    @property
-    def text(self) -> str:
-        return self.buf.getvalue()
-
-
 def eval_pred(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x)[0]
 
 
 # ------------------------------------------------------------------------------------------------ conversion
-def test_stripped_file_loads_with_the_same_outputs(y5: dict[str, Any]) -> None:
+def test_stripped_file_loads_with_the_same_outputs(y5: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     data = _pickle_bytes(y5["path"])  # sanity: whole module objects are pickled, under yolov5's class names
     assert all(
         g in data
@@ -224,15 +205,14 @@ def test_stripped_file_loads_with_the_same_outputs(y5: dict[str, Any]) -> None:
     )
     with pytest.raises(pickle.UnpicklingError):
         torch.load(y5["path"], weights_only=True)  # ... which the safe loader refuses: the import path is needed
-    with LogText() as log:
-        ckpt = load_checkpoint(y5["path"])
-    assert f"converted from ultralytics/yolov5 checkpoint {y5['path']}" in log.text
+    ckpt = load_checkpoint(y5["path"])
+    assert f"converted from ultralytics/yolov5 checkpoint {y5['path']}" in caplog.text
     assert set(ckpt) == CKPT_KEYS and ckpt["epoch"] == -1 and ckpt["ema"] is None and ckpt["optimizer"] is None
     rec = ckpt["model"]
     assert rec["names"] == dict(enumerate(NAMES)) and rec["nc"] == 3 and rec["stride"] == [8.0, 16.0, 32.0]
     assert set(rec["state_dict"]) == set(y5["ref"].state_dict())  # yolov5's key names are ours
     assert "model.24.anchors" in rec["state_dict"] and "model.24.stride" not in rec["state_dict"]
-    model = load_model(y5["path"])
+    model = load_checkpoint_model(y5["path"])
     x = torch.rand(2, 3, IMGSZ, IMGSZ + 32, generator=torch.Generator().manual_seed(1))
     got, want = eval_pred(model, x), eval_pred(y5["ref"], x)
     assert got.dtype == torch.float32 and got.shape == want.shape == (2, 3 * (8 * 12 + 4 * 6 + 2 * 3), 8)
@@ -268,7 +248,7 @@ def test_old_model_class_name_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path = save_yolov5(tmp_path / "old.pt", monkeypatch, model, model_class="Model")
     assert b"cmodels.yolo\nModel\n" in _pickle_bytes(path) and b"DetectionModel" not in _pickle_bytes(path)
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
-    assert (eval_pred(load_model(path), x) - eval_pred(reference(model), x)).abs().max().item() <= 1e-4
+    assert (eval_pred(load_checkpoint_model(path), x) - eval_pred(reference(model), x)).abs().max().item() <= 1e-4
 
 
 def _pickle_bytes(path: Path) -> bytes:
@@ -504,28 +484,27 @@ def test_val_cli_and_detect_match_our_checkpoint(y5: dict[str, Any], shapes_yaml
 
 
 def test_train_starts_from_a_yolov5_file_and_resume_refuses_it(
-    y5: dict[str, Any], shapes_yaml: Path, tmp_path: Path
+    y5: dict[str, Any], shapes_yaml: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import train
 
-    with LogText() as log:
-        r = train.run(
-            weights=str(y5["path"]),
-            cfg="",
-            data=str(shapes_yaml),
-            hyp=train_hyp(),
-            epochs=1,
-            batch_size=16,
-            imgsz=IMGSZ,
-            device="cpu",
-            workers=0,
-            project=str(tmp_path),
-            name="ft",
-            noplots=True,
-            noval=True,
-        )
+    r = train.run(
+        weights=str(y5["path"]),
+        cfg="",
+        data=str(shapes_yaml),
+        hyp=train_hyp(),
+        epochs=1,
+        batch_size=16,
+        imgsz=IMGSZ,
+        device="cpu",
+        workers=0,
+        project=str(tmp_path),
+        name="ft",
+        noplots=True,
+        noval=True,
+    )
     n = len(y5["ref"].state_dict())
-    assert f"Transferred {n}/{n} items from {y5['path']}" in log.text and Path(r["best"]).is_file()
+    assert f"Transferred {n}/{n} items from {y5['path']}" in caplog.text and Path(r["best"]).is_file()
     assert load_checkpoint(r["best"])["model"]["yaml"]["backbone"] == tiny_yaml()["backbone"]
     with pytest.raises(UserError, match="finished run .* --weights"):
         train.run(resume=str(y5["path"]), device="cpu", workers=0)
@@ -542,4 +521,4 @@ def test_export_pt_writes_our_plain_checkpoint(y5: dict[str, Any], tmp_path: Pat
     ckpt = torch.load(f, map_location="cpu", weights_only=True)  # plain data: loads without running anything
     assert ckpt["epoch"] == -1 and ckpt["model"]["names"] == dict(enumerate(NAMES))
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
-    assert torch.equal(eval_pred(load_model(f), x), eval_pred(load_model(src), x))
+    assert torch.equal(eval_pred(load_checkpoint_model(f), x), eval_pred(load_checkpoint_model(src), x))

@@ -27,13 +27,10 @@ import numpy as np
 from PIL import Image
 
 from utils.core.errors import UserError, cli_main
-from utils.core.files import yaml_load
+from utils.core.files import IMG_FORMATS, find_files, yaml_load
 from utils.core.log import LOGGER
 from utils.core.names import names_dict
 from utils.evaluation.coco import labels_to_coco, load_annotations
-
-# the image suffixes of the dataset loader (utils/dataset.IMG_FORMATS), kept here so the converter needs no torch
-IMG_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
 
 
 def category_classes(categories: list[dict]) -> tuple[dict[int, int], dict[int, str]]:
@@ -153,9 +150,9 @@ def yolo_to_coco(
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise UserError(f"images folder {images_dir} does not exist — pass --images <folder of images>")
-    files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMG_SUFFIXES)
+    files = sorted(map(Path, find_files(images_dir, IMG_FORMATS).files))  # the dataset loader's images
     if not files:
-        raise UserError(f"no images ({', '.join(sorted(IMG_SUFFIXES))}) under {images_dir}")
+        raise UserError(f"no images ({', '.join(IMG_FORMATS)}) under {images_dir}")
     ref = load_annotations(like) if like else None
     names = category_classes(ref["categories"])[1] if ref else _names_from(names)
     if not names:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import cv2
 import numpy as np
 
 from utils.core.errors import UserError, cli_main
+from utils.core.files import atomic_target
 from utils.core.image_io import imwrite_atomic
 from utils.core.log import LOGGER
 from utils.evaluation.coco import labels_to_coco
@@ -190,14 +189,8 @@ def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgs
     if root.is_dir() and any(root.iterdir()):
         _write_all(root, n_train, n_val, imgsz, seed)  # existing content: write our files in place, touch nothing else
     else:
-        tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_target(root, folder=True) as tmp:  # renamed into place only when complete
             _write_all(tmp, n_train, n_val, imgsz, seed)
-            os.replace(tmp, root)  # rename onto a missing or empty folder is atomic on POSIX
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     LOGGER.info(
         f"shapes dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
         f"written to {root} in {time.time() - t0:.1f}s"

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou  # noqa: F401  (re-exported: the one IoU used across the project)
 
 Array = np.ndarray | torch.Tensor
 

@@ -4,12 +4,12 @@
     download_file("https://host/ds.zip", Path("datasets/ds.zip"), sha256=None, check=check_zip)
 
 The socket timeout bounds the connect and every single read ("N s without a byte"), so a server that accepts and
-never answers fails after N s per try instead of hanging. The body goes to a temp file next to `dest`; it is moved
-into place (os.replace) only after the byte count matches Content-Length (when sent), the optional SHA-256 matches
-and the optional `check(path)` passes. Any failure removes the temp file and raises one-line UserError naming the
-URL, the cause and what to do. Limits: YOLO_DOWNLOAD_TIMEOUT (seconds, default 60) and YOLO_DOWNLOAD_RETRIES
-(extra tries after the first, default 2), or the `timeout` / `retries` arguments. DNS look-ups are not covered by
-the socket timeout (the resolver has its own).
+never answers fails after N s per try instead of hanging. The body goes to a temp file next to `dest`
+(utils.core.files.atomic_target); it is moved into place only after the byte count matches Content-Length (when
+sent), the optional SHA-256 matches and the optional `check(path)` passes. Any failure removes the temp file and
+raises one-line UserError naming the URL, the cause and what to do. Limits: YOLO_DOWNLOAD_TIMEOUT (seconds,
+default 60) and YOLO_DOWNLOAD_RETRIES (extra tries after the first, default 2), or the `timeout` / `retries`
+arguments. DNS look-ups are not covered by the socket timeout (the resolver has its own).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import http.client
 import os
 import re
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from utils.core.errors import UserError, first_line
+from utils.core.files import atomic_target
 from utils.core.log import LOGGER
 
 DEFAULT_TIMEOUT = 60.0  # seconds without a byte before a try is given up
@@ -181,25 +181,21 @@ def download_file(
     timeout, retries = _limits(timeout, retries)
     where = f"{url}{f' ({context})' if context else ''}"
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    except OSError as e:
+        with atomic_target(dest) as tmp:  # after a failure (or Ctrl-C) no partial file is left behind
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp.touch()  # a folder we cannot write fails here, before any network traffic
+            except OSError as e:
+                raise UserError(
+                    f"cannot download {where}: cannot write to {dest.parent} ({e.strerror or e}) — "
+                    f"pick a writable folder"
+                ) from None
+            _tries(url, tmp, sha256, timeout, retries, check, progress, where, dest)
+    except OSError as e:  # only the final move: the block turns its own OSErrors into UserErrors
         raise UserError(
-            f"cannot download {where}: cannot write to {dest.parent} ({e.strerror or e}) — pick a writable folder"
+            f"cannot download {where}: cannot move it to {dest} ({e.strerror or e}) — "
+            f"remove what is at {dest} or pick another folder"
         ) from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        _tries(url, tmp, sha256, timeout, retries, check, progress, where, dest)
-        try:
-            os.replace(tmp, dest)
-        except OSError as e:
-            raise UserError(
-                f"cannot download {where}: cannot move it to {dest} ({e.strerror or e}) — "
-                f"remove what is at {dest} or pick another folder"
-            ) from None
-    finally:
-        tmp.unlink(missing_ok=True)  # after a failure (or Ctrl-C) no partial file is left behind
     return dest
 
 

@@ -1,20 +1,29 @@
-"""Paths, run folders and yaml I/O."""
+"""Paths, run folders, yaml I/O, the one atomic writer and the one image / video file finder."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import re
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
 from utils.core.errors import UserError, first_line, os_error_cause
 
 ROOT = Path(__file__).resolve().parents[2]  # repository root (utils/core/files.py)
+# suffixes (lower case, no dot) read as images / videos: YOLOv5's lists and names
+IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
+VID_FORMATS = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")
+_GLOB_CHARS = ("*", "?", "[")
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:
@@ -93,19 +102,76 @@ def yaml_load(path: str | Path) -> Any:
         raise UserError(f"cannot read yaml {path}: {e.strerror} — check permissions") from None
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text via a temp file + os.replace (a crash or full disk leaves the old file); disk-full and
-    permission errors become one-line UserErrors naming path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+# ---------------------------------------------------------------------------------------------- atomic writes
+@contextmanager
+def atomic_target(dest: str | Path, folder: bool = False, keep_suffix: bool = False) -> Iterator[Path]:
+    """The one atomic writer: yields a temp path beside dest (same folder, so the rename never crosses file
+    systems) that is moved onto dest with os.replace only when the block ends without an error; after an error
+    (or Ctrl-C) the temp is removed and dest is untouched. Errors are not translated: wrap in user_writes(dest).
+
+    folder=True: the temp is a new empty folder, swapped in whole (its files change together). An existing dest
+    is first renamed aside to .old (a crash between the two renames leaves it there; an error moves it back) and
+    removed after the swap. keep_suffix: the temp name ends in dest's suffix too, for writers that pick the
+    format by the name (ONNX, matplotlib); otherwise it ends in .tmp.
+    """
+    dest = Path(dest)
+    token = f"{os.getpid()}-{secrets.token_hex(3)}"  # unique across threads, processes and hosts sharing a disk
+    tmp = dest.with_name(f".{dest.name}.{token}.tmp{dest.suffix if keep_suffix else ''}")
     try:
-        with user_writes(path):
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        if folder:
+            tmp.mkdir(parents=True)
+        yield tmp
+        if folder and dest.exists():
+            _swap_folder(tmp, dest, dest.with_name(f".{dest.name}.{token}.old"))
+        else:
+            os.replace(tmp, dest)
+    except BaseException:  # Ctrl-C too: no partial temp is left behind
+        _remove(tmp)
+        raise
+
+
+def _swap_folder(tmp: Path, dest: Path, old: Path) -> None:
+    """Put folder tmp at dest, which exists: two renames, as no call replaces a non-empty folder in one step."""
+    os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Delete a leftover temp file or folder; a failure here must not hide the error that made it a leftover."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], fsync: bool = False) -> Path:
+    """write(f) into a binary temp file beside path, then moved onto path (atomic_target); a full disk or a
+    read-only folder is a one-line UserError naming path. fsync: on disk before the rename (checkpoints).
+    torch.save and np.save / np.savez take the open file (np.savez would add .npz to a path)."""
+    path = Path(path)
+    with user_writes(path), atomic_target(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write bytes atomically (atomic_write)."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically (atomic_write): a crash or full disk leaves the old file."""
+    return atomic_write_bytes(path, text.encode())
 
 
 def yaml_save(path: str | Path, data: dict) -> None:
@@ -114,5 +180,82 @@ def yaml_save(path: str | Path, data: dict) -> None:
     atomic_write_text(path, yaml.safe_dump(clean, sort_keys=False))
 
 
-def file_size_mb(path: str | Path) -> float:
-    return os.path.getsize(path) / 1e6
+# ------------------------------------------------------------------------------------------ finding image files
+def file_ext(path: str | Path) -> str:
+    """Lower-case suffix without the dot, as Path.suffix sees it (a leading dot is part of the name); plain string
+    operations: a Path per file costs seconds at COCO scale."""
+    name = str(path).rpartition(os.sep)[2].lstrip(".")
+    _, dot, ext = name.rpartition(".")
+    return ext.lower() if dot else ""
+
+
+def files_under(folder: str) -> list[str]:
+    """Every file below folder, like Path.rglob: symlinked files kept, symlinked folders not entered, folders
+    that cannot be listed skipped. os.scandir knows most entry types without a stat per file."""
+    out, stack = [], [folder]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    elif e.is_file():
+                        out.append(e.path)
+        except (PermissionError, FileNotFoundError):
+            continue
+    return out
+
+
+@dataclass
+class FoundFiles:
+    """What find_files found."""
+
+    files: list[str] = field(default_factory=list)  # suffix in formats; in source order, each folder sorted
+    others: list[str] = field(default_factory=list)  # files with another suffix (for a "skipped" warning)
+    missing: list[str] = field(default_factory=list)  # named paths that do not exist (not globs, not list entries)
+
+
+def find_files(
+    source: str | Path | Sequence[str | Path], formats: Iterable[str], quiet: Iterable[str] = ()
+) -> FoundFiles:
+    """The one finder of image / video files (dataset loader and detect) in a source: a folder (recursive, like
+    YOLOv5's dataset loader), a glob pattern, a .txt list (a file, folder or glob a line; relative lines are
+    relative to the list's folder), a single file, or a list / tuple of these.
+
+    formats: wanted suffixes (IMG_FORMATS, VID_FORMATS). quiet: suffixes of files met in folder scans that `others`
+    leaves out (labels, caches and metadata beside the images), as it does hidden files. A list line with a wanted
+    suffix is taken without a stat (COCO lists hold 118k lines): the reader reports it when it is missing.
+    """
+    wanted, found = set(formats), FoundFiles()
+    quiet = set(quiet)
+    for item in map(str, source if isinstance(source, (list, tuple)) else [source]):
+        if file_ext(item) == "txt" and os.path.isfile(item):
+            base = os.path.dirname(item)
+            with open(item, errors="replace") as f:
+                lines = [line.strip() for line in f]
+            for line in filter(None, lines):
+                _find_in(os.path.normpath(os.path.join(base, line)), wanted, quiet, found, listed=True)
+        else:
+            _find_in(item, wanted, quiet, found, listed=False)
+    return found
+
+
+def _find_in(item: str, wanted: set[str], quiet: set[str], found: FoundFiles, listed: bool) -> None:
+    is_glob = any(c in item for c in _GLOB_CHARS)
+    if listed and not is_glob and file_ext(item) in wanted:
+        found.files.append(item)  # the fast path for long lists
+    elif os.path.isdir(item):
+        for f in sorted(files_under(item)):
+            ext = file_ext(f)
+            if ext in wanted:
+                found.files.append(f)
+            elif ext not in quiet and not os.path.basename(f).startswith("."):
+                found.others.append(f)
+    elif os.path.isfile(item) or (listed and not is_glob):
+        (found.files if file_ext(item) in wanted else found.others).append(item)
+    elif is_glob:
+        for f in sorted(glob.glob(item, recursive=True)):
+            if os.path.isfile(f):  # a matched folder is not entered: "**" patterns list its files already
+                (found.files if file_ext(f) in wanted else found.others).append(f)
+    else:
+        found.missing.append(item)

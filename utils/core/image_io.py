@@ -6,11 +6,12 @@ opens but OpenCV cannot decode as 8-bit colour is reported at scan time, not hal
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from utils.core.files import atomic_target
 
 _FLAGS = {
     1: cv2.IMREAD_COLOR,
@@ -54,19 +55,14 @@ def decode(data: np.ndarray, reduce: int = 1) -> np.ndarray | None:
 
 
 def imwrite_atomic(path: str | Path, im: np.ndarray, params: list[int] | None = None) -> bool:
-    """Encode im in the format of path's suffix and replace path atomically (temp + os.replace); False on failure."""
+    """Encode im in the format of path's suffix and replace path atomically (atomic_target); False on failure."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         ok, buf = cv2.imencode(path.suffix or ".jpg", im, params or [])
         if not ok:
             return False
-        buf.tofile(str(tmp))
-        os.replace(tmp, path)
+        with atomic_target(path) as tmp:
+            buf.tofile(str(tmp))
         return True
     except (OSError, cv2.error):
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         return False

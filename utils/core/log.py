@@ -18,6 +18,9 @@ def _make_logger() -> logging.Logger:
         logger.addHandler(handler)
     # Only rank 0 (or a non-distributed run) talks at INFO; other ranks only warn.
     logger.setLevel(logging.INFO if rank in (-1, 0) else logging.WARNING)
+    # Our handler prints; passing records on to the root logger too would print every line twice wherever the root
+    # logger has a handler (a user's logging.basicConfig, a library's). Tests read the log with pytest's caplog,
+    # whose handler tests/conftest.py attaches to this logger.
     logger.propagate = False
     return logger
 

@@ -60,6 +60,15 @@ def _check_names(d: dict, where: str) -> tuple[dict[int, str], int]:
     return names, nc
 
 
+def class_names(data: dict, single_cls: bool = False) -> tuple[dict[int, str], int]:
+    """(names, nc) a run uses: the dataset's, or with --single-cls one class named "item" (the loader maps every
+    label to class 0). The one place of that rule: training and validation must agree on it."""
+    if single_cls:
+        return {0: "item"}, 1
+    names = names_dict(data["names"])
+    return names, int(data.get("nc", len(names)))
+
+
 def _resolve_root(path: Any) -> Path:
     """Dataset root: absolute as given, relative -> against the repository root (YOLOv5), missing -> ROOT."""
     root = Path(str(path)) if path else ROOT

@@ -19,15 +19,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 
 from utils.core.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
 from utils.core.errors import UserError
-from utils.core.files import ROOT, yaml_load
+from utils.core.files import IMG_FORMATS, ROOT, atomic_write, file_ext, find_files, yaml_load
 from utils.core.image_io import imread
 from utils.core.log import LOGGER
 from utils.dataloaders import augment as aug
-from utils.dataloaders.label_check import IMG_FORMATS, load_labels
+from utils.dataloaders.label_check import load_labels
 from utils.dataloaders.mosaic import mosaic_perspective
 
-__all__ = ["IMG_FORMATS", "img2label_paths", "find_images", "LoadImagesAndLabels", "create_dataloader"]
-DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+AUGMENT_DEFAULTS_YAML = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"  # values for augmentation keys a hyp lacks
 PIN_MEMORY = torch.cuda.is_available()
 _NOT_IMAGES = ("", "txt", "npy", "cache", "json", "yaml", "yml", "md", "csv")  # never warned about in image folders
 _MAX_SUBSTITUTES = 100  # training: unreadable images replaced in a row before giving up on the dataset
@@ -50,71 +49,20 @@ def img2label_paths(img_paths: Sequence[str]) -> list[str]:
     return out
 
 
-def _ext(p: str | Path) -> str:
-    """Lower-case extension without the dot, as Path.suffix / os.path.splitext see it (leading dots are part of
-    the name); plain string operations: a Path per file costs seconds at COCO scale."""
-    name = str(p).rpartition(os.sep)[2].lstrip(".")
-    _, dot, ext = name.rpartition(".")
-    return ext.lower() if dot else ""
-
-
-def _files_under(folder: str) -> list[str]:
-    """Every file below folder, like Path.rglob: symlinked files kept, symlinked folders not entered, folders
-    that cannot be listed skipped. os.scandir knows most entry types without a stat per file."""
-    out, stack = [], [folder]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-                    elif e.is_file():
-                        out.append(e.path)
-        except (PermissionError, FileNotFoundError):
-            continue
-    return out
-
-
-def _from_txt(txt: Path) -> list[str]:
-    """Image paths listed in a .txt file; './x' and other relative entries resolve against the txt's folder."""
-    files = []
-    for line in txt.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if line:
-            p = Path(line)
-            files.append(str(p if p.is_absolute() else (txt.parent / p).resolve()))
-    return files
-
-
 def find_images(path: str | Path | Sequence[str | Path], prefix: str = "") -> list[str]:
-    """Sorted image files of a directory (recursive), a .txt list of images, a single image, or a list of these."""
-    candidates, skipped = [], []
-    for p in path if isinstance(path, (list, tuple)) else [path]:
-        p = Path(p)
-        if p.is_dir():
-            found = _files_under(str(p))
-            exts = [_ext(f) for f in found]
-            candidates += [f for f, e in zip(found, exts) if e in IMG_FORMATS]
-            # labels, lists, caches and metadata often sit in the same tree: only other files are worth a warning
-            skipped += [
-                f
-                for f, e in zip(found, exts)
-                if e not in IMG_FORMATS + _NOT_IMAGES and not os.path.basename(f).startswith(".")
-            ]
-        elif p.is_file() and p.suffix.lower() == ".txt":
-            listed = _from_txt(p)
-            candidates += [f for f in listed if _ext(f) in IMG_FORMATS]
-            skipped += [f for f in listed if _ext(f) not in IMG_FORMATS]
-        elif p.is_file():
-            (candidates if _ext(p) in IMG_FORMATS else skipped).append(str(p))
-        else:
-            raise UserError(f"{prefix}dataset path not found: {p} — check the path (and 'path:' in the data yaml)")
-    if skipped:
-        LOGGER.warning(
-            f"{prefix}WARNING ⚠️ {len(skipped)} files with unsupported extensions skipped (e.g. "
-            f"{skipped[0]}) — supported formats: {', '.join(IMG_FORMATS)}"
+    """Sorted image files of a directory (recursive), a glob, a .txt list of images, a single image, or a list of
+    these (utils.core.files.find_files); warns about skipped files, UserError when a path is missing or no image."""
+    found = find_files(path, IMG_FORMATS, quiet=_NOT_IMAGES)
+    if found.missing:
+        raise UserError(
+            f"{prefix}dataset path not found: {found.missing[0]} — check the path (and 'path:' in the data yaml)"
         )
-    files = sorted({os.path.normpath(f) for f in candidates})
+    if found.others:
+        LOGGER.warning(
+            f"{prefix}WARNING ⚠️ {len(found.others)} files with unsupported extensions skipped (e.g. "
+            f"{found.others[0]}) — supported formats: {', '.join(IMG_FORMATS)}"
+        )
+    files = sorted({os.path.normpath(f) for f in found.files})
     if not files:
         raise UserError(f"{prefix}no images found in {path} — supported formats: {', '.join(IMG_FORMATS)}")
     return files
@@ -156,7 +104,6 @@ class LoadImagesAndLabels(Dataset):
         single_cls: bool = False,
         stride: int = 32,
         pad: float = 0.0,
-        min_items: int = 0,
         prefix: str = "",
         nc: int | None = None,
     ):
@@ -182,8 +129,6 @@ class LoadImagesAndLabels(Dataset):
             )
         self.im_files, self.label_files = ls.im_files, ls.label_files
         self.labels, self.shapes, self.segments = ls.labels, ls.shapes, ls.segments
-        if min_items:
-            self._keep([i for i, lb in enumerate(self.labels) if len(lb) >= min_items])
         if single_cls:
             for lb in self.labels:
                 lb[:, 0] = 0
@@ -197,7 +142,6 @@ class LoadImagesAndLabels(Dataset):
         self.im_hw0: list[tuple[int, int] | None] = [None] * self.n
         self.im_hw: list[tuple[int, int] | None] = [None] * self.n
         self.cache_mode = None
-        self.fast_mosaic = True  # False: the reference canvas + warp (tests and benchmarks compare the two)
         self.unreadable: set[int] = set()  # per process: each DataLoader worker warns once per file it meets
         if cache:
             self.cache_images(str(cache).lower() if cache is not True else "ram")
@@ -205,7 +149,7 @@ class LoadImagesAndLabels(Dataset):
     @staticmethod
     def _full_hyp(hyp: dict | None) -> dict:
         """The given hyp on top of hyp.scratch-low (so a hyp file without some augmentation key still works)."""
-        full = dict(yaml_load(DEFAULT_HYP))
+        full = dict(yaml_load(AUGMENT_DEFAULTS_YAML))
         full.update(hyp or {})
         return full
 
@@ -275,16 +219,9 @@ class LoadImagesAndLabels(Dataset):
                 im = self._read(i)
             except _Unreadable:
                 return 0
-            tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
             try:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, im)
-                os.replace(tmp, f)
+                atomic_write(f, lambda fh: np.save(fh, im))
             except Exception:  # read-only folder, disk full, ...: this image is read from the original
-                try:
-                    tmp.unlink(missing_ok=True)
-                except OSError:
-                    pass
                 return -1
         return f.stat().st_size
 
@@ -357,7 +294,7 @@ class LoadImagesAndLabels(Dataset):
 
     def _reduce_factor(self, i: int) -> int:
         """1, 2, 4 or 8: the JPEG decode reduction for training image i (see _decode)."""
-        if not self.augment or _ext(self.im_files[i]) not in ("jpg", "jpeg"):
+        if not self.augment or file_ext(self.im_files[i]) not in ("jpg", "jpeg"):
             return 1
         long_side = int(max(self.shapes[i]))
         return next((f for f in (8, 4, 2) if long_side >= f * self.img_size), 1)
@@ -384,8 +321,8 @@ class LoadImagesAndLabels(Dataset):
     def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, Any]:
         hyp, hsv_done = self.hyp, False
         if self.mosaic and random.random() < hyp["mosaic"]:
-            # the colour jitter goes into the mosaic's tiles, unless mixup blends a second mosaic in first
-            hsv_done = self.fast_mosaic and not hyp["mixup"] and not hyp.get("copy_paste")
+            # the colour jitter goes into the one-step mosaic's tiles, unless mixup blends a second mosaic in first
+            hsv_done = self._one_step_mosaic() and not hyp["mixup"]
             img, labels = self.load_mosaic(index, hsv=hsv_done)
             shapes = None
             if random.random() < hyp["mixup"]:
@@ -432,7 +369,7 @@ class LoadImagesAndLabels(Dataset):
         hyp, s = self.hyp, self.img_size
         ids = [index] + random.choices(range(self.n), k=3)
         random.shuffle(ids)
-        fast = self.fast_mosaic and not hyp.get("copy_paste")
+        fast = self._one_step_mosaic()
         images, sizes, labels, segments = [], [], [], []
         for i in ids:
             if fast:
@@ -460,6 +397,12 @@ class LoadImagesAndLabels(Dataset):
         if len(segments4) == len(labels4):  # copy-paste needs one polygon per label
             img4, labels4, segments4 = aug.copy_paste(img4, labels4, segments4, p=hyp["copy_paste"])
         return aug.random_perspective(img4, labels4, segments4, border=self.mosaic_border, **geometry)
+
+    def _one_step_mosaic(self) -> bool:
+        """Whether mosaics are built in one step (utils.dataloaders.mosaic) rather than on a 2s x 2s canvas that is
+        then warped. Copy-paste edits that canvas, so it needs the canvas path. (benchmarks/reference.py overrides
+        this: the canvas path is the reference the one-step mosaic is tested and measured against.)"""
+        return not self.hyp.get("copy_paste")
 
     def _colour_and_flips(self, img: np.ndarray, labels: np.ndarray, hsv: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """HSV jitter (unless the mosaic did it) and up-down / left-right flips (labels normalised xywh)."""

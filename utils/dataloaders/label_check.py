@@ -23,10 +23,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.core.boxes import segments2boxes
+from utils.core.files import IMG_FORMATS, atomic_target
 from utils.core.image_io import MAX_PIXELS, imread, imwrite_atomic
 from utils.core.log import LOGGER
 
-IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 CACHE_VERSION = "label-cache-2"  # bump when the cache content or the checks change
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _EXIF_ORIENTATION = 274  # EXIF tag id; values 6 and 8 mean the image is stored rotated by 90 degrees
@@ -397,20 +397,15 @@ def _save_arrays(file: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _write_cache(path: Path, ls: LabelSet, prefix: str) -> None:
-    """Atomic write (temp file + os.replace); any failure to write only warns and the run goes on."""
+    """Atomic write (atomic_target); any failure to write only warns and the run goes on."""
     arrays = _pack(ls)  # outside the try: a packing error is a bug, not a write failure
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        _save_arrays(tmp, arrays)
-        os.replace(tmp, path)
+        with atomic_target(path) as tmp:
+            _save_arrays(tmp, arrays)
         LOGGER.info(f"{prefix}New cache created: {path}")
     except Exception as e:  # read-only folder, disk full, a file system that refuses renames, ...
         why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
         LOGGER.warning(f"{prefix}WARNING ⚠️ cache directory {path.parent} is not writeable, cache not saved ({why})")
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def load_labels(

@@ -44,13 +44,12 @@ def mosaic_perspective(
     scale: float = 0.5,
     shear: float = 0.0,
     perspective: float = 0.0,
-    fast: bool = True,
     hsv: Luts | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """= random_perspective(*mosaic4(resized images, ...), border=(-s/2, -s/2)) -> (s x s image, (n, 5) boxes).
 
     images[i] is the decoded image at any size, sizes[i] the (h, w) it has in the mosaic (long side s), labels[i]
-    (n, 5) pixel xyxy and segments[i] pixel polygons, both in those (h, w) pixels. fast=False: the reference path.
+    (n, 5) pixel xyxy and segments[i] pixel polygons, both in those (h, w) pixels.
     hsv: lookup tables from augment.hsv_luts, applied as augment_hsv would be to the result; the fast path applies
     them per tile to the smaller of its source crop and its output rectangle (upscaled tiles: a fraction of the
     pixels), and fills with the jittered grey. Only colour edges differ (jitter before vs after the resampling).
@@ -58,7 +57,7 @@ def mosaic_perspective(
     xc, yc = mosaic_centre(s)
     labels4, segments4 = mosaic_labels(labels, segments, sizes, xc, yc, s)
     M, sc = perspective_matrix((2 * s, 2 * s), (s, s), degrees, translate, scale, shear, perspective)
-    if fast and _axis_aligned(M):
+    if _axis_aligned(M):
         # the jittered grey is still grey (saturation 0 stays 0): a scalar fill, numpy's fast path
         fill = FILL if hsv is None else int(apply_hsv(np.full((1, 1, 3), FILL, np.uint8), hsv)[0, 0, 0])
         img = np.full((s, s, images[0].shape[2]), fill, dtype=np.uint8)

@@ -7,9 +7,7 @@ of the model's input size.
 
 from __future__ import annotations
 
-import glob
 import math
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +17,10 @@ import cv2
 import numpy as np
 
 from utils.core.errors import UserError
+from utils.core.files import IMG_FORMATS, VID_FORMATS, file_ext, find_files
 from utils.core.image_io import imread  # the one reader (label check, loaders, detect)
 from utils.core.log import LOGGER
 
-IMG_SUFFIXES = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
-VID_SUFFIXES = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")
 URL_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 
 
@@ -60,32 +57,19 @@ def _safe_fps(cap: cv2.VideoCapture) -> float:
     return float(fps) if math.isfinite(fps) and 0 < fps <= 240 else 30.0
 
 
-def _expand(item: str) -> list[str]:
-    """One source entry -> files: a glob pattern, a folder (non-recursive, sorted), or a single file."""
-    if any(c in item for c in "*?["):
-        return sorted(glob.glob(item, recursive=True))
-    p = Path(item)
-    if p.is_dir():
-        return sorted(str(f) for f in p.iterdir() if f.is_file())
-    if p.is_file():
-        return [str(p)]
-    raise UserError(f"--source {item}: no such file or folder — check the path")
-
-
 def collect_files(source: str | Path | list | tuple) -> tuple[list[str], list[str]]:
-    """(images, videos) from a path, folder, glob, .txt list of those, or a list of those."""
-    items = [str(s) for s in source] if isinstance(source, (list, tuple)) else [str(source)]
-    if len(items) == 1 and items[0].endswith(".txt") and Path(items[0]).is_file():
-        base = Path(items[0]).parent  # relative entries in a list file are relative to the list
-        lines = [x.strip() for x in Path(items[0]).read_text().splitlines() if x.strip()]
-        items = [x if os.path.isabs(x) else str(base / x) for x in lines]
-    files = [f for item in items for f in _expand(item)]
-    images = [f for f in files if f.rsplit(".", 1)[-1].lower() in IMG_SUFFIXES]
-    videos = [f for f in files if f.rsplit(".", 1)[-1].lower() in VID_SUFFIXES]
+    """(images, videos) from a path, folder (recursive), glob, .txt list of those, or a list of those
+    (utils.core.files.find_files: the dataset loader's rule)."""
+    found = find_files(source, IMG_FORMATS + VID_FORMATS)
+    if found.missing:
+        raise UserError(f"--source {found.missing[0]}: no such file or folder — check the path")
+    images = [f for f in found.files if file_ext(f) in IMG_FORMATS]
+    videos = [f for f in found.files if file_ext(f) in VID_FORMATS]
     if not images and not videos:
+        named = " ".join(map(str, source)) if isinstance(source, (list, tuple)) else str(source)
         raise UserError(
-            f"--source {' '.join(items)}: no images or videos found — supported: "
-            f"{', '.join(IMG_SUFFIXES)} / {', '.join(VID_SUFFIXES)}"
+            f"--source {named}: no images or videos found — supported: "
+            f"{', '.join(IMG_FORMATS)} / {', '.join(VID_FORMATS)}"
         )
     return images, videos
 

@@ -121,20 +121,19 @@ def load_annotations(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def coco_evaluate(
-    anno_json: str | Path, pred_json: str | Path, image_ids: Sequence[int] | None = None
-) -> tuple[float, float]:
-    """Official pycocotools bbox evaluation; returns (mAP50-95, mAP50) and prints COCOeval's summary table.
+def coco_evaluate(anno_json: str | Path, pred_json: str | Path, image_ids: Sequence[int] | None = None) -> CocoSummary:
+    """Official pycocotools bbox evaluation: its 12 summary numbers (`.AP` = mAP50-95, `.AP50` = mAP50); prints
+    COCOeval's summary table. val.py --pycocotools cross-checks our coco_summary with it.
 
     image_ids restricts the evaluation to the images that were actually validated.
     """
-    from pycocotools.coco import COCO  # optional: only --save-json needs pycocotools
+    from pycocotools.coco import COCO  # optional: only val.py --pycocotools needs pycocotools
     from pycocotools.cocoeval import COCOeval  # optional: as above
 
     with open(pred_json) as f:
-        if not json.load(f):
+        if not json.load(f):  # COCO.loadRes refuses an empty list
             LOGGER.warning(f"WARNING ⚠️ {pred_json} holds no detections — pycocotools mAP is 0")
-            return 0.0, 0.0
+            return CocoSummary(*[0.0] * 12)
     anno = COCO(str(anno_json))
     pred = anno.loadRes(str(pred_json))
     ev = COCOeval(anno, pred, "bbox")
@@ -143,13 +142,13 @@ def coco_evaluate(
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
-    return float(ev.stats[0]), float(ev.stats[1])
+    return CocoSummary(*(float(v) for v in ev.stats))
 
 
 def pycocotools_stats(anno: dict, dets: list[dict]) -> list[float]:
     """pycocotools' 12 COCOeval(bbox) summary numbers from in-memory annotation and result dicts, its prints silenced
     (the reference our evaluator and the benchmarks compare against)."""
-    from pycocotools.coco import COCO  # optional: only --save-json and the benchmarks need pycocotools
+    from pycocotools.coco import COCO  # optional: only val.py --pycocotools and the benchmarks need pycocotools
     from pycocotools.cocoeval import COCOeval  # optional: as above
 
     with contextlib.redirect_stdout(io.StringIO()):

@@ -8,7 +8,6 @@ detect.py uses the same Detector, so its saved labels are exactly what this API 
 from __future__ import annotations
 
 import csv
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +24,13 @@ from utils.core.boxes import clip_boxes, scale_boxes, xyxy2xywh, xyxy2xywhn
 from utils.core.device import select_device
 from utils.core.errors import UserError
 from utils.core.files import increment_path
+from utils.core.image_io import imread
 from utils.core.log import LOGGER
 from utils.core.plots import Annotator, colors
+from utils.core.timing import Profile
 from utils.dataloaders.augment import letterbox
-from utils.dataloaders.sources import imread
 from utils.evaluation.nms import non_max_suppression
-from utils.inference.backend import DetectBackend, check_imgsz
+from utils.inference.backend import DetectBackend, round_imgsz
 
 TTA_SCALES = (1.0, 0.83, 0.67)  # test-time augmentation: YOLOv5's scales, the middle one left-right flipped
 TTA_FLIPS = (False, True, False)
@@ -291,7 +291,7 @@ class Detector:
         self.device = select_device(device, verbose=False)
         self.backend = DetectBackend(weights, device=self.device, fp16=fp16)
         self.names, self.stride, self.nc = self.backend.names, self.backend.stride, self.backend.nc
-        self.imgsz = check_imgsz(imgsz, self.stride)
+        self.imgsz = round_imgsz(imgsz, self.stride)
         self.conf, self.iou, self.classes, self.agnostic = conf, iou, classes, agnostic
         self.max_det, self.augment = max_det, augment
 
@@ -321,24 +321,19 @@ class Detector:
             out.append(det)
         return out
 
-    def _sync_time(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # GPU work is async; time what actually ran
-        return time.perf_counter()
-
     def __call__(self, images: Any, bgr: bool = False, augment: bool | None = None) -> Detections:
         """Detect objects in one image or a list; numpy arrays are RGB unless bgr=True (e.g. from cv2.imread)."""
         pairs = as_image_list(images, bgr=bgr)
         ims = [im for im, _ in pairs]
-        t0 = self._sync_time()
-        x = self.preprocess(ims)
-        t1 = self._sync_time()
-        pred = self.infer(x, augment)
-        t2 = self._sync_time()
-        dets = self.postprocess(pred, x.shape[2:], ims)
-        t3 = self._sync_time()
+        dt = {k: Profile(self.device) for k in ("preprocess", "inference", "nms")}
+        with dt["preprocess"]:
+            x = self.preprocess(ims)
+        with dt["inference"]:
+            pred = self.infer(x, augment)
+        with dt["nms"]:
+            dets = self.postprocess(pred, x.shape[2:], ims)
         results = [ImageResult(im, d, self.names, p) for (im, p), d in zip(pairs, dets)]
-        times = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "nms": (t3 - t2) * 1e3}
+        times = {k: timer.t * 1e3 for k, timer in dt.items()}  # ms
         return Detections(results, times, tuple(x.shape))
 
     def warmup(self) -> None:

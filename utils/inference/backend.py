@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.checkpoint import load_model
+from models.checkpoint import load_checkpoint_model
 from utils.core.errors import UserError, first_line
 from utils.core.files import yaml_load
 from utils.core.host_memory import keep_freed_memory
@@ -48,7 +48,7 @@ def parse_metadata(meta: dict[str, str], path: Path) -> tuple[int, dict[int, str
     return stride, names
 
 
-def check_imgsz(imgsz: int | list[int] | tuple[int, ...], stride: int = 32) -> tuple[int, int]:
+def round_imgsz(imgsz: int | list[int] | tuple[int, ...], stride: int = 32) -> tuple[int, int]:
     """(h, w) from --imgsz (one or two ints), each rounded up to a multiple of stride with a warning."""
     size = [imgsz] if isinstance(imgsz, int) else list(imgsz)
     if len(size) not in (1, 2) or any(int(s) <= 0 for s in size):
@@ -177,7 +177,7 @@ class DetectBackend(nn.Module):
         self.any_shape = self.pt
 
     def _load_pt(self, w: Path, fuse: bool) -> None:
-        model = load_model(w, device=self.device, fuse=fuse)
+        model = load_checkpoint_model(w, device=self.device, fuse=fuse)
         model = model.half() if self.fp16 else model.float()
         # NHWC weights make every convolution run NHWC (the input is converted at the first one): yolov5s at 640 px
         # on CPU 57 vs 82 ms per image (docs/benchmarks.md); NHWC is also the layout of CUDA's tensor cores

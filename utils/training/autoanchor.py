@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from models.yolo import check_anchor_order  # noqa: F401  re-exported: YOLOv5 code imports it from here
 from utils.core.errors import UserError
 from utils.core.log import LOGGER, colorstr
 from utils.core.parallel import unwrap

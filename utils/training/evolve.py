@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,26 +23,17 @@ import numpy as np
 import yaml
 
 from utils.core.errors import UserError, first_line
-from utils.core.files import ROOT, atomic_write_text, increment_path, user_writes
+from utils.core.files import ROOT, atomic_target, atomic_write_text, increment_path, user_writes
 from utils.core.log import LOGGER, colorstr
 from utils.evaluation.metrics import fitness as model_fitness
 from utils.training.train_options import TrainOptions, flag_defaults
+from utils.training.train_outputs import METRIC_COLUMNS, METRIC_KEYS
 
 CSV_NAME, YAML_NAME, PLOT_NAME = "evolve.csv", "hyp_evolve.yaml", "evolve.png"
 WORK_NAME = "last_generation"  # the folder each generation trains in (emptied first: one run's files at a time)
 TOP_PARENTS = 5  # parents are drawn from this many fittest generations
 MUTATION_PROB, SIGMA = 0.8, 0.2  # chance that a key mutates; spread of the random factor
 FACTOR_RANGE = (0.3, 3.0)  # a single mutation never shrinks a value below 0.3x or grows it beyond 3x
-METRIC_KEYS = ("precision", "recall", "mAP50", "mAP50-95", "val_box_loss", "val_obj_loss", "val_cls_loss")
-METRIC_COLUMNS = (
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-)  # results.csv's (YOLOv5's) names for METRIC_KEYS
 LEAD_COLUMNS = ("generation", "status", "error")
 PREFIX = colorstr("evolve: ")
 
@@ -348,15 +338,11 @@ def plot_evolve(path: str | Path, rows: Sequence[Generation]) -> Path | None:
 
 
 def _save_figure(fig: Any, path: Path, plt: Any) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # savefig picks the format by suffix
     try:
-        with user_writes(path):
+        with user_writes(path), atomic_target(path, keep_suffix=True) as tmp:  # savefig picks the format by suffix
             fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

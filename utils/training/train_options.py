@@ -14,7 +14,7 @@ from utils.core.files import ROOT
 from utils.core.log import LOGGER
 
 DEFAULT_DATA = ROOT / "data" / "shapes.yaml"
-DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.shapes.yaml"
+DEFAULT_TRAIN_HYP = ROOT / "data" / "hyps" / "hyp.shapes.yaml"  # train.py's --hyp default
 RUN_STATE = ("save_dir", "total_batch_size")  # fields train.run() sets itself: not flags, not keywords
 MACHINE_KEYS = ("device", "workers", "ddp_timeout")  # the machine may differ on --resume: these come from the CLI
 
@@ -26,7 +26,7 @@ class TrainOptions:
     weights: str = ""
     cfg: str = ""
     data: str | dict = str(DEFAULT_DATA)
-    hyp: str | dict = str(DEFAULT_HYP)
+    hyp: str | dict = str(DEFAULT_TRAIN_HYP)
     epochs: int = 35  # the README's quick-start numbers were measured with 35
     batch_size: int = 16
     imgsz: int = 160
@@ -59,6 +59,7 @@ class TrainOptions:
     cache: str | bool | None = None
     ddp_timeout: int = DEFAULT_TIMEOUT_S
     backbone_sha256: str = ""
+    backbone_ema: bool | None = None  # a training file with weights and their EMA: None/True the EMA, False the other
     channels_last: bool = True  # NHWC weights and batches: 0.83-0.88x yolov5's step time on CPU (docs/benchmarks.md)
     compile: bool = False  # torch.compile the training forward; eager with one warning where unavailable
     local_rank: int = -1

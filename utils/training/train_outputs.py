@@ -14,10 +14,10 @@ from utils.core.files import atomic_write_text, user_writes, yaml_save
 from utils.core.log import LOGGER
 from utils.core.plots import plot_images, plot_labels, plot_results
 
-RESULT_KEYS = (
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",  # YOLOv5 results.csv columns after 'epoch'
+# The one list of a run's result columns. The validation metrics have two names: run()'s result keys (METRIC_KEYS,
+# also evolve.csv's rows) and results.csv's YOLOv5 column names (METRIC_COLUMNS), in the same order.
+METRIC_KEYS = ("precision", "recall", "mAP50", "mAP50-95", "val_box_loss", "val_obj_loss", "val_cls_loss")
+METRIC_COLUMNS = (
     "metrics/precision",
     "metrics/recall",
     "metrics/mAP_0.5",
@@ -25,10 +25,9 @@ RESULT_KEYS = (
     "val/box_loss",
     "val/obj_loss",
     "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
 )
+# YOLOv5's results.csv columns after 'epoch': the training losses, the metrics, the first three groups' LRs
+RESULT_KEYS = ("train/box_loss", "train/obj_loss", "train/cls_loss", *METRIC_COLUMNS, "x/lr0", "x/lr1", "x/lr2")
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

@@ -18,9 +18,8 @@ from utils.core.distributed import barrier
 from utils.core.errors import UserError
 from utils.core.files import yaml_load
 from utils.core.log import LOGGER, colorstr
-from utils.core.names import names_dict
-from utils.dataloaders.data_yaml import check_dataset
-from utils.dataloaders.dataset import DEFAULT_HYP, create_dataloader
+from utils.dataloaders.data_yaml import check_dataset, class_names
+from utils.dataloaders.dataset import AUGMENT_DEFAULTS_YAML, create_dataloader
 from utils.training.optim import accumulate_steps, build_optimizer, lr_lambda, nominal_batch
 from utils.training.train_options import TrainOptions, resume_defaults
 
@@ -101,7 +100,7 @@ def _fill_settings(path: Path, ckpt: dict[str, Any], opt_defaults: Mapping[str, 
     section missing entirely comes from the run folder's opt.yaml / hyp.yaml (written when the run started)."""
     filled = []
     # hyp defaults: the base utils/dataloaders/dataset.py also uses for missing augmentation keys
-    for name, defaults in (("opt", opt_defaults), ("hyp", yaml_load(DEFAULT_HYP))):
+    for name, defaults in (("opt", opt_defaults), ("hyp", yaml_load(AUGMENT_DEFAULTS_YAML))):
         section = ckpt.get(name)
         saved = path.parent.parent / f"{name}.yaml"
         if not isinstance(section, dict) and saved.is_file():
@@ -146,9 +145,11 @@ def build_model(
     device: torch.device,
     backbone_weights: str | None = None,
     backbone_sha256: str | None = None,
+    backbone_ema: bool | None = None,
 ) -> nn.Module:
     """Model for training: from --cfg (or the checkpoint's own yaml), with --weights transferred by name+shape
-    and --backbone-weights loaded onto the ConvNeXt stages (backbone_sha256: the download's expected SHA-256)."""
+    and --backbone-weights loaded onto the ConvNeXt / Conv2Former stages (backbone_sha256: the download's expected
+    SHA-256; backbone_ema: which weights of a training file holding both, None = the EMA)."""
     cfg = resolve_cfg(cfg)
     ckpt = load_checkpoint(weights) if weights else None
     if cfg is None and ckpt is None:
@@ -163,7 +164,7 @@ def build_model(
             )
         transfer_state(model, record["state_dict"], str(weights))
     if backbone_weights:
-        load_backbone_weights(model, backbone_weights, sha256=backbone_sha256)
+        load_backbone_weights(model, backbone_weights, sha256=backbone_sha256, ema=backbone_ema)
     model.names = dict(names)
     model.nc = nc
     return model.to(device)
@@ -177,9 +178,7 @@ def prepare_data(data: Any, single_cls: bool, main: bool) -> dict[str, Any]:
     d = check_dataset(data)
     if main:
         barrier()
-    names = names_dict(d["names"])
-    d["names"] = {0: "item"} if single_cls else names
-    d["nc"] = 1 if single_cls else int(d.get("nc", len(names)))
+    d["names"], d["nc"] = class_names(d, single_cls)
     return d
 
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models.checkpoint import load_model, new_checkpoint, save_checkpoint, strip_optimizer
+from models.checkpoint import load_checkpoint_model, new_checkpoint, save_checkpoint, strip_optimizer
 from utils.core.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
 from utils.core.errors import UserError
 from utils.core.host_memory import keep_freed_memory
@@ -35,7 +35,7 @@ from utils.training.ema import ModelEMA
 from utils.training.loss import ComputeLoss
 from utils.training.optim import accumulate_steps, nominal_batch
 from utils.training.train_options import TrainOptions
-from utils.training.train_outputs import TrainOutputs
+from utils.training.train_outputs import METRIC_KEYS, TrainOutputs
 
 CLIP_NORM = 10.0
 NONFINITE_PATIENCE = 10  # with AMP, consecutive non-finite steps the GradScaler may skip before training stops
@@ -396,12 +396,11 @@ class Trainer:
         results, maps = self.results, self.maps
         if self.best.exists():
             LOGGER.info(f"\nValidating {self.best}...")
-            best_model = load_model(self.best, device=self.device)
+            best_model = load_checkpoint_model(self.best, device=self.device)
             # per-class rows at the end, like YOLOv5
             results, maps, _ = self._validate(plots=not self.opt.noplots, model=best_model, verbose=True)
         self.out.finish()
         LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
-        keys = ("precision", "recall", "mAP50", "mAP50-95", "val_box_loss", "val_obj_loss", "val_cls_loss")
         return {
             "save_dir": str(self.save_dir),
             "best": str(self.best) if self.best.exists() else None,
@@ -410,5 +409,5 @@ class Trainer:
             "best_fitness": float(self.best_fitness),
             "maps": [float(x) for x in maps],
             "samples_per_rank": self.samples_per_rank,
-            **{k: float(v) for k, v in zip(keys, results)},
+            **{k: float(v) for k, v in zip(METRIC_KEYS, results)},
         }
