@@ -46,6 +46,15 @@ def micro_cfg(nc: int = 2, version: int = 1, **convnext: Any) -> dict[str, Any]:
     return cfg
 
 
+def micro_c2f_cfg(**conv2former) -> dict:
+    """MICRO_CFG's head on a micro Conv2Former backbone (depths 1,1,1,1, dims 16..128, kernel 3)."""
+    cfg = deepcopy(MICRO_CFG)
+    del cfg["convnext"]
+    cfg["conv2former"] = {"kernel_size": 3, "depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128], **conv2former}
+    cfg["backbone"] = [[-1, 1, "Conv2Former_Block", [s]] for s in range(4)]
+    return cfg
+
+
 @pytest.fixture
 def micro_model_cfg() -> dict[str, Any]:
     """Micro ConvNeXt-V1 cfg dict with nc=2 (a fresh copy per test)."""

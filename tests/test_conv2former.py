@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from copy import deepcopy
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import yaml
 from models.common import Conv2Former_Block
 from models.sizes import CONV2FORMER_SIZES, layer_decay_ids, resolve_conv2former
 from models.yolo import Model
-from tests.fixtures_models import MICRO_CFG
+from tests.fixtures_models import micro_c2f_cfg
 from tests.reference_conv2former import (
     max_rel_diff,
     official_shapes,
@@ -41,15 +40,6 @@ OFFICIAL_BACKBONE_PARAMS = {
 }
 YAMLS = {size: ROOT / "models" / f"yolov5_Conv2Former-{size}.yaml" for size in OFFICIAL_BACKBONE_PARAMS}
 CUSTOM = {"kernel_size": 5, "depths": [1, 2, 1, 1], "dims": [16, 24, 32, 48]}  # a small custom size
-
-
-def micro_c2f_cfg(**conv2former) -> dict:
-    """MICRO_CFG's head on a micro Conv2Former backbone (depths 1,1,1,1, dims 16..128, kernel 3)."""
-    cfg = deepcopy(MICRO_CFG)
-    del cfg["convnext"]
-    cfg["conv2former"] = {"kernel_size": 3, "depths": [1, 1, 1, 1], "dims": [16, 32, 64, 128], **conv2former}
-    cfg["backbone"] = [[-1, 1, "Conv2Former_Block", [s]] for s in range(4)]
-    return cfg
 
 
 # ------------------------------------------------------------------------------------------------------------ tests
