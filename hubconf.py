@@ -55,7 +55,7 @@ from utils.core import log as _log  # noqa: E402
 from utils.inference import api as _api  # noqa: E402
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 _Device = str | int | torch.device | None  # None: CUDA device 0 when there is one, else the CPU
 
@@ -174,6 +174,29 @@ def _build(
     return _yolo.Model(cfg, ch=channels, nc=nc).to(_select(device))
 
 
+def _entry(
+    entry: str,
+    cfg: Callable[[], pathlib.Path],
+    nc: int | None,
+    classes: int | None,
+    channels: int,
+    pretrained: bool,
+    autoshape: bool,
+    device: _Device,
+    verbose: bool,
+    backbone_weights: str | pathlib.Path | None = None,
+) -> _yolo.Model:
+    """What every model entry does, quiet unless verbose: the yaml cfg() resolves to (its refusals first), built
+    untrained; backbone_weights copied onto the backbone when given; the model summary logged when verbose."""
+    with _quiet(verbose):
+        model = _build(entry, cfg(), _nc(entry, nc, classes), channels, pretrained, autoshape, device)
+        if backbone_weights is not None:
+            _pretrained.load_backbone_weights(model, backbone_weights)
+        if verbose:
+            model.info()
+        return model
+
+
 def _convnext_cfg(cfg: str | pathlib.Path | None, size: str | None, version: int | None) -> pathlib.Path:
     """cfg itself, or the shipped yaml for a ConvNeXt size and version (V1 tiny is models/yolov5_ConvNeXt.yaml)."""
     if cfg is not None:
@@ -210,25 +233,18 @@ def yolov5_convnext(
     yaml's class count; backbone_weights: an ImageNet ConvNeXt file (official / torchvision / timm keys) copied onto
     the backbone — an official name such as 'convnext_tiny_1k' is downloaded, a path never is.
     """
-    with _quiet(_verbose):
-        model = _build(
-            "yolov5_convnext",
-            _convnext_cfg(cfg, size, version),
-            _nc("yolov5_convnext", nc, classes),
-            channels,
-            pretrained,
-            autoshape,
-            device,
-        )
-        return _with_backbone(model, backbone_weights, _verbose)
-
-
-def _with_backbone(model: _yolo.Model, backbone_weights: str | pathlib.Path | None, verbose: bool) -> _yolo.Model:
-    if backbone_weights is not None:
-        _pretrained.load_backbone_weights(model, backbone_weights)
-    if verbose:
-        model.info()
-    return model
+    return _entry(
+        "yolov5_convnext",
+        lambda: _convnext_cfg(cfg, size, version),
+        nc,
+        classes,
+        channels,
+        pretrained,
+        autoshape,
+        device,
+        _verbose,
+        backbone_weights,
+    )
 
 
 def _conv2former_cfg(cfg: str | pathlib.Path | None, size: str | None) -> pathlib.Path:
@@ -266,95 +282,42 @@ def yolov5_conv2former(
     class count; backbone_weights: the path of an official Conv2Former ImageNet checkpoint (.pth.tar from the
     official repository; never downloaded), copied onto the backbone.
     """
-    with _quiet(_verbose):
-        entry = "yolov5_conv2former"
-        model = _build(
-            entry, _conv2former_cfg(cfg, size), _nc(entry, nc, classes), channels, pretrained, autoshape, device
-        )
-        return _with_backbone(model, backbone_weights, _verbose)
+    return _entry(
+        "yolov5_conv2former",
+        lambda: _conv2former_cfg(cfg, size),
+        nc,
+        classes,
+        channels,
+        pretrained,
+        autoshape,
+        device,
+        _verbose,
+        backbone_weights,
+    )
 
 
-def _yolov5(
-    size: str,
-    nc: int | None,
-    classes: int | None,
-    channels: int,
-    pretrained: bool,
-    autoshape: bool,
-    device: _Device,
-    verbose: bool,
-) -> _yolo.Model:
-    """An untrained YOLOv5 Model of models/yolov5<size>.yaml."""
-    entry = f"yolov5{size}"
-    with _quiet(verbose):
-        model = _build(
-            entry, _yolo.find_cfg(f"{entry}.yaml"), _nc(entry, nc, classes), channels, pretrained, autoshape, device
-        )
-        if verbose:
-            model.info()
-        return model
+def _yolov5_entry(size: str) -> Callable[..., _yolo.Model]:
+    """The hub entry yolov5<size>, with YOLOv5's keywords in YOLOv5's order (torch.hub lists it as a module
+    attribute; its name and docstring are what torch.hub.list / torch.hub.help show)."""
+    name = f"yolov5{size}"
+
+    def entry(
+        pretrained: bool = False,
+        channels: int = 3,
+        classes: int | None = None,
+        autoshape: bool = False,
+        _verbose: bool = True,
+        device: _Device = None,
+        nc: int | None = None,
+    ) -> _yolo.Model:
+        cfg = f"{name}.yaml"
+        return _entry(name, lambda: _yolo.find_cfg(cfg), nc, classes, channels, pretrained, autoshape, device, _verbose)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = (
+        f"Untrained YOLOv5{size} (models/{name}.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."
+    )
+    return entry
 
 
-def yolov5n(
-    pretrained: bool = False,
-    channels: int = 3,
-    classes: int | None = None,
-    autoshape: bool = False,
-    _verbose: bool = True,
-    device: _Device = None,
-    nc: int | None = None,
-) -> _yolo.Model:
-    """Untrained YOLOv5n (models/yolov5n.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
-    return _yolov5("n", nc, classes, channels, pretrained, autoshape, device, _verbose)
-
-
-def yolov5s(
-    pretrained: bool = False,
-    channels: int = 3,
-    classes: int | None = None,
-    autoshape: bool = False,
-    _verbose: bool = True,
-    device: _Device = None,
-    nc: int | None = None,
-) -> _yolo.Model:
-    """Untrained YOLOv5s (models/yolov5s.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
-    return _yolov5("s", nc, classes, channels, pretrained, autoshape, device, _verbose)
-
-
-def yolov5m(
-    pretrained: bool = False,
-    channels: int = 3,
-    classes: int | None = None,
-    autoshape: bool = False,
-    _verbose: bool = True,
-    device: _Device = None,
-    nc: int | None = None,
-) -> _yolo.Model:
-    """Untrained YOLOv5m (models/yolov5m.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
-    return _yolov5("m", nc, classes, channels, pretrained, autoshape, device, _verbose)
-
-
-def yolov5l(
-    pretrained: bool = False,
-    channels: int = 3,
-    classes: int | None = None,
-    autoshape: bool = False,
-    _verbose: bool = True,
-    device: _Device = None,
-    nc: int | None = None,
-) -> _yolo.Model:
-    """Untrained YOLOv5l (models/yolov5l.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
-    return _yolov5("l", nc, classes, channels, pretrained, autoshape, device, _verbose)
-
-
-def yolov5x(
-    pretrained: bool = False,
-    channels: int = 3,
-    classes: int | None = None,
-    autoshape: bool = False,
-    _verbose: bool = True,
-    device: _Device = None,
-    nc: int | None = None,
-) -> _yolo.Model:
-    """Untrained YOLOv5x (models/yolov5x.yaml); classes (YOLOv5's name) or nc sets the class count (default 80)."""
-    return _yolov5("x", nc, classes, channels, pretrained, autoshape, device, _verbose)
+yolov5n, yolov5s, yolov5m, yolov5l, yolov5x = (_yolov5_entry(size) for size in "nsmlx")

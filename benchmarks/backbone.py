@@ -13,7 +13,6 @@ Targets: both ratios <= 1.00.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -25,18 +24,12 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from benchmarks.common import alternating_ms
 from models.pretrained import load_backbone_weights
 from models.yolo import Model
 from utils.core.device import select_device
 from utils.core.errors import cli_main
 from utils.core.log import LOGGER
-from utils.core.timing import Profile
-
-
-def _time(fn, x: torch.Tensor, device: torch.device) -> float:
-    with Profile(device) as timer:
-        fn(x)
-    return timer.dt
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,20 +53,16 @@ def run(imgsz: int = 640, runs: int = 10, device: str = "cpu", threads: int = 0)
     ours = nn.Sequential(*model.model[: model.backbone_rows]).to(dev).eval()
     ref = tv.features.to(dev).eval()
     x = torch.rand(1, 3, imgsz, imgsz, device=dev)
-    t_ours, t_ref = [], []
     with torch.inference_mode():
         diff = float((ours(x) - ref(x)).abs().max())
         for _ in range(2):  # warm-up: allocator, oneDNN / cuDNN algorithm choice
             ours(x), ref(x)
-        for k in range(runs):  # alternate which goes first so that ordering effects cancel
-            pair = [(ours, t_ours), (ref, t_ref)]
-            for fn, times in pair if k % 2 == 0 else pair[::-1]:
-                times.append(_time(fn, x, dev))
+        ours_ms, ref_ms = alternating_ms(lambda: ours(x), lambda: ref(x), runs, dev)
     n_ours = sum(p.numel() for p in ours.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
     res = {
-        "ours_ms": 1e3 * statistics.median(t_ours),
-        "torchvision_ms": 1e3 * statistics.median(t_ref),
+        "ours_ms": ours_ms,
+        "torchvision_ms": ref_ms,
         "params_ours": n_ours,
         "params_torchvision": n_ref,
         "max_abs_diff": diff,

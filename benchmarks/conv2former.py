@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +28,13 @@ if str(ROOT) not in sys.path:
 import torch
 import torch.nn as nn
 
+from benchmarks.common import alternating_ms
 from models.pretrained import load_backbone_weights
 from models.sizes import resolve_conv2former
 from models.yolo import Model
 from tests.reference_conv2former import classifier_shapes, official_shapes, random_official_state, reference_stages
 from utils.core.errors import UserError, cli_main
 from utils.core.log import LOGGER
-from utils.core.timing import Profile
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 _REPO = "github.com/HVision-NKU/Conv2Former"
@@ -77,12 +76,6 @@ def functional_forward(sd: dict[str, torch.Tensor], depths: list[int], kernel_si
     return lambda x: reference_stages(sd, x, depths, kernel_size, dtype=torch.float32)[-1]
 
 
-def _time(fn: Forward, x: torch.Tensor) -> tuple[float, torch.Tensor]:
-    with Profile() as timer:
-        y = fn(x)
-    return timer.dt, y
-
-
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--official", type=Path, help=f"a clone of {_REPO}: compare with its model (needs timm)")
@@ -114,17 +107,13 @@ def run(
     ref = official_forward(official, sd) if official else functional_forward(sd, depths, k)
     x = torch.randn(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(1))
     x_ours = x.contiguous(memory_format=fmt)
-    t_ours, t_ref = [], []
     with torch.inference_mode():
-        (_, y_ours), (_, y_ref) = _time(ours, x_ours), _time(ref, x)  # warm-up: allocator, oneDNN primitives
-        for r in range(runs):  # ours, ref, ref, ours, ...: ordering effects cancel
-            pair = [(ours, x_ours, t_ours), (ref, x, t_ref)]
-            for fn, inp, times in pair if r % 2 == 0 else pair[::-1]:
-                times.append(_time(fn, inp)[0])
+        y_ours, y_ref = ours(x_ours), ref(x)  # warm-up: allocator, oneDNN primitives
+        ours_ms, ref_ms = alternating_ms(lambda: ours(x_ours), lambda: ref(x), runs)
     res: dict[str, float | str] = {
         "reference": name,
-        "ours_ms": 1e3 * statistics.median(t_ours),
-        "reference_ms": 1e3 * statistics.median(t_ref),
+        "ours_ms": ours_ms,
+        "reference_ms": ref_ms,
         "max_abs_diff": float((y_ours.float() - y_ref.float()).abs().max()),
         "p5_max_abs": float(y_ref.abs().max()),
     }

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from benchmarks.reference import CanvasMosaicDataset
+from benchmarks.vs_yolov5 import loader_images_per_s
 from data.scripts.make_shapes import generate_shapes
 from utils.core.files import yaml_load
 from utils.dataloaders.dataset import LoadImagesAndLabels, create_dataloader, find_images
@@ -49,13 +50,7 @@ def loader_rate(source: Path, a: argparse.Namespace, variant: str) -> float:
         loader, _ = create_dataloader(
             source, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers, shuffle=True, seed=0
         )
-        for _ in loader:  # warm-up epoch: worker start-up and first reads are not what we measure
-            pass
-        t0, n = time.perf_counter(), 0
-        for _ in range(a.epochs):
-            for imgs, *_ in loader:
-                n += len(imgs)
-        return n / (time.perf_counter() - t0)
+        return loader_images_per_s(loader, a.epochs)  # as vs_yolov5.py measures both repos' loaders
     finally:
         LoadImagesAndLabels._reduce_factor, LoadImagesAndLabels._one_step_mosaic = full_decode, one_step
 

@@ -23,21 +23,13 @@ import torch
 
 from models.yolo import Model
 from utils.core.device import select_device
+from utils.core.files import yaml_load
 from utils.core.timing import Profile
 from utils.training.loss import ComputeLoss, scale_loss_gains
 from utils.training.optim import build_optimizer
 
 CONFIGS = {"yolov5s": "yolov5s.yaml", "ConvNeXt-T": "yolov5_ConvNeXt.yaml"}
-HYP = {
-    "box": 0.05,
-    "cls": 0.5,
-    "cls_pw": 1.0,
-    "obj": 1.0,
-    "obj_pw": 1.0,
-    "anchor_t": 4.0,
-    "fl_gamma": 0.0,
-    "label_smoothing": 0.0,
-}
+HYP = yaml_load(ROOT / "data" / "hyps" / "hyp.scratch-low.yaml")  # YOLOv5's default recipe: the loss gains
 
 
 def make_setup(cfg: str, imgsz: int, device: torch.device) -> tuple:

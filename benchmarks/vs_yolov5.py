@@ -29,22 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("loader", "step", "infer", "epoch")
 UNITS = {"loader": "images/s", "step": "images/s", "infer": "images/s", "epoch": "s/epoch"}
-HYP = {
-    "box": 0.05,
-    "cls": 0.5,
-    "cls_pw": 1.0,
-    "obj": 1.0,
-    "obj_pw": 1.0,
-    "anchor_t": 4.0,
-    "fl_gamma": 0.0,
-    "label_smoothing": 0.0,
-}  # loss gains for the step (the time does not depend on them)
 
 
 # ------------------------------------------------------------------------------------------------ child side
@@ -55,8 +46,8 @@ def _side(name: str, root: Path) -> SimpleNamespace:
     if name == "yolov5":  # each side's train.py optimizer and EMA, so the step is the step its train.py runs
         from models.yolo import Model
         from utils.dataloaders import create_dataloader
+        from utils.loss import ComputeLoss
         from utils.torch_utils import ModelEMA, smart_optimizer
-        from utils.training.loss import ComputeLoss
 
         sgd = lambda m: smart_optimizer(m, "SGD", 0.01, 0.937, 5e-4)  # noqa: E731
         nhwc = False  # yolov5's train.py keeps PyTorch's default NCHW layout
@@ -86,21 +77,32 @@ def _side(name: str, root: Path) -> SimpleNamespace:
     )
 
 
-def measure_loader(api: SimpleNamespace, a: argparse.Namespace) -> float:
-    """Images/s of the augmenting loader over --epochs epochs after one warm-up epoch (workers, label cache)."""
+def _hyp(api: SimpleNamespace) -> dict:
+    """The repo's own hyp.scratch-low.yaml (augmentation for the loader, loss gains for the step)."""
     import yaml
 
-    hyp = yaml.safe_load(api.hyp.read_text())
-    loader, _ = api.create_dataloader(
-        a.data, a.imgsz, a.batch, 32, hyp=hyp, augment=True, workers=a.workers, shuffle=True, seed=0
-    )
+    return yaml.safe_load(api.hyp.read_text())
+
+
+def loader_images_per_s(loader: Iterable, epochs: int) -> float:
+    """Images/s of a training loader over `epochs` epochs after one untimed epoch (worker start-up, first reads,
+    label cache). Standard library only, so that benchmarks/dataloader.py measures its loaders with it too (this
+    module cannot import a shared one: its yolov5 child has only the clone on sys.path)."""
     for _ in loader:
         pass
     t0, n = time.perf_counter(), 0
-    for _ in range(a.epochs):
+    for _ in range(epochs):
         for imgs, *_ in loader:
             n += len(imgs)
     return n / (time.perf_counter() - t0)
+
+
+def measure_loader(api: SimpleNamespace, a: argparse.Namespace) -> float:
+    """Images/s of the augmenting loader over --epochs epochs after one warm-up epoch (workers, label cache)."""
+    loader, _ = api.create_dataloader(
+        a.data, a.imgsz, a.batch, 32, hyp=_hyp(api), augment=True, workers=a.workers, shuffle=True, seed=0
+    )
+    return loader_images_per_s(loader, a.epochs)
 
 
 def _random_batch(batch: int, imgsz: int) -> tuple:
@@ -125,7 +127,7 @@ def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
 
     fmt = torch.channels_last if api.nhwc and not a.nchw else torch.contiguous_format
     model = api.Model(str(api.cfg), nc=80).to(memory_format=fmt).train()
-    model.hyp = dict(HYP)
+    model.hyp = _hyp(api)  # loss gains as each train.py starts from (the time does not depend on them)
     loss_fn, opt, ema = api.ComputeLoss(model), api.sgd(model), api.EMA(model)
     imgs, targets = _random_batch(a.step_batch, a.step_imgsz)
     imgs = imgs.contiguous(memory_format=fmt)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from models.classifier import ClassificationModel
 from models.yolo import Model
 from models.yolov5_ckpt import is_torch_zip, load_yolov5
 from utils.core.errors import UserError, first_line
@@ -46,13 +47,25 @@ def model_record(model: nn.Module, half: bool = False) -> dict[str, Any]:
     }
 
 
-def model_from_record(rec: dict[str, Any]) -> Model:
-    """Rebuild a float32 Model from model_record() output."""
-    model = Model(deepcopy(rec["yaml"]), nc=rec["nc"])
+def model_from_record(rec: dict[str, Any]) -> Model | ClassificationModel:
+    """Rebuild a float32 Model from model_record() output (a ClassificationModel when the yaml says task: classify)."""
+    build = ClassificationModel if rec["yaml"].get("task") == "classify" else Model
+    model = build(deepcopy(rec["yaml"]), nc=rec["nc"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in rec["state_dict"].items()}
     model.load_state_dict(state, strict=True)
     model.names = names_dict(rec.get("names")) or {i: str(i) for i in range(rec["nc"])}
     return model
+
+
+def checkpoint_record(ckpt: Any, where: str, ema: bool | None = None) -> dict[str, Any] | None:
+    """The model record of a loaded checkpoint of this project (its EMA unless ema is False; ema True requires one),
+    or None when ckpt is anything else (an ImageNet state dict, a timm training file)."""
+    rec = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(rec, dict) or not all(k in rec for k in _RECORD_KEYS):
+        return None
+    if ema is True and not ckpt.get("ema"):
+        raise UserError(f"{where} holds no EMA weights (its 'ema' entry is empty) — drop ema=True / --backbone-ema")
+    return rec if ema is False or not ckpt.get("ema") else ckpt["ema"]
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:

@@ -7,7 +7,7 @@ always the input channel count c1 (except Concat / Upsample which need none).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -210,17 +210,70 @@ def drop_path_rates(depths: Sequence[int], rate: float) -> list[float]:
     return [rate * k / (total - 1) if total > 1 else 0.0 for k in range(total)]
 
 
-class ConvNeXt_Block(nn.Module):
-    """One ConvNeXt stage: its own downsample layer (the stem for stage 0) followed by its own blocks.
+def convnext_stem(c1: int, dim: int) -> nn.Sequential:
+    """ConvNeXt stem (stride 4): 4x4 stride-4 patchify conv + channels-first LayerNorm."""
+    return nn.Sequential(
+        nn.Conv2d(c1, dim, kernel_size=4, stride=4), LayerNorm(dim, eps=1e-6, data_format="channels_first")
+    )
 
-    Args:
+
+class BackboneStage(nn.Module):
+    """One backbone stage, the bookkeeping ConvNeXt_Block and Conv2Former_Block share: its own downsample layer
+    (`stem(c1, dim)` for stage 0, channels-first LayerNorm + 2x2 stride-2 conv after) followed by depths[stage] blocks
+    `block(dim, rate)`; conv / linear weights get both families' official init. The names `stage`, `downsample`,
+    `blocks` are what checkpoints, the weight loaders and layer decay (models/sizes.py) read.
+
+    Args (the first four and drop_path are every stage row's):
         c1: input channels (image channels for stage 0, dims[stage - 1] otherwise).
         stage: 0..3.
         depths, dims: the whole network's depths / dims (needed for the global drop-path offset).
         drop_path: the network-wide drop-path rate (each block's rate follows the global linear rule).
-        layer_scale_init: V1 layer scale init value (ignored for V2).
-        version: 1 or 2.
     Output channels = dims[stage].
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        stage: int,
+        depths: Sequence[int],
+        dims: Sequence[int],
+        drop_path: float,
+        stem: Callable[[int, int], nn.Module],
+        block: Callable[[int, float], nn.Module],
+    ) -> None:
+        super().__init__()
+        self.stage = int(stage)
+        dim = dims[stage]
+        if stage == 0:
+            self.downsample = stem(c1, dim)
+        else:
+            self.downsample = nn.Sequential(
+                LayerNorm(c1, eps=1e-6, data_format="channels_first"), nn.Conv2d(c1, dim, kernel_size=2, stride=2)
+            )
+        start = sum(depths[:stage])  # global index of this stage's first block
+        rates = drop_path_rates(depths, drop_path)[start : start + depths[stage]]
+        self.blocks = nn.Sequential(*(block(dim, r) for r in rates))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # ConvNeXt's and Conv2Former's init: trunc-normal(0.02) on conv / linear weights, zero bias; norms keep theirs.
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class ConvNeXt_Block(BackboneStage):
+    """One ConvNeXt stage (BackboneStage: c1, stage, depths, dims, drop_path): the ConvNeXt stem for stage 0, then
+    ConvNeXt Blocks.
+
+    Args:
+        layer_scale_init: V1 layer scale init value (ignored for V2).
+        version: 1 or 2 (V2: GRN, no layer scale).
     """
 
     def __init__(
@@ -233,33 +286,10 @@ class ConvNeXt_Block(nn.Module):
         layer_scale_init: float = 1e-6,
         version: int = 1,
     ) -> None:
-        super().__init__()
-        self.stage, self.version = int(stage), int(version)
-        dim = dims[stage]
-        if stage == 0:  # stem: 4x4 stride-4 patchify conv + LayerNorm
-            self.downsample = nn.Sequential(
-                nn.Conv2d(c1, dim, kernel_size=4, stride=4), LayerNorm(dim, eps=1e-6, data_format="channels_first")
-            )
-        else:  # LayerNorm + 2x2 stride-2 conv
-            self.downsample = nn.Sequential(
-                LayerNorm(c1, eps=1e-6, data_format="channels_first"), nn.Conv2d(c1, dim, kernel_size=2, stride=2)
-            )
-        start = sum(depths[:stage])  # global index of this stage's first block
-        rates = drop_path_rates(depths, drop_path)[start : start + depths[stage]]
-        v2 = self.version == 2  # V2: GRN, no layer scale
-        self.blocks = nn.Sequential(*(Block(dim, r, 0.0 if v2 else layer_scale_init, grn=v2) for r in rates))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # ConvNeXt init: trunc-normal(0.02) on conv / linear weights, zero bias.
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
+        v2 = int(version) == 2
+        scale = 0.0 if v2 else layer_scale_init
+        super().__init__(c1, stage, depths, dims, drop_path, convnext_stem, lambda dim, r: Block(dim, r, scale, grn=v2))
+        self.version = int(version)
 
 
 # -------------------------------------------------------------------------------------------------------- Conv2Former
@@ -340,18 +370,14 @@ def conv2former_stem(c1: int, dim: int) -> nn.Sequential:
     )
 
 
-class Conv2Former_Block(nn.Module):
-    """One Conv2Former stage: its own downsample layer (the stem for stage 0) followed by its own blocks.
+class Conv2Former_Block(BackboneStage):
+    """One Conv2Former stage (BackboneStage: c1, stage, depths, dims, drop_path): the official stem for stage 0, then
+    Conv2FormerLayers.
 
     Args:
-        c1: input channels (image channels for stage 0, dims[stage - 1] otherwise).
-        stage: 0..3.
-        depths, dims: the whole network's depths / dims (needed for the global drop-path offset).
         kernel_size: the depthwise kernel of the modulation (7 or 11 in the official sizes).
-        drop_path: the network-wide drop-path rate (each block's rate follows the global linear rule).
         layer_scale_init: initial value of both layer scales.
         mlp_ratio: MLP expansion (4 in every official size).
-    Output channels = dims[stage].
     """
 
     def __init__(
@@ -365,29 +391,83 @@ class Conv2Former_Block(nn.Module):
         layer_scale_init: float = 1e-6,
         mlp_ratio: int = 4,
     ) -> None:
-        super().__init__()
-        self.stage, self.kernel_size = int(stage), int(kernel_size)
-        dim = dims[stage]
-        if stage == 0:
-            self.downsample = conv2former_stem(c1, dim)
-        else:  # LayerNorm + 2x2 stride-2 conv, as ConvNeXt
-            self.downsample = nn.Sequential(
-                LayerNorm(c1, eps=1e-6, data_format="channels_first"), nn.Conv2d(c1, dim, kernel_size=2, stride=2)
-            )
-        start = sum(depths[:stage])  # global index of this stage's first block
-        rates = drop_path_rates(depths, drop_path)[start : start + depths[stage]]
-        self.blocks = nn.Sequential(
-            *(Conv2FormerLayer(dim, self.kernel_size, r, layer_scale_init, mlp_ratio) for r in rates)
-        )
-        self.apply(self._init_weights)
+        k = int(kernel_size)
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # Official init: trunc-normal(0.02) on conv weights, zero bias; norms keep their defaults.
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        def layer(dim: int, rate: float) -> Conv2FormerLayer:
+            return Conv2FormerLayer(dim, k, rate, layer_scale_init, mlp_ratio)
+
+        super().__init__(c1, stage, depths, dims, drop_path, conv2former_stem, layer)
+        self.kernel_size = k
+
+
+# --------------------------------------------------------------------------------------------------- classifier heads
+# The last row of a classifier yaml (models/classifier.py): [-1, 1, <head>, [nc]] or [nc, dropout]. Submodule names
+# are the official ones, so a checkpoint's classifier maps onto the row by a prefix change. `fc` names the one layer
+# whose shape depends on the class count; reset_classifier() draws it afresh (a checkpoint with another class count).
+def _init_linear(m: nn.Module) -> None:
+    # the official ConvNeXt / Conv2Former init: trunc-normal(0.02) weights, zero bias
+    nn.init.trunc_normal_(m.weight, std=0.02)
+    nn.init.zeros_(m.bias)
+
+
+class ConvNeXtHead(nn.Module):
+    """ConvNeXt V1 and V2 classifier (official `norm`, `head`): global average pool -> LayerNorm (eps 1e-6) ->
+    dropout -> Linear(c1, nc)."""
+
+    fc = "head"
+
+    def __init__(self, c1: int, nc: int = 1000, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = LayerNorm(c1, eps=1e-6)  # channels-last: it normalises the pooled (N, C)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(c1, nc)
+        self.reset_classifier()
+
+    def reset_classifier(self) -> None:
+        _init_linear(self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
+        return self.head(self.drop(self.norm(x.mean((-2, -1)))))
+
+
+class Conv2FormerHead(nn.Module):
+    """Conv2Former classifier (official `head`, `pred`): Conv 1x1 c1 -> 1280, GELU, channels-first LayerNorm ->
+    global average pool -> dropout -> Linear(1280, nc)."""
+
+    fc = "pred"
+
+    def __init__(self, c1: int, nc: int = 1000, dropout: float = 0.0, hidden: int = 1280) -> None:
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Conv2d(c1, hidden, 1), nn.GELU(), LayerNorm(hidden, eps=1e-6, data_format="channels_first")
+        )
+        self.drop = nn.Dropout(dropout)
+        self.pred = nn.Linear(hidden, nc)
+        _init_linear(self.head[0])
+        self.reset_classifier()
+
+    def reset_classifier(self) -> None:
+        _init_linear(self.pred)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pred(self.drop(self.head(x).mean((-2, -1))))
+
+
+class Classify(nn.Module):
+    """YOLOv5's classifier head (its yolov5*-cls models): Conv 1x1 c1 -> 1280 (+ BN + SiLU) -> global average pool ->
+    dropout -> Linear(1280, nc)."""
+
+    fc = "linear"
+
+    def __init__(self, c1: int, nc: int = 1000, dropout: float = 0.0, hidden: int = 1280) -> None:
+        super().__init__()
+        self.conv = Conv(c1, hidden, 1, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(dropout)
+        self.linear = nn.Linear(hidden, nc)
+
+    def reset_classifier(self) -> None:
+        self.linear.reset_parameters()  # PyTorch's default init, as YOLOv5's Classify keeps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.drop(self.pool(self.conv(x)).flatten(1)))

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.checkpoint import checkpoint_record
+from models.classifier import load_backbone_rows
 from models.common import ConvNeXt_Block
 from models.conv2former_weights import (
     TRAINING_FILE_GLOBALS,
@@ -148,17 +150,26 @@ def _load_file(path: Path) -> tuple[Any, str]:
     return _torch_load(path), ""
 
 
-def _read_source(
-    source: Any, sha256: str | None = None, ema: bool | None = None
-) -> tuple[dict[str, torch.Tensor], str, str, str]:
-    """A flat state dict, a display name, the format when its keys cannot tell it ("paddle", else "") and the entry
-    it came from (_unwrap) from a path, an official name or an (optionally wrapped) dict."""
+@dataclass
+class Weights:
+    """A weights source, read once: a flat state dict with what its keys cannot tell, or (a checkpoint of this project)
+    its model record."""
+
+    where: str  # the display name: path, URL or "state dict"
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    fmt: str = ""  # the format when the keys cannot tell it ("paddle"), else ""
+    entry: str = ""  # the training file's entry it came from (_unwrap; "ema" / "model" for a record)
+    record: dict[str, Any] | None = None  # a checkpoint of ours: models.checkpoint.model_record output
+
+
+def read_weights(source: Any, sha256: str | None = None, ema: bool | None = None) -> Weights:
+    """Read a path, an official name or an (optionally wrapped) dict: a flat state dict, or the model record of a
+    checkpoint of ours (its EMA unless ema is False)."""
     fmt = ""
     if isinstance(source, dict):
         if sha256:
             LOGGER.warning("WARNING ⚠️ a SHA-256 was given for an in-memory state dict: nothing to check")
-        sd, entry = _unwrap(source, "state dict", ema)
-        return sd, "state dict", fmt, entry
+        return _weights_of(source, "state dict", fmt, ema)
     path = Path(source)
     if path.is_file():
         if sha256 and (got := file_sha256(path)) != sha256:
@@ -169,8 +180,14 @@ def _read_source(
         obj = _download_official(where, sha256)
     if not isinstance(obj, dict):
         raise UserError(f"{where} holds a {type(obj).__name__}, not a state dict — pass ConvNeXt ImageNet weights")
+    return _weights_of(obj, where, fmt, ema)
+
+
+def _weights_of(obj: dict, where: str, fmt: str, ema: bool | None) -> Weights:
+    if (record := checkpoint_record(obj, where, ema)) is not None:
+        return Weights(where=where, entry="ema" if record is obj.get("ema") else "model", record=record)
     sd, entry = _unwrap(obj, where, ema)
-    return sd, where, fmt, entry
+    return Weights(where=where, state=sd, fmt=fmt, entry=entry)
 
 
 def _download_official(url: str, sha256: str | None) -> Any:
@@ -427,11 +444,28 @@ def load_backbone_weights(
     cache, torch.hub.get_dir()/checkpoints; Conv2Former files have no names: a path only). sha256: the file's expected
     SHA-256, checked on files and downloads. ema: for a training file holding weights and their EMA (timm's
     state_dict / state_dict_ema, ConvNeXt's model / model_ema): None takes the EMA, True requires it, False takes
-    the other. Refuses (UserError, model untouched) unreadable files, unknown key formats and family / size /
-    version / kernel mismatches.
+    the other. A classifier checkpoint of ours (classify/train.py) gives its backbone rows to a detector of the same
+    family and size (models.classifier.load_backbone_rows). Refuses (UserError, model untouched) unreadable files,
+    unknown key formats, detection checkpoints and family / size / version / kernel mismatches.
     """
     check_source_is_file(source, model)
-    sd, where, fmt, entry = _read_source(source, normalise_sha256(sha256, "--backbone-sha256"), ema)
+    w = read_weights(source, normalise_sha256(sha256, "--backbone-sha256"), ema)
+    if w.record is None:
+        return load_backbone_state(model, w)
+    if w.record["yaml"].get("task") != "classify":
+        raise UserError(
+            f"{w.where} is a detection checkpoint of this project, not backbone weights — pass it to --weights "
+            f"(weights transfer by name and shape)"
+        )
+    report = LoadReport(source=w.where, format="classifier checkpoint", entry=w.entry)
+    report.loaded, report.skipped, report.missing = load_backbone_rows(model, w.record, w.where)
+    return _log(report)
+
+
+def load_backbone_state(model: nn.Module, w: Weights) -> LoadReport:
+    """Copy the ImageNet ConvNeXt or Conv2Former state dict read by read_weights onto the model's backbone stages
+    (load_backbone_weights' checks); returns the LoadReport, logged."""
+    sd, where, fmt, entry = w.state, w.where, w.fmt, w.entry
     if conv2former_rows(model) or is_conv2former_state(sd):
         return _log(_load_conv2former(model, sd, where, fmt, entry))
     canon, skipped, fmt = to_canonical(sd, where, fmt)

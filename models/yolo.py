@@ -17,7 +17,19 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.common import C3, SPPF, Bottleneck, Concat, Conv, Conv2Former_Block, ConvNeXt_Block, DWConv
+from models.common import (
+    C3,
+    SPPF,
+    Bottleneck,
+    Classify,
+    Concat,
+    Conv,
+    Conv2Former_Block,
+    Conv2FormerHead,
+    ConvNeXt_Block,
+    ConvNeXtHead,
+    DWConv,
+)
 from models.sizes import STAGE_MODULES, resolve_conv2former, resolve_convnext
 from utils.core.device import select_device
 from utils.core.errors import UserError, cli_main
@@ -118,7 +130,11 @@ MODULES: dict[str, type[nn.Module]] = {
     "Detect": Detect,
     "ConvNeXt_Block": ConvNeXt_Block,
     "Conv2Former_Block": Conv2Former_Block,
+    "ConvNeXtHead": ConvNeXtHead,
+    "Conv2FormerHead": Conv2FormerHead,
+    "Classify": Classify,
 }
+CLASSIFIER_HEADS = (ConvNeXtHead, Conv2FormerHead, Classify)  # the last row of a classifier (task: classify)
 # backbone stage module -> (its top-level yaml key, an example size) — the key holds depths / dims for its rows
 _STAGE_KEYS: dict[type[nn.Module], tuple[str, str]] = {
     ConvNeXt_Block: ("convnext", "tiny"),
@@ -161,7 +177,7 @@ def _check_from(f: Any, i: int, row: Any, err: _RowError) -> list[int]:
 
 def _resolve_args(args: list, d: dict) -> list:
     """yaml names -> values: 'nc' and 'anchors' from the yaml, 'None' -> None; other strings stay (e.g. 'nearest')."""
-    table = {"nc": d["nc"], "anchors": d["anchors"], "None": None}
+    table = {"nc": d["nc"], "anchors": d.get("anchors"), "None": None}  # classifiers have no anchors
     return [table.get(a, a) if isinstance(a, str) else a for a in args]
 
 
@@ -202,19 +218,30 @@ def _backbone_specs(d: dict, where: str) -> dict[type[nn.Module], dict | None]:
 
 
 def parse_model(
-    d: dict, ch: int, where: str = "model yaml", verbose: bool = True
+    d: dict, ch: int, where: str = "model yaml", verbose: bool = True, task: str = "detect"
 ) -> tuple[nn.Sequential, list[int], int]:
-    """Build layers from a model dict; returns (Sequential, save list, number of backbone rows)."""
+    """Build layers from a model dict; returns (Sequential, save list, number of backbone rows).
+
+    task "detect" (Model): the last row is Detect and `anchors` is required. task "classify" (models/classifier.py
+    ClassificationModel): the last row is a classifier head (CLASSIFIER_HEADS) and there are no anchors."""
     err = _RowError(where)
+    if d.get("task", task) != task:  # e.g. a classifier checkpoint's yaml handed to the detection Model
+        builder = "models.classifier.ClassificationModel" if d["task"] == "classify" else "models.yolo.Model"
+        raise UserError(
+            f"{where}: a '{d['task']}' model (yaml task: {d['task']}) cannot be built as '{task}' — use {builder}"
+        )
     for key in ("backbone", "head"):
         if not isinstance(d.get(key), list) or not d[key]:
             raise UserError(f"{where}: missing or empty '{key}' section — a model yaml needs backbone and head lists")
-    if "nc" not in d or "anchors" not in d:
+    detect = task == "detect"
+    if "nc" not in d or (detect and "anchors" not in d):
         raise UserError(f"{where}: missing '{'nc' if 'nc' not in d else 'anchors'}' — add it at the top level")
     gd, gw = float(d.get("depth_multiple", 1.0)), float(d.get("width_multiple", 1.0))
     specs = _backbone_specs(d, where)
-    na = len(d["anchors"][0]) // 2 if isinstance(d["anchors"], list) else int(d["anchors"])
-    no = na * (d["nc"] + 5)
+    no = None  # Detect's output channels (a conv row with exactly that many channels is not width-scaled)
+    if detect:
+        na = len(d["anchors"][0]) // 2 if isinstance(d["anchors"], list) else int(d["anchors"])
+        no = na * (d["nc"] + 5)
     if verbose:
         LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, chs, stages_seen = [], [], [], 0
@@ -249,15 +276,23 @@ def parse_model(
         save.extend(a for j, a in zip(f if isinstance(f, list) else [f], src) if j != -1 and a >= 0)
         layers.append(m_)
         chs.append(c2)
-    if not isinstance(layers[-1], Detect):
+    if detect and not isinstance(layers[-1], Detect):
         raise err(len(layers) - 1, d["head"][-1], "the last head row must be Detect")
+    if not detect and not isinstance(layers[-1], CLASSIFIER_HEADS):
+        heads = ", ".join(h.__name__ for h in CLASSIFIER_HEADS)
+        raise err(len(layers) - 1, d["head"][-1], f"the last head row of a classifier must be one of {heads}")
     return nn.Sequential(*layers), sorted(set(save)), len(d["backbone"])
 
 
 def _head_args(
-    m: type, args: list, cin: list[int], n_: int, gw: float, no: int, i: int, row: Any, err: _RowError
+    m: type, args: list, cin: list[int], n_: int, gw: float, no: int | None, i: int, row: Any, err: _RowError
 ) -> tuple[list, int]:
-    """Constructor args and output channels for YOLOv5 rows (width multiple on c2, C3 repeats inserted)."""
+    """Constructor args and output channels for YOLOv5 rows (width multiple on c2, C3 repeats inserted) and
+    classifier heads ([nc] or [nc, dropout]: the class count is never width-scaled)."""
+    if m in CLASSIFIER_HEADS:
+        if not args or not isinstance(args[0], int) or isinstance(args[0], bool) or args[0] < 1:
+            raise err(i, row, f"{m.__name__} args must be [nc] or [nc, dropout] — e.g. [-1, 1, {m.__name__}, [nc]]")
+        return [cin[0], *args], args[0]
     if m in _CHANNEL_MODULES:
         if not args or not isinstance(args[0], int):
             raise err(i, row, "first arg must be the output channel count (an int)")
@@ -317,7 +352,7 @@ def find_cfg(cfg: str | Path, flag: str = "") -> Path:
     raise UserError(f"{where}: model yaml not found — pass a path or one of models/: {found}")
 
 
-def _load_cfg(cfg: str | Path | dict) -> tuple[dict, str]:
+def load_cfg(cfg: str | Path | dict) -> tuple[dict, str]:
     """A model dict and a name for messages from a yaml path, a bare name under models/, or a dict."""
     if isinstance(cfg, dict):
         return deepcopy(cfg), str(cfg.get("yaml_file", "model dict"))
@@ -345,7 +380,7 @@ class Model(nn.Module):
         verbose: bool = False,
     ) -> None:
         super().__init__()
-        self.yaml, where = _load_cfg(cfg)
+        self.yaml, where = load_cfg(cfg)
         self.yaml["ch"] = self.yaml.get("ch", ch) if ch is None else ch
         if nc is not None and nc != self.yaml.get("nc"):
             if "nc" in self.yaml:
@@ -362,7 +397,7 @@ class Model(nn.Module):
         self.names = names if len(names) == self.nc else {i: str(i) for i in range(self.nc)}
         self._init_strides_and_anchors()
         self._initialize_biases()
-        _initialize_weights(self)
+        initialize_weights(self)
 
     @torch.no_grad()
     def _init_strides_and_anchors(self, s: int = 256) -> None:
@@ -448,7 +483,7 @@ def model_gflops(model: Model, imgsz: int | list[int] = 640) -> float:
     return counter.get_total_flops() / 1e9 * (h / s) * (w / s)
 
 
-def _initialize_weights(model: nn.Module) -> None:
+def initialize_weights(model: nn.Module) -> None:
     """YOLOv5 BatchNorm settings (eps 1e-3, momentum 0.03) and in-place activations.
 
     The Conv2Former stem's BatchNorms keep PyTorch's defaults (eps 1e-5, as in the official model): its ImageNet

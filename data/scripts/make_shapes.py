@@ -7,6 +7,7 @@ textured low-saturation backgrounds (gradient + blotches + noise + lines) and a 
 Usage:
     python data/scripts/make_shapes.py --out datasets/shapes
     python data/scripts/make_shapes.py --samples 3      # detect.py's demo images, data/images/shapes_<k>.jpg
+    python data/scripts/make_shapes.py --cls            # the classification set, datasets/shapes-cls/
     from data.scripts.make_shapes import generate_shapes; generate_shapes(Path("datasets/shapes"))
 """
 
@@ -47,6 +48,9 @@ SAMPLE_STREAM = len(SPLITS)  # samples draw from their own random stream: never 
 SAMPLE_MIN_OBJECTS = 3  # a demo image shows several objects, none touching another's box (see _demo_scene)
 SAMPLE_TRIES = 2000  # drawn scenes per sample before giving up (at 256 px about 1 in 4 qualifies)
 SAMPLE_QUALITY = 80  # below the dataset's 90: a committed 256 px sample is ~8-12 KB instead of ~17
+CLS_DIR = ROOT / "datasets" / "shapes-cls"  # the classification set (data/shapes-cls.yaml)
+CLS_STREAM = SAMPLE_STREAM + 1  # its own random streams: no image shared with the detection set or the samples
+CLS_EXTENT = (0.35, 0.9)  # the object's extent as a share of the image side (a crop around one object)
 
 
 def _background(rng: np.random.Generator, s: int) -> np.ndarray:
@@ -198,6 +202,56 @@ def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgs
     return root
 
 
+def draw_crop(rng: np.random.Generator, cls: int, s: int) -> np.ndarray:
+    """One s x s BGR image of a single object of class cls on a textured background, like a crop around one object
+    of the detection set. Its colour is the hue of a random class, so only the shape tells the classes apart."""
+    img = _background(rng, s).astype(np.float32)
+    m = _shape_mask(rng, cls, int(round(s * rng.uniform(*CLS_EXTENT))), s).astype(bool)
+    img[m] = _colour(rng, int(rng.integers(0, len(NAMES))))
+    img += rng.normal(0, 4, img.shape)  # light noise on the object too, as in draw_image
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _write_cls_all(root: Path, n_train: int, n_val: int, s: int, seed: int) -> None:
+    """root/<split>/<class>/<id>.jpg; image i of a split shows class i mod 3 (classes within one image of each
+    other in size), drawn from its own stream (seed, CLS_STREAM, split, i)."""
+    for split, n in zip(SPLITS, (n_train, n_val)):
+        for name in NAMES.values():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            cls = i % len(NAMES)
+            img = draw_crop(np.random.default_rng([seed, CLS_STREAM, SPLITS.index(split), i]), cls, s)
+            cv2.imwrite(str(root / split / NAMES[cls] / f"{i:06d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+
+
+def generate_shapes_cls(
+    root: str | Path = CLS_DIR, n_train: int = 300, n_val: int = 90, imgsz: int = 64, seed: int = 0
+) -> Path:  # defaults: 100 + 30 images per class, generated in about a second
+    """Generate the shapes classification dataset under root (train/<class>/*.jpg, val/<class>/*.jpg); returns root.
+
+    n_train / n_val count images over all classes (split evenly). Same arguments -> byte-identical files. Into a
+    missing or empty root the data is written in a sibling temp folder and renamed at the end (atomic_target), so
+    an interrupted run never leaves a half dataset that looks complete."""
+    root = Path(root).resolve()
+    nc = len(NAMES)
+    if imgsz < 32 or n_train < nc or n_val < nc:
+        raise UserError(
+            f"generate_shapes_cls: imgsz={imgsz} n_train={n_train} n_val={n_val} — use imgsz >= 32 and at least "
+            f"{nc} images per split (one per class)"
+        )
+    t0 = time.time()
+    if root.is_dir() and any(root.iterdir()):
+        _write_cls_all(root, n_train, n_val, imgsz, seed)  # existing content: write our files in place
+    else:
+        with atomic_target(root, folder=True) as tmp:  # renamed into place only when complete
+            _write_cls_all(tmp, n_train, n_val, imgsz, seed)
+    LOGGER.info(
+        f"shapes-cls dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
+        f"written to {root} in {time.time() - t0:.1f}s"
+    )
+    return root
+
+
 def _demo_scene(labels: np.ndarray) -> bool:
     """Several objects and no two boxes overlapping: every object whole and apart, so a demo reads at a glance."""
     if len(labels) < SAMPLE_MIN_OBJECTS:
@@ -245,33 +299,37 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         "--root",
         dest="root",
         default=None,
-        help=f"output folder (default {DATASET_DIR}, or {SAMPLES_DIR} with --samples)",
+        help=f"output folder (default {DATASET_DIR}, {CLS_DIR} with --cls, or {SAMPLES_DIR} with --samples)",
     )
-    p.add_argument("--n-train", type=int, default=400, help="number of train images")
-    p.add_argument("--n-val", type=int, default=100, help="number of val images")
-    p.add_argument("--imgsz", type=int, default=256, help="image side in pixels (square images)")
+    p.add_argument("--n-train", type=int, default=None, help="number of train images (default 400, --cls 300)")
+    p.add_argument("--n-val", type=int, default=None, help="number of val images (default 100, --cls 90)")
+    p.add_argument("--imgsz", type=int, default=None, help="image side in pixels, square (default 256, --cls 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
     p.add_argument("--samples", type=int, default=0, help="write this many demo images for detect.py instead")
+    p.add_argument("--cls", action="store_true", help="write the classification set (one object per image) instead")
     return p.parse_args(argv)
 
 
 def run(
     root: str | Path | None = None,
-    n_train: int = 400,
-    n_val: int = 100,
-    imgsz: int = 256,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    imgsz: int | None = None,
     seed: int = 0,
     samples: int = 0,
+    cls: bool = False,
 ) -> Path:
-    """CLI entry: generate_shapes into root (default datasets/shapes), or with samples > 0 generate_samples into
-    root (default data/images); returns the folder."""
+    """CLI entry: generate_shapes into root (default datasets/shapes), with cls generate_shapes_cls (default
+    datasets/shapes-cls), or with samples > 0 generate_samples into root (default data/images); returns the folder.
+    Counts and size left None take the chosen generator's defaults."""
+    given = {k: v for k, v in dict(n_train=n_train, n_val=n_val, imgsz=imgsz).items() if v is not None}
     if samples:
         out = Path(root) if root is not None else SAMPLES_DIR
-        generate_samples(out, n=samples, imgsz=imgsz, seed=seed)
+        generate_samples(out, n=samples, seed=seed, **{k: v for k, v in given.items() if k == "imgsz"})
         return out
-    return generate_shapes(
-        root if root is not None else DATASET_DIR, n_train=n_train, n_val=n_val, imgsz=imgsz, seed=seed
-    )
+    if cls:
+        return generate_shapes_cls(root if root is not None else CLS_DIR, seed=seed, **given)
+    return generate_shapes(root if root is not None else DATASET_DIR, seed=seed, **given)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -112,27 +112,43 @@ def _save_fig(fig, path: str | Path, dpi: int = 200) -> Path:
     return path
 
 
-def plot_pr_curve(
-    px: np.ndarray, py: np.ndarray, ap: np.ndarray, save_path: str | Path = "PR_curve.png", names: Sequence[str] = ()
+def _plot_curves(
+    px: np.ndarray,
+    py: np.ndarray,
+    label: Callable[[int], str | None],
+    mean_label: Callable[[np.ndarray], str],
+    axes: tuple[str, str, str],
+    save_path: str | Path,
 ) -> Path:
-    """Precision-recall curve per class (legend when < 21 classes) and their mean; ap (nc, t), column 0 = AP50."""
+    """Both curve plots: one thin line per class (label(i) when < 21 classes, else all grey and unlabelled), the class
+    mean thick and blue (mean_label(mean curve)), both axes [0, 1]; axes: (x label, y label, title)."""
     plt = _mpl()
     fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
     py = np.asarray(py).reshape(-1, len(px))
     per_class = 0 < len(py) < 21
     for i, y in enumerate(py):
-        ax.plot(
-            px,
-            y,
-            linewidth=1,
-            label=f"{names[i] if i < len(names) else i} {ap[i, 0]:.3f}" if per_class else None,
-            color="grey" if not per_class else None,
-        )
+        ax.plot(px, y, linewidth=1, label=label(i) if per_class else None, color=None if per_class else "grey")
     if len(py):
-        ax.plot(px, py.mean(0), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
-    ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1), title="Precision-Recall Curve")
+        y = py.mean(0)
+        ax.plot(px, y, linewidth=3, color="blue", label=mean_label(y))
+    xlabel, ylabel, title = axes
+    ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
     return _save_fig(fig, save_path)
+
+
+def plot_pr_curve(
+    px: np.ndarray, py: np.ndarray, ap: np.ndarray, save_path: str | Path = "PR_curve.png", names: Sequence[str] = ()
+) -> Path:
+    """Precision-recall curve per class (legend when < 21 classes) and their mean; ap (nc, t), column 0 = AP50."""
+    return _plot_curves(
+        px,
+        py,
+        lambda i: f"{names[i] if i < len(names) else i} {ap[i, 0]:.3f}",
+        lambda _: f"all classes {ap[:, 0].mean():.3f} mAP@0.5",
+        ("Recall", "Precision", "Precision-Recall Curve"),
+        save_path,
+    )
 
 
 def plot_mc_curve(
@@ -144,24 +160,14 @@ def plot_mc_curve(
     ylabel: str = "Metric",
 ) -> Path:
     """A metric (F1, P or R) against confidence per class, and the class mean with its best point in the legend."""
-    plt = _mpl()
-    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
-    py = np.asarray(py).reshape(-1, len(px))
-    per_class = 0 < len(py) < 21
-    for i, y in enumerate(py):
-        ax.plot(
-            px,
-            y,
-            linewidth=1,
-            label=str(names[i]) if per_class and i < len(names) else None,
-            color="grey" if not per_class else None,
-        )
-    if len(py):
-        y = py.mean(0)
-        ax.plot(px, y, linewidth=3, color="blue", label=f"all classes {y.max():.2f} at {px[y.argmax()]:.3f}")
-    ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=f"{ylabel}-Confidence Curve")
-    ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
-    return _save_fig(fig, save_path)
+    return _plot_curves(
+        px,
+        py,
+        lambda i: str(names[i]) if i < len(names) else None,
+        lambda y: f"all classes {y.max():.2f} at {px[y.argmax()]:.3f}",
+        (xlabel, ylabel, f"{ylabel}-Confidence Curve"),
+        save_path,
+    )
 
 
 def plot_confusion_matrix(

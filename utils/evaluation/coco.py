@@ -192,20 +192,11 @@ class CocoSummary:
 
     def lines(self) -> list[str]:
         """The summary as COCOeval prints it, one line per number."""
-        rows = [
-            (1, "0.50:0.95", "all", 100),
-            (1, "0.50", "all", 100),
-            (1, "0.75", "all", 100),
-            (1, "0.50:0.95", "small", 100),
-            (1, "0.50:0.95", "medium", 100),
-            (1, "0.50:0.95", "large", 100),
-            (0, "0.50:0.95", "all", 1),
-            (0, "0.50:0.95", "all", 10),
-            (0, "0.50:0.95", "all", 100),
-            (0, "0.50:0.95", "small", 100),
-            (0, "0.50:0.95", "medium", 100),
-            (0, "0.50:0.95", "large", 100),
-        ]
+        # COCOeval's order: AP at three IoU ranges, then AP by area; AR at three detection caps, then AR by area
+        by_area = [("0.50:0.95", area, 100) for area in ("small", "medium", "large")]
+        ap_rows = [(iou, "all", 100) for iou in ("0.50:0.95", "0.50", "0.75")] + by_area
+        ar_rows = [("0.50:0.95", "all", md) for md in (1, 10, 100)] + by_area
+        rows = [(1, *r) for r in ap_rows] + [(0, *r) for r in ar_rows]
         return [
             f" {'Average Precision' if ap else 'Average Recall':<18} {'(AP)' if ap else '(AR)'} @[ IoU={iou:<9} | "
             f"area={area:>6s} | maxDets={md:>3d} ] = {v:0.3f}"

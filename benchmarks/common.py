@@ -1,0 +1,27 @@
+"""What several benchmarks measure the same way: one place, so that their figures are taken alike."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from utils.core.timing import Profile
+
+
+def alternating_ms(
+    first: Callable[[], Any], second: Callable[[], Any], runs: int, device: torch.device | None = None
+) -> tuple[float, float]:
+    """Median milliseconds of each of two calls over `runs` rounds, alternating which goes first (first, second,
+    second, first, ...) so that ordering effects and drifting background load hit both alike. Warm up before: every
+    call here is timed. device: where the work runs (a CUDA device is synchronised around each call)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for r in range(runs):
+        pair = [(first, times[0]), (second, times[1])]
+        for fn, out in pair if r % 2 == 0 else pair[::-1]:
+            with Profile(device) as timer:
+                fn()
+            out.append(timer.dt)
+    return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1])
