@@ -1,4 +1,5 @@
-"""Building blocks: YOLOv5 layers (Conv, Bottleneck, C3, SPPF, Concat, ...), ConvNeXt V1/V2 and Conv2Former stages.
+"""Building blocks: YOLOv5 layers (Conv, Bottleneck, C3, SPPF, Concat, ...), ConvNeXt V1/V2 and Conv2Former stages,
+the classifier heads (ConvNeXtHead, Conv2FormerHead, YOLOv5's Classify).
 
 Every module here is constructed from yaml rows by models/yolo.py:parse_model. The first constructor argument is
 always the input channel count c1 (except Concat / Upsample which need none).

@@ -382,7 +382,7 @@ def test_convnext_file_loads_head_included_with_reference_logits(fmt: str, name:
     assert rel(got, logits) <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["micro"])
+@pytest.mark.parametrize("name", ["micro", "conv2former_n"])
 def test_conv2former_file_loads_head_included_with_reference_logits(name: str, tmp_path: Path) -> None:
     model = micro_c2f_classifier() if name == "micro" else ClassificationModel(name)
     k, depths, dims = (
