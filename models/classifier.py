@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.conv2former_weights import Conv2FormerShape
+from models.conv2former_weights import Conv2FormerShape, copy_tensors
 from models.sizes import CONV2FORMER_SIZES, CONVNEXT_SIZES, official_sizes, resolve_conv2former, resolve_convnext
 from models.yolo import Model, initialize_weights, load_cfg, parse_model
 from utils.core.errors import UserError
@@ -182,11 +182,8 @@ def load_backbone_rows(model: nn.Module, record: dict[str, Any], where: str) -> 
             f"{where} holds a {_describe(src)} but the model is a {_describe(dst)} — its backbone goes only into a "
             f"model of the same family and size"
         )
-    with torch.no_grad():
-        for k, v in theirs.items():
-            ours[k].copy_(v)
     skipped = [k for k in record["state_dict"] if k not in theirs]
-    return list(theirs), skipped, [k for k in ours if k not in theirs]
+    return copy_tensors(ours, theirs), skipped, [k for k in ours if k not in theirs]
 
 
 def _row_of(key: str) -> int:

@@ -154,10 +154,15 @@ def load_conv2former(
                 f"{where}: {k} has shape {list(v.shape)} but the model expects {list(targets[k].shape)} — "
                 f"weights and model yaml are different Conv2Former sizes"
             )
+    return copy_tensors(targets, mapped), skipped, [k for k in targets if k not in mapped]
+
+
+def copy_tensors(targets: dict[str, torch.Tensor], source: dict[str, torch.Tensor]) -> list[str]:
+    """Copy each checked source tensor into the model tensor of the same key (in place, no autograd); the keys."""
     with torch.no_grad():
-        for k, v in mapped.items():
+        for k, v in source.items():
             targets[k].copy_(v)
-    return list(mapped), skipped, [k for k in targets if k not in mapped]
+    return list(source)
 
 
 def check_source_is_file(source: Any, model: nn.Module) -> None:

@@ -17,7 +17,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -177,6 +179,23 @@ def _write_all(root: Path, n_train: int, n_val: int, imgsz: int, seed: int) -> N
         json.dump(labels_to_coco(val, NAMES), f)
 
 
+def _write_dataset(
+    root: Path, what: str, write: Callable[..., Any], n_train: int, n_val: int, imgsz: int, seed: int
+) -> None:
+    """write(folder, n_train, n_val, imgsz, seed) into root: in place when root already has content (our files are
+    rewritten, nothing else touched), else into a temp folder renamed into place only when complete."""
+    t0 = time.time()
+    if root.is_dir() and any(root.iterdir()):
+        write(root, n_train, n_val, imgsz, seed)
+    else:
+        with atomic_target(root, folder=True) as tmp:
+            write(tmp, n_train, n_val, imgsz, seed)
+    LOGGER.info(
+        f"{what} dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
+        f"written to {root} in {time.time() - t0:.1f}s"
+    )
+
+
 def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgsz: int = 256, seed: int = 0) -> Path:
     """Generate the shapes dataset under root (images/, labels/, annotations/instances_val.json); returns root.
 
@@ -189,16 +208,7 @@ def generate_shapes(root: str | Path, n_train: int = 400, n_val: int = 100, imgs
             f"generate_shapes: imgsz={imgsz} n_train={n_train} n_val={n_val} — use imgsz >= 32 "
             f"and non-negative image counts"
         )
-    t0 = time.time()
-    if root.is_dir() and any(root.iterdir()):
-        _write_all(root, n_train, n_val, imgsz, seed)  # existing content: write our files in place, touch nothing else
-    else:
-        with atomic_target(root, folder=True) as tmp:  # renamed into place only when complete
-            _write_all(tmp, n_train, n_val, imgsz, seed)
-    LOGGER.info(
-        f"shapes dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
-        f"written to {root} in {time.time() - t0:.1f}s"
-    )
+    _write_dataset(root, "shapes", _write_all, n_train, n_val, imgsz, seed)
     return root
 
 
@@ -239,16 +249,7 @@ def generate_shapes_cls(
             f"generate_shapes_cls: imgsz={imgsz} n_train={n_train} n_val={n_val} — use imgsz >= 32 and at least "
             f"{nc} images per split (one per class)"
         )
-    t0 = time.time()
-    if root.is_dir() and any(root.iterdir()):
-        _write_cls_all(root, n_train, n_val, imgsz, seed)  # existing content: write our files in place
-    else:
-        with atomic_target(root, folder=True) as tmp:  # renamed into place only when complete
-            _write_cls_all(tmp, n_train, n_val, imgsz, seed)
-    LOGGER.info(
-        f"shapes-cls dataset: {n_train} train + {n_val} val images ({imgsz}px, seed {seed}) "
-        f"written to {root} in {time.time() - t0:.1f}s"
-    )
+    _write_dataset(root, "shapes-cls", _write_cls_all, n_train, n_val, imgsz, seed)
     return root
 
 

@@ -190,9 +190,15 @@ def file_ext(path: str | Path) -> str:
 
 
 def files_under(folder: str) -> list[str]:
-    """Every file below folder, like Path.rglob: symlinked files kept, symlinked folders not entered, folders
-    that cannot be listed skipped. os.scandir knows most entry types without a stat per file."""
-    out, stack = [], [folder]
+    """Every file below folder (iter_files as a list)."""
+    return list(iter_files(folder))
+
+
+def iter_files(folder: str) -> Iterator[str]:
+    """Each file below folder, like Path.rglob: symlinked files kept, symlinked folders not entered, folders
+    that cannot be listed skipped. os.scandir knows most entry types without a stat per file; a generator, so a
+    caller that needs only the first match stops early."""
+    stack = [folder]
     while stack:
         try:
             with os.scandir(stack.pop()) as it:
@@ -200,10 +206,9 @@ def files_under(folder: str) -> list[str]:
                     if e.is_dir(follow_symlinks=False):
                         stack.append(e.path)
                     elif e.is_file():
-                        out.append(e.path)
+                        yield e.path
         except (PermissionError, FileNotFoundError):
             continue
-    return out
 
 
 @dataclass

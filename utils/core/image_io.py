@@ -66,3 +66,14 @@ def imwrite_atomic(path: str | Path, im: np.ndarray, params: list[int] | None = 
         return True
     except (OSError, cv2.error):
         return False
+
+
+def read_npy_image(path: str | Path) -> np.ndarray | None:
+    """A --cache disk .npy: BGR uint8 (H, W, 3) pixels, or None when missing, truncated or not an image array (the
+    caller then reads the original image). Never unpickles (allow_pickle=False)."""
+    f = Path(path)
+    try:
+        im = np.load(f, allow_pickle=False) if f.exists() else None
+    except Exception:  # truncated or foreign .npy
+        return None
+    return im if (im is not None and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3) else None

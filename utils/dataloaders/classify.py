@@ -33,11 +33,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from utils.core.errors import UserError
-from utils.core.files import IMG_FORMATS, ROOT, atomic_write, file_ext, find_files
-from utils.core.image_io import imread
+from utils.core.files import IMG_FORMATS, ROOT, atomic_write, file_ext, find_files, iter_files
+from utils.core.image_io import imread, read_npy_image
 from utils.core.log import LOGGER
 from utils.dataloaders.data_yaml import check_dataset
-from utils.dataloaders.dataset import PIN_MEMORY, seed_worker
+from utils.dataloaders.dataset import PIN_MEMORY, loader_generator, seed_worker, worker_count
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, 0-1 scale: what every ImageNet backbone here was trained with
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,7 +48,6 @@ DATASETS_DIR = ROOT / "datasets"  # --data NAME also looks here (YOLOv5's DATASE
 _QUIET = ("", "txt", "npy", "json", "yaml", "yml", "md", "csv")  # never warned about in class folders
 _MAX_SUBSTITUTES = 100  # training: unreadable images replaced in a row before giving up on the dataset
 _RAM_MARGIN = 0.2  # --cache ram leaves this share on top of the images for the model, workers and the rest
-_LOADER_SEED = 6148914691236517205  # YOLOv5's base of the loader generator's seed
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -162,19 +161,8 @@ _LAYOUT = "root/train/<class>/*.jpg and root/val/<class>/*.jpg"
 
 
 def _has_image(folder: str) -> bool:
-    """Whether folder holds an image anywhere below it; stops at the first one (a full listing is find_files's)."""
-    stack = [folder]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-                    elif file_ext(e.name) in IMG_FORMATS and not e.name.startswith("."):
-                        return True
-        except (PermissionError, FileNotFoundError):
-            continue
-    return False
+    """Whether folder holds an image anywhere below it; stops at the first one."""
+    return any(file_ext(f) in IMG_FORMATS and not os.path.basename(f).startswith(".") for f in iter_files(folder))
 
 
 def split_classes(split: str | Path, prefix: str = "", warn: bool = True) -> list[str]:
@@ -441,13 +429,8 @@ class ClassifyDataset(Dataset):
         return Path(self.files[i]).with_suffix(".npy")
 
     def _read_npy(self, i: int) -> np.ndarray | None:
-        """--cache disk pixels, or None when the .npy is missing or not an image array (then the file is read)."""
-        f = self._npy_file(i)
-        try:
-            im = np.load(f, allow_pickle=False) if f.exists() else None
-        except Exception:  # truncated or foreign .npy
-            return None
-        return im if (im is not None and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3) else None
+        """--cache disk pixels of image i, or None (then the original is read)."""
+        return read_npy_image(self._npy_file(i))
 
     def _cache_one_disk(self, i: int) -> int:
         """Bytes of image i's .npy (written if missing); 0 when the image is unreadable, -1 when the write failed."""
@@ -551,9 +534,8 @@ def create_classify_loader(
         )
     per_rank = len(sampler) if sampler is not None else len(dataset)
     batch_size = max(1, min(batch_size, per_rank))
-    nw = min((os.cpu_count() or 1) // max(world, 1), batch_size if batch_size > 1 else 0, workers)
-    generator = torch.Generator()
-    generator.manual_seed(_LOADER_SEED + seed + max(rank, 0))  # a different stream per rank
+    nw = worker_count(batch_size, workers, world)
+    generator = loader_generator(seed, rank)
     loader = ClassifyLoader(
         dataset,
         batch_size=batch_size,

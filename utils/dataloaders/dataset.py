@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 from utils.core.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
 from utils.core.errors import UserError
 from utils.core.files import IMG_FORMATS, ROOT, atomic_write, file_ext, find_files, yaml_load
-from utils.core.image_io import imread
+from utils.core.image_io import imread, read_npy_image
 from utils.core.log import LOGGER
 from utils.dataloaders import augment as aug
 from utils.dataloaders.label_check import load_labels
@@ -239,13 +239,8 @@ class LoadImagesAndLabels(Dataset):
         raise _Unreadable(self.im_files[i])
 
     def _read_npy(self, i: int) -> np.ndarray | None:
-        """--cache disk pixels, or None when the .npy is missing or not an image array (then the original is read)."""
-        f = self._npy_file(i)
-        try:
-            im = np.load(f, allow_pickle=False) if f.exists() else None
-        except Exception:  # truncated or foreign .npy
-            return None
-        return im if (im is not None and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3) else None
+        """--cache disk pixels of image i, or None (then the original is read)."""
+        return read_npy_image(self._npy_file(i))
 
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
         """BGR image i resized so its long side is img_size -> (im, (h0, w0), (h, w))."""
@@ -467,6 +462,18 @@ class WeightedIndexSampler(Sampler):
         return len(self.indices)
 
 
+def worker_count(batch_size: int, workers: int, world: int) -> int:
+    """Loader processes per rank: the CPUs shared among the ranks, none for a batch of one, at most --workers."""
+    return min((os.cpu_count() or 1) // max(world, 1), batch_size if batch_size > 1 else 0, workers)
+
+
+def loader_generator(seed: int, rank: int) -> torch.Generator:
+    """The loader's shuffling stream: seeded, and a different one per rank."""
+    generator = torch.Generator()
+    generator.manual_seed(6148914691236517205 + seed + max(rank, 0))  # YOLOv5's base seed
+    return generator
+
+
 def create_dataloader(
     path: Any,
     imgsz: int,
@@ -511,12 +518,11 @@ def create_dataloader(
     if ddp and rank == 0:
         dist.barrier()
     batch_size = min(batch_size, len(dataset))
-    nw = min(os.cpu_count() // max(world, 1), batch_size if batch_size > 1 else 0, workers)
+    nw = worker_count(batch_size, workers, world)
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if ddp else None
     if image_weights and not ddp:
         sampler = WeightedIndexSampler(len(dataset))
-    generator = torch.Generator()
-    generator.manual_seed(6148914691236517205 + seed + max(rank, 0))  # a different stream per rank
+    generator = loader_generator(seed, rank)
     loader = SkipEmptyLoader(
         dataset,
         batch_size=batch_size,
