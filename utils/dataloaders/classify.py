@@ -37,7 +37,7 @@ from utils.core.files import IMG_FORMATS, ROOT, atomic_write, file_ext, find_fil
 from utils.core.image_io import imread, read_npy_image
 from utils.core.log import LOGGER
 from utils.dataloaders.data_yaml import check_dataset
-from utils.dataloaders.dataset import PIN_MEMORY, loader_generator, seed_worker, worker_count
+from utils.dataloaders.dataset import loader_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, 0-1 scale: what every ImageNet backbone here was trained with
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -534,19 +534,13 @@ def create_classify_loader(
         )
     per_rank = len(sampler) if sampler is not None else len(dataset)
     batch_size = max(1, min(batch_size, per_rank))
-    nw = worker_count(batch_size, workers, world)
-    generator = loader_generator(seed, rank)
     loader = ClassifyLoader(
         dataset,
         batch_size=batch_size,
         shuffle=augment and sampler is None,
         sampler=sampler,
-        num_workers=nw,
-        pin_memory=PIN_MEMORY,
         collate_fn=collate_classify,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        persistent_workers=nw > 0,
         drop_last=augment,
+        **loader_options(batch_size, workers, world, seed, rank),
     )
     return loader, dataset

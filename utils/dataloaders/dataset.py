@@ -462,16 +462,20 @@ class WeightedIndexSampler(Sampler):
         return len(self.indices)
 
 
-def worker_count(batch_size: int, workers: int, world: int) -> int:
-    """Loader processes per rank: the CPUs shared among the ranks, none for a batch of one, at most --workers."""
-    return min((os.cpu_count() or 1) // max(world, 1), batch_size if batch_size > 1 else 0, workers)
-
-
-def loader_generator(seed: int, rank: int) -> torch.Generator:
-    """The loader's shuffling stream: seeded, and a different one per rank."""
+def loader_options(batch_size: int, workers: int, world: int, seed: int, rank: int) -> dict[str, Any]:
+    """DataLoader keywords both loaders share: worker processes per rank (the CPUs shared among the ranks, none for
+    a batch of one, at most --workers), seeded workers, pinned memory on CUDA, and a seeded shuffling stream that
+    differs per rank."""
+    nw = min((os.cpu_count() or 1) // max(world, 1), batch_size if batch_size > 1 else 0, workers)
     generator = torch.Generator()
     generator.manual_seed(6148914691236517205 + seed + max(rank, 0))  # YOLOv5's base seed
-    return generator
+    return dict(
+        num_workers=nw,
+        persistent_workers=nw > 0,
+        pin_memory=PIN_MEMORY,
+        worker_init_fn=seed_worker,
+        generator=generator,
+    )
 
 
 def create_dataloader(
@@ -518,21 +522,15 @@ def create_dataloader(
     if ddp and rank == 0:
         dist.barrier()
     batch_size = min(batch_size, len(dataset))
-    nw = worker_count(batch_size, workers, world)
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if ddp else None
     if image_weights and not ddp:
         sampler = WeightedIndexSampler(len(dataset))
-    generator = loader_generator(seed, rank)
     loader = SkipEmptyLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
-        num_workers=nw,
         sampler=sampler,
-        pin_memory=PIN_MEMORY,
         collate_fn=LoadImagesAndLabels.collate_fn,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        persistent_workers=nw > 0,
+        **loader_options(batch_size, workers, world, seed, rank),
     )
     return loader, dataset
