@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.core.files import atomic_target
+from utils.core.files import atomic_target, atomic_write
 
 _FLAGS = {
     1: cv2.IMREAD_COLOR,
@@ -77,3 +77,14 @@ def read_npy_image(path: str | Path) -> np.ndarray | None:
     except Exception:  # truncated or foreign .npy
         return None
     return im if (im is not None and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3) else None
+
+
+def write_npy_image(path: str | Path, im: np.ndarray) -> int:
+    """Write a --cache disk .npy atomically; its size in bytes, or -1 when the folder refuses the write (read-only,
+    disk full, ...): the caller then keeps reading the original image."""
+    f = Path(path)
+    try:
+        atomic_write(f, lambda fh: np.save(fh, im))
+    except Exception:
+        return -1
+    return f.stat().st_size

@@ -33,8 +33,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from utils.core.errors import UserError
-from utils.core.files import IMG_FORMATS, ROOT, atomic_write, file_ext, find_files, iter_files
-from utils.core.image_io import imread, read_npy_image
+from utils.core.files import IMG_FORMATS, ROOT, file_ext, find_files, iter_files
+from utils.core.image_io import imread, read_npy_image, write_npy_image
 from utils.core.log import LOGGER
 from utils.dataloaders.data_yaml import check_dataset
 from utils.dataloaders.dataset import loader_options
@@ -440,10 +440,7 @@ class ClassifyDataset(Dataset):
             if im is None:
                 self.unreadable.add(i)
                 return 0
-            try:
-                atomic_write(f, lambda fh: np.save(fh, im))
-            except Exception:  # read-only folder, disk full, ...: this image is read from the original
-                return -1
+            return write_npy_image(f, im)
         return f.stat().st_size
 
     def _cache_disk(self) -> None:

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 
 from utils.core.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
 from utils.core.errors import UserError
-from utils.core.files import IMG_FORMATS, ROOT, atomic_write, file_ext, find_files, yaml_load
-from utils.core.image_io import imread, read_npy_image
+from utils.core.files import IMG_FORMATS, ROOT, file_ext, find_files, yaml_load
+from utils.core.image_io import imread, read_npy_image, write_npy_image
 from utils.core.log import LOGGER
 from utils.dataloaders import augment as aug
 from utils.dataloaders.label_check import load_labels
@@ -219,10 +219,7 @@ class LoadImagesAndLabels(Dataset):
                 im = self._read(i)
             except _Unreadable:
                 return 0
-            try:
-                atomic_write(f, lambda fh: np.save(fh, im))
-            except Exception:  # read-only folder, disk full, ...: this image is read from the original
-                return -1
+            return write_npy_image(f, im)
         return f.stat().st_size
 
     def _read(self, i: int, reduce: int = 1) -> np.ndarray:
