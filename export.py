@@ -47,6 +47,8 @@ FORMATS = ("torchscript", "onnx", "openvino", "pt")
 TRACED = ("torchscript", "onnx", "openvino")  # formats built from a traced graph at a given input shape
 CUDA_HALF = ("torchscript", "onnx")  # --half traces the model in fp16, which needs CUDA; OpenVINO / pt only store fp16
 DEFAULT_OPSET = 17
+DETECT_IMGSZ = (640, 640)  # --imgsz default of a detector
+CLASSIFY_IMGSZ = 224  # and of a classifier (its training size, as YOLOv5's classify)
 CONVERTED_SUFFIX = "_converted.pt"  # --include pt: <stem>_converted.pt next to the weights
 
 
@@ -58,10 +60,11 @@ class Traced:
     im: torch.Tensor
     stride: int
     names: dict[int, str]
+    task: str = "detect"  # "classify": the graph returns logits (B, nc)
 
     @property
     def metadata(self) -> dict[str, str]:
-        return export_metadata(self.stride, self.names)
+        return export_metadata(self.stride, self.names, self.task, int(self.im.shape[-1]))
 
 
 class PredOnly(nn.Module):
@@ -125,7 +128,8 @@ def export_onnx(
         raise UserError("--include onnx needs the onnx package — pip install onnx") from None
     f = file.with_suffix(".onnx")
     LOGGER.info(f"{colorstr('ONNX:')} exporting with onnx {onnx.__version__} opset {opset}...")
-    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}} if dynamic else None
+    out_axes = {0: "batch", 1: "anchors"} if metadata.get("task", "detect") == "detect" else {0: "batch"}
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": out_axes} if dynamic else None
     with _atomic_file(f) as tmp:
         _torch_onnx_export(model, im, tmp, opset, axes)
         proto = onnx.load(str(tmp))
@@ -183,7 +187,8 @@ def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: boo
         ov_model.set_rt_info(v, [OPENVINO_RT_INFO, k])
     with _atomic_folder(folder) as tmp:
         ov.save_model(ov_model, str(tmp / f"{file.stem}.xml"), compress_to_fp16=half)  # its default is fp16
-        yaml_save(tmp / OPENVINO_METADATA, {"stride": traced.stride, "names": traced.names})
+        task = {} if traced.task == "detect" else {"task": traced.task, "imgsz": int(traced.im.shape[-1])}
+        yaml_save(tmp / OPENVINO_METADATA, {"stride": traced.stride, "names": traced.names, **task})
     return folder
 
 
@@ -295,9 +300,8 @@ def _traced(
     stride = int(max(float(s) for s in model.stride))
     names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
     _prepare(model, dynamic)
-    traced = Traced(
-        PredOnly(model).eval(), torch.zeros(batch_size, 3, *round_imgsz(imgsz, stride), device=dev), stride, names
-    )
+    im = torch.zeros(batch_size, 3, *round_imgsz(imgsz, stride), device=dev)
+    traced = Traced(PredOnly(model).eval(), im, stride, names, getattr(model, "task", "detect"))
     with torch.no_grad():
         shape = tuple(traced.module(traced.im).shape)
     LOGGER.info(f"{colorstr('PyTorch:')} tracing at input {tuple(traced.im.shape)}, output shape {shape}")
@@ -312,7 +316,7 @@ def _export_traced(
     if "openvino" in fmts:
         out["openvino"] = export_openvino(traced, weights, half=half, dynamic=dynamic)
     if half and any(f in CUDA_HALF for f in fmts):
-        traced = Traced(traced.module.half(), traced.im.half(), traced.stride, traced.names)
+        traced = Traced(traced.module.half(), traced.im.half(), traced.stride, traced.names, traced.task)
     if "torchscript" in fmts:
         out["torchscript"] = export_torchscript(traced.module, traced.im, weights, traced.metadata)
     if "onnx" in fmts:
@@ -330,7 +334,7 @@ def size_mb(path: Path) -> float:
 
 def run(
     weights: str | Path = "yolo.pt",
-    imgsz: tuple[int, ...] | list[int] | int = (640, 640),
+    imgsz: tuple[int, ...] | list[int] | int | None = None,
     batch_size: int = 1,
     device: str = "cpu",
     include: tuple[str, ...] | list[str] = ("torchscript", "onnx"),
@@ -342,22 +346,28 @@ def run(
     """Export weights to each format in include; returns {format: path} (a folder for openvino). The CLI's defaults
     are these."""
     t0 = time.time()
-    fmts, spec = check_opts(include, imgsz, batch_size, device, opset, half, dynamic)
+    fmts, spec = check_opts(include, imgsz or DETECT_IMGSZ, batch_size, device, opset, half, dynamic)
     dev = select_device(spec)
     weights = Path(weights)
     model = load_checkpoint_model(weights, device=dev)  # unfused: --include pt stores the layers the yaml builds
     LOGGER.info(f"{colorstr('PyTorch:')} starting from {weights} ({size_mb(weights):.1f} MB)")
     out = {"pt": export_pt(model, weights, half=half)} if "pt" in fmts else {}
     hint = ""  # how to run the first file written
+    classifier = getattr(model, "task", "detect") == "classify"
     if any(f in TRACED for f in fmts):
+        imgsz = imgsz or (CLASSIFY_IMGSZ if classifier else DETECT_IMGSZ)
+        if classifier and len({*([imgsz] if isinstance(imgsz, int) else imgsz)}) != 1:
+            raise UserError(f"--imgsz {imgsz}: a classifier takes square centre crops — give one size, e.g. 224")
         traced = _traced(model, imgsz, batch_size, dev, dynamic)
         out.update(_export_traced(traced, weights, fmts, half, dynamic, opset, simplify))
-        hint = "" if fmts[0] == "pt" else " --imgsz {} {}".format(*traced.im.shape[2:])
+        size = traced.im.shape[2:]
+        hint = "" if fmts[0] == "pt" else (f" --imgsz {size[0]}" if classifier else " --imgsz {} {}".format(*size))
     out = {f: out[f] for f in fmts}  # in the order asked for
     for fmt, f in out.items():
         LOGGER.info(f"{fmt}: saved as {f} ({size_mb(f):.1f} MB)")
     LOGGER.info(
-        f"\nExport complete ({time.time() - t0:.1f}s). Run with: python detect.py --weights "
+        f"\nExport complete ({time.time() - t0:.1f}s). Run with: python "
+        f"{'classify/predict.py' if classifier else 'detect.py'} --weights "
         f"{next(iter(out.values()))}{hint}"
     )
     return out
@@ -368,7 +378,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, defaults=A.signature_defaults(run)
     )  # every default is run()'s
     parser.add_argument("--weights", type=str, required=True, help="checkpoint .pt to export (or convert)")
-    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, help="h w")
+    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, help="h w (default 640; classifier 224)")
     parser.add_argument("--batch-size", type=int, help="batch size baked into a non-dynamic export")
     parser.add_argument("--device", help="cpu or cuda device, i.e. 0")
     parser.add_argument("--include", nargs="+", help=", ".join(FORMATS))

@@ -243,7 +243,8 @@ def _folder_data(root: Path, prefix: str = "") -> ClassifyData:
 def _yaml_data(file: str | Path, autodownload: bool, prefix: str = "") -> ClassifyData:
     """A classification yaml (path, train, val, names, download: as data/shapes-cls.yaml): generated or fetched by
     its download when val is missing (utils.dataloaders.data_yaml.check_dataset), then checked like a folder; its
-    names must be the train class folders."""
+    names must be the train class folders, or (when none of them is a folder name) display names of the sorted
+    folders, one each (ImageNet.yaml: English names of the WordNet-id folders)."""
     d = check_dataset(file, autodownload=autodownload)
     where = d["yaml_file"]
     splits = [d.get("train"), d["val"]]
@@ -254,7 +255,12 @@ def _yaml_data(file: str | Path, autodownload: bool, prefix: str = "") -> Classi
         if not s.is_dir():
             raise UserError(f"{prefix}split folder {s} of {where} not found — fix the yaml's path / train / val")
     names, nc = _split_data(train, val, prefix)
-    if list(names.values()) != list(d["names"].values()):
+    given = list(d["names"].values())
+    if len(given) == nc and not set(given) & set(names.values()):
+        # Display names of folders named otherwise (ImageNet's WordNet ids n01440764, ...): in the folders' order
+        LOGGER.info(f"{prefix}{where}: names are display names of the {nc} class folders of {train}, in sorted order")
+        return ClassifyData(root=Path(d["path"]), train=train, val=val, names=dict(enumerate(given)), nc=nc)
+    if list(names.values()) != given:
         raise UserError(
             f"{prefix}names of {where} ({', '.join(d['names'].values())}) are not the class folders of {train} "
             f"({', '.join(names.values())}) — fix the names or the folders"

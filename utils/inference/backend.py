@@ -1,5 +1,8 @@
 """DetectBackend: one forward for our .pt checkpoints and exported .torchscript, .onnx and OpenVINO files.
 
+A classifier file (task "classify" in its record or export metadata) returns logits (B, nc) instead; `task` says
+which, `imgsz` is the size an exported classifier was traced at (None for .pt).
+
 Every backend takes a float (B,3,H,W) 0-1 tensor and returns the decoded prediction (B,N,5+nc) — xywh in input pixels,
 sigmoid objectness and class scores — exactly what Model's eval forward puts first in its tuple. Exported files carry
 stride and names as metadata (written by export.py), so a backend knows them without the source yaml. An OpenVINO model
@@ -31,9 +34,25 @@ OPENVINO_METADATA = "metadata.yaml"  # stride + names beside the .xml
 OPENVINO_RT_INFO = "model_info"  # the .xml's rt_info section holding the same metadata (a lone .xml still works)
 
 
-def export_metadata(stride: int, names: dict[int, str]) -> dict[str, str]:
-    """The metadata export.py writes and DetectBackend reads back: stride and names as strings."""
-    return {"stride": str(int(stride)), "names": json.dumps(names_dict(names))}
+def export_metadata(
+    stride: int, names: dict[int, str], task: str = "detect", imgsz: int | None = None
+) -> dict[str, str]:
+    """The metadata export.py writes and DetectBackend reads back: stride and names as strings; a classifier adds
+    task and the image size it was exported at (a detection file stays as before: no task means detect)."""
+    meta = {"stride": str(int(stride)), "names": json.dumps(names_dict(names))}
+    if task != "detect":
+        meta |= {"task": task, "imgsz": str(int(imgsz or 0))}
+    return meta
+
+
+def metadata_task(meta: dict[str, str]) -> tuple[str, int | None]:
+    """(task, classifier imgsz) of export metadata; files without a task key are detectors."""
+    task = str(meta.get("task", "detect"))
+    try:
+        imgsz = int(meta["imgsz"]) or None if "imgsz" in meta else None
+    except (TypeError, ValueError):
+        imgsz = None
+    return task, imgsz
 
 
 def parse_metadata(meta: dict[str, str], path: Path) -> tuple[int, dict[int, str]]:
@@ -95,13 +114,15 @@ def openvino_metadata(xml: Path, model: Any) -> dict[str, str]:
         data = yaml_load(f) if f.is_file() else None
         if isinstance(data, dict) and "stride" in data and "names" in data:
             try:
-                return export_metadata(int(data["stride"]), names_dict(data["names"]))
+                task, imgsz = data.get("task", "detect"), data.get("imgsz")
+                return export_metadata(int(data["stride"]), names_dict(data["names"]), str(task), imgsz)
             except (TypeError, ValueError, AttributeError):
                 raise UserError(
                     f"{f}: stride must be an int and names a list or mapping — fix the file or re-export with export.py"
                 ) from None
     keys = ("stride", "names")
     if all(model.has_rt_info([OPENVINO_RT_INFO, k]) for k in keys):
+        keys += tuple(k for k in ("task", "imgsz") if model.has_rt_info([OPENVINO_RT_INFO, k]))
         return {k: str(model.get_rt_info([OPENVINO_RT_INFO, k]).astype(str)) for k in keys}
     return {}
 
@@ -184,6 +205,7 @@ class DetectBackend(nn.Module):
         self.model = model.to(memory_format=torch.channels_last)
         self.stride = int(max(float(s) for s in model.stride))
         self.names = names_dict(getattr(model, "names", None)) or {i: str(i) for i in range(model.nc)}
+        self.task, self.imgsz = getattr(model, "task", "detect"), None  # a .pt classifier takes any size
 
     def _load_torchscript(self, w: Path) -> None:
         extra = {METADATA_FILE: ""}
@@ -197,12 +219,15 @@ class DetectBackend(nn.Module):
             ) from None
         meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}
         self.stride, self.names = parse_metadata(meta, w)
+        self.task, self.imgsz = metadata_task(meta)
         self.model = model.half() if self.fp16 else model.float()
         self.model.eval()
 
     def _load_onnx(self, w: Path) -> None:
         self.session = _onnx_session(w, self.device, self.threads)
-        self.stride, self.names = parse_metadata(self.session.get_modelmeta().custom_metadata_map, w)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.stride, self.names = parse_metadata(meta, w)
+        self.task, self.imgsz = metadata_task(meta)
         inp = self.session.get_inputs()[0]
         self.input_name, self.output_names = inp.name, [o.name for o in self.session.get_outputs()]
         self.onnx_fp16 = "float16" in inp.type  # an ONNX file exported with --half wants fp16 input
@@ -231,7 +256,9 @@ class DetectBackend(nn.Module):
             raise UserError(
                 f"{w} is not a loadable OpenVINO model ({first_line(e)}) — re-export it with export.py"
             ) from None
-        self.stride, self.names = parse_metadata(openvino_metadata(w, model), w)
+        meta = openvino_metadata(w, model)
+        self.stride, self.names = parse_metadata(meta, w)
+        self.task, self.imgsz = metadata_task(meta)
         inp = model.inputs[0]
         self.input_dtype = np.float16 if inp.get_element_type() == ov.Type.f16 else np.float32
         shape = inp.get_partial_shape()

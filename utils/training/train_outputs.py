@@ -38,8 +38,8 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _header() -> list[str]:
-    return [f"{k:>20}" for k in ("epoch", *RESULT_KEYS)]
+def _header(columns: Sequence[str] = RESULT_KEYS) -> list[str]:
+    return [f"{k:>20}" for k in ("epoch", *columns)]
 
 
 def _is_number(v: str) -> bool:
@@ -60,10 +60,14 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 class TrainOutputs:
-    """Writer for one run folder; every method is a no-op when enabled is False (non-zero DDP ranks)."""
+    """Writer for one run folder; every method is a no-op when enabled is False (non-zero DDP ranks). columns:
+    results.csv's columns after 'epoch' (detection's RESULT_KEYS; a classifier run passes YOLOv5 classify's)."""
 
-    def __init__(self, save_dir: str | Path, enabled: bool = True, plots: bool = True):
+    def __init__(
+        self, save_dir: str | Path, enabled: bool = True, plots: bool = True, columns: Sequence[str] = RESULT_KEYS
+    ):
         self.save_dir, self.enabled, self.plots = Path(save_dir), enabled, plots
+        self.columns = tuple(columns)
         self.csv = self.save_dir / "results.csv"
         self.tb = None
         if enabled:
@@ -94,7 +98,7 @@ class TrainOutputs:
             rows = [r for r in csv.reader(f) if r][1:]
         if rows and not _ends_with_newline(self.csv):
             rows[-1] = []  # every row we write ends with a newline: a last row without one was cut off
-        good = [r for r in rows if len(r) == len(RESULT_KEYS) + 1 and all(_is_number(v) for v in r)]
+        good = [r for r in rows if len(r) == len(self.columns) + 1 and all(_is_number(v) for v in r)]
         return good, len(rows) - len(good)
 
     def trim_csv(self, start_epoch: int) -> None:
@@ -106,10 +110,10 @@ class TrainOutputs:
         if bad:
             LOGGER.warning(f"WARNING ⚠️ {self.csv}: dropped {bad} malformed row(s) (cut off when the run stopped?)")
         keep = [r for r in good if int(float(r[0])) < start_epoch]
-        atomic_write_text(self.csv, "\n".join(",".join(r) for r in [_header(), *keep]) + "\n")
+        atomic_write_text(self.csv, "\n".join(",".join(r) for r in [_header(self.columns), *keep]) + "\n")
 
     def log_epoch(self, epoch: int, values: Sequence[float]) -> None:
-        """Append one results.csv row (and TensorBoard scalars): epoch then RESULT_KEYS."""
+        """Append one results.csv row (and TensorBoard scalars): epoch then the columns."""
         if not self.enabled:
             return
         values = [float(v) for v in values]
@@ -118,10 +122,10 @@ class TrainOutputs:
             # a file that ends mid-line (cut off by a crash) must not glue this row onto the broken one
             lead = "" if new or _ends_with_newline(self.csv) else "\n"
             with open(self.csv, "a", newline="") as f:
-                f.write(lead + (",".join(_header()) + "\n" if new else ""))
+                f.write(lead + (",".join(_header(self.columns)) + "\n" if new else ""))
                 f.write(",".join([f"{epoch:20d}"] + [f"{v:20.5g}" for v in values]) + "\n")
         if self.tb is not None:
-            for k, v in zip(RESULT_KEYS, values):
+            for k, v in zip(self.columns, values):
                 self.tb.add_scalar(k, v, epoch)
 
     def plot_labels(self, labels: Sequence[np.ndarray], names: dict[int, str]) -> None:

@@ -57,7 +57,7 @@ def load_resume(
     """
     path = find_resume_checkpoint(resume, project)
     ckpt = load_checkpoint(path)
-    _check_resumable(path, ckpt)
+    check_resumable(path, ckpt)
     filled = _fill_settings(path, ckpt, resume_defaults() if opt_defaults is None else opt_defaults)
     if filled:
         LOGGER.warning(
@@ -73,7 +73,7 @@ def load_resume(
     return path, ckpt
 
 
-def _check_resumable(path: Path, ckpt: dict[str, Any]) -> None:
+def check_resumable(path: Path, ckpt: dict[str, Any]) -> None:
     """UserError for a checkpoint --resume cannot continue: newer format, finished, or missing optimizer state."""
     version = ckpt.get("version", 0)  # absent: written before versions were recorded (older, fine)
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
