@@ -23,8 +23,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
+from models.checkpoint import trained_imgsz
 from utils.core import args as A
 from utils.core.device import check_device
 from utils.core.errors import NoUsableInputError, UserError, cli_main
@@ -39,15 +39,8 @@ DEFAULT_IMGSZ = 640  # YOLOv5's detect.py size, for weights that do not record t
 def default_imgsz(weights: str | Path) -> int:
     """--imgsz when none is given: a checkpoint of ours was trained at opt["imgsz"] (objects at the scale the model
     learned; the quick start trains at 160, and 640 would enlarge its objects 4x), anything else uses YOLOv5's 640."""
-    trained = None
-    if Path(weights).suffix == ".pt":
-        try:  # mmap: only the small opt dict is read, not the tensors; the Detector loads (and checks) the file
-            ckpt = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # not ours (a converted yolov5 file, a broken one): the Detector reports what it is
-            ckpt = None
-        opt = ckpt.get("opt") if isinstance(ckpt, dict) else None
-        trained = opt.get("imgsz") if isinstance(opt, dict) else None
-    if isinstance(trained, int) and not isinstance(trained, bool) and trained > 0:
+    trained = trained_imgsz(weights)
+    if trained:
         LOGGER.info(f"--imgsz not given: using {trained}, the size {Path(weights).name} was trained at")
         return trained
     return DEFAULT_IMGSZ
@@ -173,7 +166,7 @@ class Outputs:
                 writer.writerows(self.csv_rows)
 
 
-def _drop_empty(save_dir: Path, created: bool) -> None:
+def drop_empty(save_dir: Path, created: bool) -> None:
     """Remove the run folder (and its empty labels/) when nothing was written into it and this run made it."""
     labels = save_dir / "labels"
     if labels.is_dir() and not any(labels.iterdir()):
@@ -182,7 +175,7 @@ def _drop_empty(save_dir: Path, created: bool) -> None:
         save_dir.rmdir()
 
 
-def _show(frame: Frame, im: np.ndarray) -> bool:
+def show_frame(frame: Frame, im: np.ndarray) -> bool:
     """Show a frame in its window; False when the user pressed q."""
     cv2.imshow(str(frame.path), im)
     return cv2.waitKey(1) & 0xFF != ord("q")
@@ -231,7 +224,7 @@ def _detect_frames(
             h, w = f.image.shape[:2]
             LOGGER.info(f"{f.describe()}{h}x{w} {r.summary()}, {dets.times['inference'] / len(batch):.1f}ms")
             if view_img and annotated is not None:
-                keep_going = _show(f, annotated) and keep_going
+                keep_going = show_frame(f, annotated) and keep_going
         if not keep_going:
             break
     return frames, totals, shape
@@ -304,7 +297,7 @@ def run(
         if hasattr(loader, "close"):
             loader.close()
     if not frames:
-        _drop_empty(save_dir, created)
+        drop_empty(save_dir, created)
         raise NoUsableInputError(
             f"--source {source}: not one of its {len(loader)} input(s) could be read (see the "
             f"warnings above) — check that they are valid image or video files"

@@ -53,6 +53,7 @@ from utils.core import device as _device  # noqa: E402
 from utils.core import errors as _errors  # noqa: E402
 from utils.core import log as _log  # noqa: E402
 from utils.inference import api as _api  # noqa: E402
+from utils.inference import classify_api as _classify_api  # noqa: E402
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -110,8 +111,10 @@ def custom(
     imgsz: int | Sequence[int] = 640,
     agnostic: bool = False,
     _verbose: bool = True,
-) -> nn.Module | _api.Detector:
-    """Trained weights: a .pt from train.py, or a .torchscript / .onnx from export.py.
+) -> nn.Module | _api.Detector | _classify_api.Classifier:
+    """Trained weights: a .pt from train.py, or a .torchscript / .onnx from export.py. A classifier (from
+    classify/train.py, or its export) gives a utils.inference.classify_api.Classifier: call it with images, get one
+    ClassifyResult (top1, top5, top5conf, summary()) per image.
 
     autoshape=True: a utils.inference.api.Detector — call it with image paths, PIL images, numpy arrays (RGB, or BGR
     with bgr=True) or tensors, get Detections; conf, iou, classes, max_det, imgsz, agnostic set its NMS and input size
@@ -129,9 +132,12 @@ def custom(
             return _checkpoint.load_checkpoint_model(path, device=dev)
         _check_filters(conf, iou, classes, max_det)
         classes = list(classes) if classes is not None else None
-        return _api.load_model(
+        model = _api.load_model(
             path, device=dev, imgsz=imgsz, conf=conf, iou=iou, classes=classes, agnostic=agnostic, max_det=max_det
         )
+        if model.backend.task == "classify":  # a classifier file: top-k per image instead of boxes
+            return _classify_api.load_classifier(path, device=dev, backend=model.backend)
+        return model
 
 
 def _nc(entry: str, nc: int | None, classes: int | None) -> int | None:

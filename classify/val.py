@@ -33,11 +33,11 @@ from utils.evaluation.classify import ClassifyMetrics, confusion_for_plot, evalu
 from utils.inference.classify_api import load_classifier
 
 
-def _check(batch_size: int, imgsz: int, workers: int, crop_ratio: float, split: str | None) -> None:
+def _check(batch_size: int, imgsz: int | None, workers: int, crop_ratio: float, split: str | None) -> None:
     """Argument checks before any model or data is touched (one line each)."""
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size} must be at least 1")
-    if imgsz < 8:
+    if imgsz is not None and imgsz < 16:
         raise UserError(f"--imgsz {imgsz} is too small — use e.g. --imgsz 224")
     if workers < 0:
         raise UserError(f"--workers {workers} must be 0 or more")
@@ -61,7 +61,7 @@ def run(
     data: str | Path = "shapes-cls",
     weights: str | Path | None = None,
     batch_size: int = 64,
-    imgsz: int = 224,
+    imgsz: int | None = None,
     crop_ratio: float = 0.875,
     split: str | None = None,
     device: str = "",
@@ -80,7 +80,8 @@ def run(
     cdata = check_classify_data(data)
     folder = _split_folder(cdata, split)
     dev = select_device(device, batch_size=batch_size)
-    clf = load_classifier(weights or newest_weights(ROOT / "runs" / "train-cls"), device=dev, half=half, imgsz=imgsz)
+    weights = weights or newest_weights(ROOT / "runs" / "train-cls")
+    clf = load_classifier(weights, device=dev, half=half, imgsz=imgsz, crop_ratio=crop_ratio)
     if clf.nc != cdata.nc:
         raise UserError(
             f"{clf.source} has {clf.nc} classes but {cdata.root} has {cdata.nc} ({', '.join(cdata.names.values())})"
@@ -89,14 +90,14 @@ def run(
     if list(clf.names.values()) != list(cdata.names.values()) and not all(v.isdigit() for v in clf.names.values()):
         LOGGER.warning("WARNING: the model's class names differ from the folders' — scores use the folder order")
     loader, _ = create_classify_loader(
-        folder, imgsz, batch_size, names=cdata.names, opts=ClassifyAugment(crop_ratio=crop_ratio), workers=workers
+        folder, clf.imgsz, batch_size, names=cdata.names, opts=ClassifyAugment(crop_ratio=crop_ratio), workers=workers
     )
     m = evaluate_classifier(clf.logits, loader, cdata.nc, dev, half=clf.fp16, desc=f"{folder.name}")
     for line in format_table(m, cdata.names, verbose=verbose or cdata.nc < 50):
         LOGGER.info(line)
     LOGGER.info(
         "Speed: {:.1f}ms pre-process, {:.1f}ms inference, {:.1f}ms loss per image at shape (1, 3, {s}, {s})".format(
-            *m.speed, s=imgsz
+            *m.speed, s=clf.imgsz
         )
     )
     if plots:
@@ -113,7 +114,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=str, help="folder (root/train/<class>/*, root/val/<class>/*), yaml or name")
     p.add_argument("--weights", type=str, help="classifier .pt / export / official name (convnext_tiny_1k)")
     p.add_argument("--batch-size", type=int, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, help="inference size (pixels)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, help="inference size (default: the model's, else 224)")
     p.add_argument("--crop-ratio", type=float, help="centre-crop share: resize to imgsz/crop-ratio, crop imgsz")
     p.add_argument("--split", type=str, help="val or test (default: val/, else test/)")
     p.add_argument("--device", help="cuda device, i.e. 0 or 0,1 or cpu")

@@ -203,3 +203,17 @@ def new_checkpoint(
         "date": datetime.now().isoformat(),
         "version": CHECKPOINT_VERSION,
     }
+
+
+def trained_imgsz(weights: str | Path) -> int | None:
+    """The image size a checkpoint of ours was trained at (its opt["imgsz"]), or None (another file, or not ours).
+    mmap: only the small opt dict is read, not the tensors; the caller's loader checks the file itself."""
+    if Path(weights).suffix != ".pt" or not Path(weights).is_file():
+        return None
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not ours (a converted yolov5 file, a broken one): the model loader reports what it is
+        return None
+    opt = ckpt.get("opt") if isinstance(ckpt, dict) else None
+    size = opt.get("imgsz") if isinstance(opt, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None

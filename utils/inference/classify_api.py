@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.checkpoint import trained_imgsz
 from models.classifier import ClassificationModel
 from models.classifier_weights import load_classifier_weights
 from utils.core.device import select_device
@@ -34,6 +35,7 @@ from utils.inference.api import as_image_list
 from utils.inference.backend import DetectBackend
 
 TOPK = 5
+DEFAULT_IMGSZ = 224  # a file that records no size: ImageNet's
 IMAGENET_NAMES_YAML = ROOT / "data" / "ImageNet.yaml"  # the 1000 ImageNet-1k class names (YOLOv5's file layout)
 _OFFICIAL = re.compile(r"(convnext(?:v2)?)_([a-z]+)_(1k|22k|22k_1k)(?:_(224|384))?")  # convnext_tiny_1k, ...
 _IMAGENET_22K_CLASSES = 21841  # the official 22k heads
@@ -123,7 +125,9 @@ class Classifier:
         half: bool = False,
         imgsz: int | None = None,
         crop_ratio: float = 0.875,
+        backend: DetectBackend | None = None,
     ):
+        """backend: an already loaded DetectBackend of `weights` (torch.hub's custom() loads the file once)."""
         self.device = device if isinstance(device, torch.device) else select_device(device, verbose=False)
         self.source = str(weights)
         official = _official_model(str(weights), self.device) if isinstance(weights, str) else None
@@ -135,12 +139,12 @@ class Classifier:
             self.fp16 = half and self.device.type == "cuda"
             self.names, self.nc = dict(self.backend.names), self.backend.nc
         else:
-            self.backend = DetectBackend(weights, device=self.device, fp16=half)
+            self.backend = backend or DetectBackend(weights, device=self.device, fp16=half)
             if getattr(self.backend, "task", "classify") != "classify" or (
                 self.backend.pt and getattr(self.backend.model, "task", "") != "classify"
             ):
                 raise UserError(f"{weights} is a detector — use detect.py / val.py, or pass a classifier")
-            size = getattr(self.backend, "imgsz", None) or 224
+            size = getattr(self.backend, "imgsz", None) or trained_imgsz(weights) or DEFAULT_IMGSZ
             self.fp16, self.names, self.nc = self.backend.fp16, dict(self.backend.names), self.backend.nc
             if self.nc == 1000 and all(v.isdigit() for v in self.names.values()):
                 self.names = imagenet_names()
