@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the plugins below are imported as tests.<name> from the repository root
 os.environ.setdefault("MPLBACKEND", "Agg")  # no display on CI
 
-pytest_plugins = ["tests.fixtures_data", "tests.fixtures_models", "tests.fixtures_train"]
+pytest_plugins = ["tests.fixtures_data", "tests.fixtures_models", "tests.fixtures_train", "tests.fixtures_classify"]
 
 SLOW_FIXTURES = {"trained_run", "trained_weights"}
 
