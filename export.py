@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from models.checkpoint import load_checkpoint_model, model_record, new_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint_model, model_record, new_checkpoint, save_checkpoint, trained_imgsz
 from utils.core import args as A
 from utils.core.device import check_device, select_device
 from utils.core.errors import UserError, cli_main, first_line
@@ -48,7 +48,7 @@ TRACED = ("torchscript", "onnx", "openvino")  # formats built from a traced grap
 CUDA_HALF = ("torchscript", "onnx")  # --half traces the model in fp16, which needs CUDA; OpenVINO / pt only store fp16
 DEFAULT_OPSET = 17
 DETECT_IMGSZ = (640, 640)  # --imgsz default of a detector
-CLASSIFY_IMGSZ = 224  # and of a classifier (its training size, as YOLOv5's classify)
+CLASSIFY_IMGSZ = 224  # and of a classifier that records no training size (a classifier exports at its own)
 CONVERTED_SUFFIX = "_converted.pt"  # --include pt: <stem>_converted.pt next to the weights
 
 
@@ -355,7 +355,7 @@ def run(
     hint = ""  # how to run the first file written
     classifier = getattr(model, "task", "detect") == "classify"
     if any(f in TRACED for f in fmts):
-        imgsz = imgsz or (CLASSIFY_IMGSZ if classifier else DETECT_IMGSZ)
+        imgsz = imgsz or ((trained_imgsz(weights) or CLASSIFY_IMGSZ) if classifier else DETECT_IMGSZ)
         if classifier and len({*([imgsz] if isinstance(imgsz, int) else imgsz)}) != 1:
             raise UserError(f"--imgsz {imgsz}: a classifier takes square centre crops — give one size, e.g. 224")
         traced = _traced(model, imgsz, batch_size, dev, dynamic)
