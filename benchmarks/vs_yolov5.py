@@ -190,7 +190,7 @@ def epoch_times(log: str) -> list[float]:
     return [done[k] for k in sorted(done)]
 
 
-def _offline_env(tmp: str) -> dict[str, str]:
+def offline_env(tmp: str) -> dict[str, str]:
     """yolov5's train.py downloads Arial.ttf into its config dir unless one is there: point that dir at tmp and put
     matplotlib's DejaVuSans there under that name, so nothing is fetched (our side ignores the variable)."""
     import shutil
@@ -245,7 +245,7 @@ def measure_epoch(api: SimpleNamespace, a: argparse.Namespace) -> float:
             "run",
         ]
         cmd += ["--no-channels-last"] if a.child == "ours" and a.nchw else []
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**os.environ, **_offline_env(tmp)})
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**os.environ, **offline_env(tmp)})
     times = epoch_times(r.stdout + r.stderr)
     if r.returncode or len(times) < a.train_epochs:
         raise SystemExit(f"train.py failed or printed {len(times)} epochs (exit {r.returncode}):\n{r.stderr[-3000:]}")

@@ -28,12 +28,12 @@ class ClassifyTrainOptions:
 
     model: str = "convnext_atto"  # classifier name, model yaml or checkpoint
     data: str = "shapes-cls"  # folder, yaml or name
-    epochs: int = 20
+    epochs: int = 60
     batch_size: int = 16  # total over DDP ranks
     imgsz: int = 64  # train and val size (the embedded set's images are 64 px; ImageNet models: 224)
     pretrained: str = ""  # official name or weights file (head kept when the class count matches)
     optimizer: str = "AdamW"
-    lr0: float = 0.002
+    lr0: float = 0.001
     momentum: float = 0.9  # SGD momentum / Adam beta1
     decay: float = 0.05  # weight decay (not on norms, biases and layer scales)
     label_smoothing: float = 0.1
