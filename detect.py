@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from utils.core.errors import NoUsableInputError, UserError, cli_main
 from utils.core.files import ROOT, increment_path
 from utils.core.log import LOGGER, colorstr
 from utils.dataloaders.sources import Frame, load_source
-from utils.inference.api import Detector, ImageResult
+from utils.inference.api import Detector, ImageResult, display_available
 
 DEFAULT_IMGSZ = 640  # YOLOv5's detect.py size, for weights that do not record their training size
 
@@ -56,18 +54,6 @@ def newest_weights(root: Path = ROOT / "runs" / "train") -> Path:
         )
     LOGGER.info(f"Using newest weights {found[-1]} (pass --weights to choose)")
     return found[-1]
-
-
-def display_available() -> bool:
-    """True when cv2 can open a window: a display exists and OpenCV was built with GUI support."""
-    if platform.system() == "Linux" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False  # GTK would abort the whole process without a display, so never try
-    try:
-        cv2.namedWindow("__probe__", cv2.WINDOW_NORMAL)
-        cv2.destroyWindow("__probe__")
-        return True
-    except cv2.error:  # opencv-python-headless: no GUI backend
-        return False
 
 
 class VideoSaver:
@@ -254,6 +240,7 @@ def run(
     hide_labels: bool = False,
     hide_conf: bool = False,
     half: bool = False,
+    dnn: bool = False,
     vid_stride: int = 1,
 ) -> dict[str, Any]:
     """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms). The CLI's
@@ -274,6 +261,7 @@ def run(
         max_det=max_det,
         fp16=half,
         augment=augment,
+        dnn=dnn,
     )
     if classes and max(classes) >= detector.nc:
         LOGGER.warning(f"WARNING: --classes {classes}: the model has only {detector.nc} classes (0..{detector.nc - 1})")
@@ -356,6 +344,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
+    p.add_argument("--dnn", action="store_true", help="run an .onnx file with OpenCV DNN")
     p.add_argument("--vid-stride", type=int, help="video frame-rate stride")
     return p.parse_args(argv)
 

@@ -101,7 +101,12 @@ class _ModelRunner:
 
 
 def _load_runner(
-    weights: str | Path | None, model: torch.nn.Module | None, device: str, half: bool, batch_size: int
+    weights: str | Path | None,
+    model: torch.nn.Module | None,
+    device: str,
+    half: bool,
+    batch_size: int,
+    dnn: bool = False,
 ) -> _ModelRunner:
     """The model to validate: the caller's (training) or one loaded from --weights via DetectBackend."""
     if model is not None:  # called by train.py
@@ -114,7 +119,7 @@ def _load_runner(
     if not weights:
         raise UserError("no model given — pass --weights path/to/best.pt (or .torchscript / .onnx)")
     dev = select_device(device, batch_size=batch_size)
-    backend = DetectBackend(weights, device=dev, fp16=half)
+    backend = DetectBackend(weights, device=dev, fp16=half, dnn=dnn)
     return _ModelRunner(
         backend, int(backend.stride), names_dict(backend.names), int(backend.nc), backend.pt, dev, backend.fp16, False
     )
@@ -335,6 +340,7 @@ def run(
     name: str = "exp",
     exist_ok: bool = False,
     half: bool = False,
+    dnn: bool = False,
     model: torch.nn.Module | None = None,
     dataloader=None,
     save_dir: Path = Path(""),
@@ -355,7 +361,7 @@ def run(
         device=device,
         workers=workers,
     )
-    runner = _load_runner(weights, model, device, half, batch_size)
+    runner = _load_runner(weights, model, device, half, batch_size, dnn)
     if task == "speed":  # YOLOv5's speed benchmark settings
         conf_thres, iou_thres, save_json, pycocotools, plots = 0.25, 0.45, False, False, False
     save_json = save_json or pycocotools  # pycocotools scores the predictions json
@@ -474,6 +480,7 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
+    p.add_argument("--dnn", action="store_true", help="run an .onnx file with OpenCV DNN")
     opt = p.parse_args(argv)
     opt.save_txt |= opt.save_conf  # --save-conf implies --save-txt
     return opt

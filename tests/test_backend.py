@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -59,6 +60,19 @@ def test_metadata_round_trip() -> None:
     assert parse_metadata(meta, Path("x.onnx")) == (32, {0: "a b", 3: "c"})
     with pytest.raises(UserError, match="no stride/names metadata"):
         parse_metadata({"stride": "32"}, Path("x.onnx"))
+
+
+def test_metadata_is_yolov5s_form_and_older_json_still_reads() -> None:
+    """YOLOv5's DetectMultiBackend does int(meta["stride"]) and eval(meta["names"]), then indexes names by int."""
+    meta = export_metadata(32, {0: "circle", 1: "it's"})
+    names = ast.literal_eval(meta["names"])  # what YOLOv5 gets (it uses eval; a literal is the same here)
+    assert int(meta["stride"]) == 32 and names[0] == "circle" and names[1] == "it's"
+    assert parse_metadata({"stride": "32", "names": '{"0": "circle", "1": "square"}'}, Path("old.onnx")) == (
+        32,
+        {0: "circle", 1: "square"},
+    )
+    with pytest.raises(UserError, match="no stride/names metadata"):  # never executed: a literal or nothing
+        parse_metadata({"stride": "32", "names": "__import__('os').system('echo PWNED')"}, Path("x.onnx"))
 
 
 def test_round_imgsz_rounds_up_with_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -88,3 +88,28 @@ def test_cli_bad_weights_one_line_exit_2(tmp_path: Path) -> None:
     assert p.returncode == 2
     assert p.stderr.strip().startswith("ERROR:") and len(p.stderr.strip().splitlines()) == 1
     assert "Traceback" not in p.stderr
+
+
+def test_dnn_runs_the_onnx_file_like_onnxruntime(tmp_path: Path) -> None:
+    """--dnn: OpenCV DNN on a static ONNX export gives onnxruntime's outputs within 1e-3 (both fp32; OpenCV fuses
+    and reorders some ops), with the same metadata."""
+    pt = save_micro_checkpoint(tmp_path / "micro.pt", seed=1)
+    f = export.run(weights=pt, imgsz=(64, 96), include=["onnx"])["onnx"]
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 96)
+    ort, dnn = DetectBackend(f), DetectBackend(f, dnn=True)
+    with torch.no_grad():
+        want, got = ort(x), dnn(x)
+    assert (dnn.stride, dnn.names, dnn.static_shape) == (ort.stride, MICRO_NAMES, (1, 3, 64, 96))
+    assert got.shape == want.shape and (got - want).abs().max().item() < 1e-3
+
+
+def test_dnn_errors_are_one_line(tmp_path: Path) -> None:
+    pt = save_micro_checkpoint(tmp_path / "micro.pt", seed=1)
+    with pytest.raises(UserError, match="--dnn runs .onnx files"):
+        DetectBackend(pt, dnn=True)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07 not a graph")
+    with pytest.raises(UserError, match="DNN cannot read") as e:
+        DetectBackend(bad, dnn=True)
+    assert "\n" not in str(e.value)

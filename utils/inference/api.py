@@ -8,6 +8,8 @@ detect.py uses the same Detector, so its saved labels are exactly what this API 
 from __future__ import annotations
 
 import csv
+import os
+import platform
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from utils.core.boxes import clip_boxes, scale_boxes, xyxy2xywh, xyxy2xywhn
 from utils.core.device import select_device
 from utils.core.errors import UserError
 from utils.core.files import increment_path
-from utils.core.image_io import imread
+from utils.core.image_io import imread, imwrite_atomic
 from utils.core.log import LOGGER
 from utils.core.plots import Annotator, colors
 from utils.core.timing import Profile
@@ -127,6 +129,7 @@ class Detections:
     results: list[ImageResult]
     times: dict[str, float] = field(default_factory=dict)  # "preprocess", "inference", "nms"
     shape: tuple[int, ...] = ()  # the network input shape (B, 3, H, W)
+    _rendered: list[np.ndarray] | None = field(default=None, repr=False)  # render()'s images, then `ims`
 
     def __len__(self) -> int:
         return len(self.results)
@@ -202,12 +205,105 @@ class Detections:
         return Path(file)
 
     def save(self, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> Path:
-        """Write each annotated image to save_dir (incremented unless exist_ok); returns the folder."""
+        """Write each annotated image to save_dir (incremented unless exist_ok) under its file name (YOLOv5's
+        `files`), never over a file already there (a second a.jpg becomes a2.jpg); returns the folder."""
         save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
-        for i, r in enumerate(self.results):
-            name = Path(r.path).name if r.path else f"image{i}.jpg"
-            cv2.imwrite(str(save_dir / name), r.plot())
+        for r, name in zip(self.results, self.files):
+            imwrite_atomic(_free_name(save_dir / name), r.plot())
+        LOGGER.info(f"Saved {len(self.results)} image{'s' * (len(self.results) != 1)} to {save_dir}")
         return save_dir
+
+    # ---------------------------------------------------------------- the rest of YOLOv5's hub-results interface
+    @property
+    def ims(self) -> list[np.ndarray]:
+        """The original images as RGB uint8 arrays (YOLOv5's `ims`; render() replaces them with annotated ones)."""
+        if self._rendered is not None:
+            return self._rendered
+        return [np.ascontiguousarray(r.image[..., ::-1]) for r in self.results]
+
+    @property
+    def pred(self) -> list[torch.Tensor]:
+        """Per image an (n, 6) tensor x1 y1 x2 y2 conf cls in original pixels (what supervision's from_yolov5 reads)."""
+        return [r.boxes for r in self.results]
+
+    @property
+    def names(self) -> dict[int, str]:
+        return self.results[0].names if self.results else {}
+
+    @property
+    def files(self) -> list[str]:
+        """File names: the input's, or image0.jpg, image1.jpg, ... for arrays and tensors (YOLOv5's rule)."""
+        return [Path(r.path).name if r.path else f"image{i}.jpg" for i, r in enumerate(self.results)]
+
+    @property
+    def t(self) -> tuple[float, float, float]:
+        """Per-image milliseconds of pre-process, inference and NMS (YOLOv5's `t`)."""
+        n = max(len(self.results), 1)
+        return tuple(self.times.get(k, 0.0) / n for k in ("preprocess", "inference", "nms"))  # type: ignore[return-value]
+
+    @property
+    def s(self) -> tuple[int, ...]:
+        """The network input shape (B, 3, H, W) (YOLOv5's `s`)."""
+        return tuple(self.shape)
+
+    def render(self, labels: bool = True) -> list[np.ndarray]:
+        """Draw the boxes (with labels unless labels=False); the annotated RGB images, which `ims` then holds."""
+        self._rendered = [np.ascontiguousarray(r.plot(hide_labels=not labels)[..., ::-1]) for r in self.results]
+        return self._rendered
+
+    def show(self, labels: bool = True) -> None:
+        """Show the annotated images in a window; without a display (a server, a container) one warning instead."""
+        if not display_available():
+            LOGGER.warning("WARNING: results.show() needs a display and OpenCV GUI support; use results.save()")
+            return
+        for r, name in zip(self.results, self.files):
+            cv2.imshow(name, r.plot(hide_labels=not labels))
+        cv2.waitKey(1)
+
+    def crop(self, save: bool = True, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> list[dict]:
+        """YOLOv5's crop(): per box a dict(box, conf, cls, label, im) (im a BGR crop, as YOLOv5's); with save=True
+        each crop is written to save_dir/crops/<class name>/<file name>, never over an existing file."""
+        out_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True) if save else None
+        crops = []
+        for r, name in zip(self.results, self.files):
+            for box, (c, im) in zip(r.boxes, r.crops()):
+                label = f"{r.names.get(c, str(c))} {float(box[4]):.2f}"
+                crops.append({"box": box[:4], "conf": box[4], "cls": box[5], "label": label, "im": im})
+                if out_dir is not None:
+                    imwrite_atomic(_free_name(out_dir / "crops" / r.names.get(c, str(c)) / name), im)
+        if out_dir is not None:
+            LOGGER.info(f"Saved results to {out_dir}")
+        return crops
+
+    def tolist(self) -> list[Detections]:
+        """One Detections per image, each complete (its own per-image times and a batch of one)."""
+        n = max(len(self.results), 1)
+        per_image = {k: v / n for k, v in self.times.items()}
+        return [
+            Detections([ImageResult(r.image, r.boxes, r.names, r.path or name)], dict(per_image), (1, *self.shape[1:]))
+            for r, name in zip(self.results, self.files)  # an array keeps its batch name (image1.jpg), as YOLOv5's
+        ]
+
+
+def _free_name(path: Path) -> Path:
+    """path, or path with 2, 3, ... before its suffix when a file of that name exists (a.jpg -> a2.jpg)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n, out = 2, path
+    while out.exists():
+        out, n = path.with_name(f"{path.stem}{n}{path.suffix}"), n + 1
+    return out
+
+
+def display_available() -> bool:
+    """True when cv2 can open a window: a display exists and OpenCV was built with GUI support."""
+    if platform.system() == "Linux" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False  # GTK would abort the whole process without a display, so never try
+    try:
+        cv2.namedWindow("__probe__", cv2.WINDOW_NORMAL)
+        cv2.destroyWindow("__probe__")
+        return True
+    except cv2.error:  # opencv-python-headless: no GUI backend
+        return False
 
 
 def _to_bgr(im: Any, bgr: bool) -> tuple[np.ndarray, str]:
@@ -287,19 +383,21 @@ class Detector:
         max_det: int = 1000,
         fp16: bool = False,
         augment: bool = False,
+        dnn: bool = False,
     ):
         self.device = select_device(device, verbose=False)
-        self.backend = DetectBackend(weights, device=self.device, fp16=fp16)
+        self.backend = DetectBackend(weights, device=self.device, fp16=fp16, dnn=dnn)
         self.names, self.stride, self.nc = self.backend.names, self.backend.stride, self.backend.nc
         self.imgsz = round_imgsz(imgsz, self.stride)
         self.conf, self.iou, self.classes, self.agnostic = conf, iou, classes, agnostic
         self.max_det, self.augment = max_det, augment
 
-    def preprocess(self, ims: list[np.ndarray]) -> torch.Tensor:
-        """Letterbox BGR images and stack them into a float (B,3,H,W) RGB 0-1 tensor on the device."""
+    def preprocess(self, ims: list[np.ndarray], imgsz: tuple[int, int] | None = None) -> torch.Tensor:
+        """Letterbox BGR images (to imgsz, default self.imgsz) and stack them into a float (B,3,H,W) RGB 0-1 tensor
+        on the device."""
         # Minimal (stride-multiple) padding only when all images share a shape and the backend takes any size.
         auto = self.backend.any_shape and all(im.shape == ims[0].shape for im in ims)
-        boxed = [letterbox(im, self.imgsz, stride=self.stride, auto=auto)[0] for im in ims]
+        boxed = [letterbox(im, imgsz or self.imgsz, stride=self.stride, auto=auto)[0] for im in ims]
         x = np.ascontiguousarray(np.stack(boxed)[..., ::-1].transpose(0, 3, 1, 2))  # BGR->RGB, BHWC->BCHW
         x = torch.from_numpy(x).to(self.device)
         return (x.half() if self.backend.fp16 else x.float()) / 255
@@ -321,13 +419,17 @@ class Detector:
             out.append(det)
         return out
 
-    def __call__(self, images: Any, bgr: bool = False, augment: bool | None = None) -> Detections:
-        """Detect objects in one image or a list; numpy arrays are RGB unless bgr=True (e.g. from cv2.imread)."""
+    def __call__(
+        self, images: Any, size: int | Sequence[int] | None = None, bgr: bool = False, augment: bool | None = None
+    ) -> Detections:
+        """Detect objects in one image or a list; numpy arrays are RGB unless bgr=True (e.g. from cv2.imread).
+        size: this call's inference size (YOLOv5's `model(im, size=640)`; rounded up to the stride), default imgsz."""
         pairs = as_image_list(images, bgr=bgr)
         ims = [im for im, _ in pairs]
+        imgsz = round_imgsz(size, self.stride) if size is not None else None
         dt = {k: Profile(self.device) for k in ("preprocess", "inference", "nms")}
         with dt["preprocess"]:
-            x = self.preprocess(ims)
+            x = self.preprocess(ims, imgsz)
         with dt["inference"]:
             pred = self.infer(x, augment)
         with dt["nms"]:
@@ -343,5 +445,5 @@ class Detector:
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> Detector:
     """A ready Detector for a .pt / .torchscript / .onnx file; kwargs: imgsz, conf, iou, classes, agnostic,
-    max_det, fp16, augment (see Detector)."""
+    max_det, fp16, augment, dnn (see Detector)."""
     return Detector(weights, device=device, **kwargs)

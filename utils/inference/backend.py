@@ -11,11 +11,13 @@ is an .xml (+ .bin) file pair, passed as the .xml or as export.py's `<stem>_open
 
 from __future__ import annotations
 
+import ast
 import json
 import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -37,9 +39,11 @@ OPENVINO_RT_INFO = "model_info"  # the .xml's rt_info section holding the same m
 def export_metadata(
     stride: int, names: dict[int, str], task: str = "detect", imgsz: int | None = None
 ) -> dict[str, str]:
-    """The metadata export.py writes and DetectBackend reads back: stride and names as strings; a classifier adds
-    task and the image size it was exported at (a detection file stays as before: no task means detect)."""
-    meta = {"stride": str(int(stride)), "names": json.dumps(names_dict(names))}
+    """The metadata export.py writes and DetectBackend reads back, in YOLOv5's form so that its DetectMultiBackend
+    (and the deployment scripts built on it) read our files: stride as an int string, names as a Python literal with
+    int keys ("{0: 'circle', 1: 'square'}"). A classifier adds task and the image size it was exported at (a
+    detection file has no task: detect)."""
+    meta = {"stride": str(int(stride)), "names": repr(names_dict(names))}
     if task != "detect":
         meta |= {"task": task, "imgsz": str(int(imgsz or 0))}
     return meta
@@ -56,11 +60,12 @@ def metadata_task(meta: dict[str, str]) -> tuple[str, int | None]:
 
 
 def parse_metadata(meta: dict[str, str], path: Path) -> tuple[int, dict[int, str]]:
-    """(stride, names) from export metadata; a file without it was not exported by export.py."""
+    """(stride, names) from export metadata; a file without it was not exported by export.py. Names are read as a
+    literal only (ast.literal_eval: YOLOv5's Python form, and the JSON form our older exports wrote), never run."""
     try:
         stride = int(meta["stride"])
-        names = names_dict(json.loads(meta["names"]))
-    except (KeyError, ValueError, TypeError):
+        names = names_dict(ast.literal_eval(meta["names"]))
+    except (KeyError, ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise UserError(
             f"{path} has no stride/names metadata — export it with export.py from a .pt checkpoint"
         ) from None
@@ -160,11 +165,13 @@ class DetectBackend(nn.Module):
         fp16: bool = False,
         fuse: bool = True,
         threads: int | None = None,
+        dnn: bool = False,
     ):
         """threads: CPU threads of the onnxruntime / OpenVINO runtime (None: its default). PyTorch's thread count is
-        process-wide: set it with torch.set_num_threads."""
+        process-wide: set it with torch.set_num_threads. dnn: run an .onnx file with OpenCV DNN instead of
+        onnxruntime (YOLOv5's --dnn)."""
         super().__init__()
-        self.threads = threads
+        self.threads, self.dnn = threads, bool(dnn)
         w = resolve_weights(Path(weights[0] if isinstance(weights, (list, tuple)) else weights))
         self.device = torch.device(device) if not isinstance(device, torch.device) else device
         if not w.is_file():  # first: a mistyped path is not a format problem
@@ -176,6 +183,9 @@ class DetectBackend(nn.Module):
                 f"--weights {w}: unsupported format '{w.suffix}' — use one of {', '.join(SUFFIXES)} "
                 f"(or a *{OPENVINO_DIR_SUFFIX} folder)"
             )
+        if self.dnn and w.suffix != ".onnx":
+            raise UserError(f"--dnn runs .onnx files with OpenCV DNN, not {w.suffix} — export one (export.py "
+                            f"--include onnx) or drop --dnn")  # fmt: skip
         # Half precision only helps (and is only well supported) on CUDA.
         self.fp16 = bool(fp16) and self.device.type == "cuda"
         if fp16 and not self.fp16:
@@ -189,6 +199,8 @@ class DetectBackend(nn.Module):
             self._load_pt(w, fuse)
         elif self.jit:
             self._load_torchscript(w)
+        elif self.onnx and self.dnn:
+            self._load_dnn(w)
         elif self.onnx:
             self._load_onnx(w)
         else:
@@ -234,6 +246,26 @@ class DetectBackend(nn.Module):
         shape = inp.shape  # fixed ints, or strings for --dynamic axes
         self.static_shape = tuple(shape) if all(isinstance(s, int) for s in shape) else None
 
+    def _load_dnn(self, w: Path) -> None:
+        """OpenCV DNN reads the graph; the metadata (stride, names) comes from the file's metadata_props (onnx)."""
+        import onnx  # heavy: only for this path's metadata (onnxruntime is not used here)
+
+        try:
+            self.session = cv2.dnn.readNetFromONNX(str(w))
+            proto = onnx.load(str(w), load_external_data=False)
+        except (cv2.error, Exception) as e:  # OpenCV builds differ in the operators they read
+            raise UserError(
+                f"OpenCV {cv2.__version__} DNN cannot read {w} ({first_line(e, limit=160)}) — run it without --dnn "
+                f"(onnxruntime), or export with an older --opset"
+            ) from None
+        meta = {p.key: p.value for p in proto.metadata_props}
+        self.stride, self.names = parse_metadata(meta, w)
+        self.task, self.imgsz = metadata_task(meta)
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        self.static_shape = shape if all(isinstance(d, int) and d > 0 for d in shape) else None
+        self.onnx_fp16 = proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
     def _load_openvino(self, w: Path) -> None:
         ov = import_openvino(f"running {w}")
         if not w.with_suffix(".bin").is_file():
@@ -272,12 +304,18 @@ class DetectBackend(nn.Module):
             y = self.model(im)
             return y[0] if isinstance(y, (tuple, list)) else y
         x = im.detach().cpu().numpy()
-        if self.onnx:
+        if self.onnx and self.dnn:
+            ys = [self._dnn_forward(c.astype(np.float16 if self.onnx_fp16 else np.float32)) for c in self._chunks(x)]
+        elif self.onnx:
             x = x.astype(np.float16 if self.onnx_fp16 else np.float32)
             ys = [self.session.run(self.output_names, {self.input_name: c})[0] for c in self._chunks(x)]
         else:
             ys = [self.session(c.astype(self.input_dtype))[0] for c in self._chunks(x)]
         return torch.from_numpy(np.concatenate(ys).astype(np.float32)).to(self.device)
+
+    def _dnn_forward(self, x: np.ndarray) -> np.ndarray:
+        self.session.setInput(x)
+        return self.session.forward()
 
     def _chunks(self, x: np.ndarray) -> list[np.ndarray]:
         """The batch as one piece, or for a fixed-shape file in pieces of its own batch size (other shapes: error)."""
