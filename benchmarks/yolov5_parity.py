@@ -18,6 +18,12 @@ Nothing is downloaded and nothing of yolov5 runs in this process: the clone only
 --yolov5-python (its train.py / detect.py CLIs, and a two-line call of its val.run for full-precision figures). Each
 side reads its own hard-linked copy of the images so their label caches (both named labels/*.cache) do not collide.
 Targets: |mAP50-95 difference| <= 0.005, boxes within 1 px.
+
+With --ours PATH (one of our detection checkpoints, e.g. the quick start's best.pt) the direction is reversed: the
+file is exported with our export.py to ONNX and OpenVINO at --imgsz, and yolov5's val.py / detect.py run OUR exported
+files through its DetectMultiBackend (which reads their stride / names metadata), against our val.py / detect.py on
+the same files; the same targets apply per format. --yolov5-pythonpath adds the clone's packages for its processes
+only (e.g. a `pip install --target` folder), when --yolov5-python is this venv's python.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import numpy as np
 import yaml
 
 import detect
+import export
 import val
 from utils.core.errors import UserError, cli_main
 from utils.core.image_io import imread
@@ -100,7 +107,7 @@ def prepare_data(work: Path) -> dict[str, Side]:
     return sides
 
 
-def yolov5_env(work: Path) -> dict[str, str]:
+def yolov5_env(work: Path, pythonpath: str = "") -> dict[str, str]:
     """Environment for the clone's processes: no pip installs, and a font in its config folder so that its dataset
     check does not download Arial.ttf (any TrueType font will do; only plots draw text)."""
     cfg = work / "yolov5_config"
@@ -114,7 +121,10 @@ def yolov5_env(work: Path) -> dict[str, str]:
                 f"(yolov5 would otherwise try to download it)"
             )
         shutil.copy2(found[0], cfg / "Arial.ttf")
-    return {**os.environ, "YOLOV5_CONFIG_DIR": str(cfg), "YOLOv5_AUTOINSTALL": "false", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "YOLOV5_CONFIG_DIR": str(cfg), "YOLOv5_AUTOINSTALL": "false", "PYTHONWARNINGS": "ignore"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH", "")]))
+    return env
 
 
 def run_yolov5(args: list[str], a: argparse.Namespace, env: dict[str, str], what: str) -> str:
@@ -340,9 +350,26 @@ def report(weights: Path, ours: Scores, y5: Scores, boxes: BoxDiff, a: argparse.
     return {"ours": ours.__dict__, "yolov5": y5.__dict__, "boxes": boxes.__dict__, "ok": ok}
 
 
+def exported_parity(a: argparse.Namespace, ours: Path, sides: dict[str, Side], work: Path, env: dict) -> dict:
+    """--ours: our checkpoint exported to ONNX and OpenVINO, each file scored and run by yolov5's val.py / detect.py
+    and by ours; {format: report}."""
+    files = export.run(weights=ours, imgsz=(a.imgsz, a.imgsz), include=["onnx", "openvino"])
+    out = {}
+    for fmt, f in files.items():
+        y5_scores, our_scores = val_yolov5(a, f, sides["yolov5"], work, env), val_ours(a, f, sides["ours"], work)
+        boxes = compare_boxes(
+            detect_ours(a, f, sides["ours"].val_images, work),
+            detect_yolov5(a, f, sides["yolov5"].val_images, work, env),
+        )
+        out[fmt] = report(f, our_scores, y5_scores, boxes, a)
+    return out
+
+
 def run(
     yolov5: str = "",
     yolov5_python: str = "",
+    yolov5_pythonpath: str = "",
+    ours: str = "",
     weights: str = "",
     epochs: int = 10,
     imgsz: int = 160,
@@ -375,7 +402,9 @@ def run(
     )
     work = Path(out).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    sides, env = prepare_data(work), yolov5_env(work)
+    sides, env = prepare_data(work), yolov5_env(work, yolov5_pythonpath)
+    if ours:
+        return exported_parity(a, Path(ours).resolve(), sides, work, env)
     w = Path(weights).resolve() if weights else train_yolov5(a, sides["yolov5"], work, env)
     y5_scores, our_scores = val_yolov5(a, w, sides["yolov5"], work, env), val_ours(a, w, sides["ours"], work)
     boxes = compare_boxes(
@@ -388,6 +417,8 @@ def parse_opt() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--yolov5", required=True, help="folder of an ultralytics/yolov5 git clone")
     p.add_argument("--yolov5-python", required=True, help="python of a venv with the clone's requirements")
+    p.add_argument("--yolov5-pythonpath", default="", help="extra PYTHONPATH for the clone's processes only")
+    p.add_argument("--ours", default="", help="our .pt: export it to ONNX + OpenVINO and run those with yolov5's code")
     p.add_argument("--weights", default="", help="a yolov5 .pt trained on shapes (default: train one with the clone)")
     p.add_argument("--epochs", type=int, default=10, help="yolov5 training epochs (without --weights)")
     p.add_argument("--imgsz", type=int, default=160, help="train, val and detect image size")

@@ -72,7 +72,7 @@ def run(
     created = not save_dir.exists()
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     opts, names, videos = {"nosave": nosave, "save_txt": save_txt}, OutputNames(), VideoSaver()
-    frames, totals = [], [0.0, 0.0, 0.0]
+    frames, totals, keep_going = [], [0.0, 0.0, 0.0], True
     try:
         for batch in loader:
             results = clf([f.image for f in batch], bgr=True)
@@ -80,10 +80,13 @@ def run(
             for f, r in zip(batch, results):
                 _save(f, r, names.stem(f), save_dir, videos, opts)
                 frames.append({"path": f.path, "frame": f.frame, "top5": list(zip(r.top5, r.top5conf))})
-                h, w = f.image.shape[:2]
-                LOGGER.info(f"{f.describe()}{h}x{w} {r.summary()}, {clf.times[1].t * 1e3 / len(batch):.1f}ms")
-                if view_img and not show_frame(f, r.plot()):
-                    break
+                # YOLOv5's line: the network's input size (every image is centre-cropped to imgsz x imgsz)
+                s = clf.imgsz
+                LOGGER.info(f"{f.describe()}{s}x{s} {r.summary()}, {clf.times[1].t * 1e3 / len(batch):.1f}ms")
+                if view_img:
+                    keep_going = show_frame(f, r.plot()) and keep_going
+            if not keep_going:  # q pressed in a --view-img window: stop the whole source, as detect.py does
+                break
     finally:
         videos.close()
         if hasattr(loader, "close"):

@@ -4,6 +4,7 @@ shipped ImageNet class names."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ from utils.core.errors import UserError
 from utils.core.files import ROOT, yaml_load
 from utils.core.image_io import imread
 from utils.inference.api import Detector
+from utils.inference import classify_api
 from utils.inference.classify_api import Classifier, imagenet_names, load_classifier
 
 
@@ -54,6 +56,9 @@ def test_predict_folder_with_a_corrupt_image(cls_run, cls_data, tmp_path, caplog
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     out = cls_predict.run(weights=str(cls_run.best), source=str(src), save_txt=True, project=str(tmp_path), name="p")
     assert len(out["frames"]) == 3 and caplog.text.count("broken.jpg") == 1
+    # YOLOv5's line per image: index/count, path, the network's input size, the top 5 with probabilities, the time
+    logged = [ln for ln in caplog.text.splitlines() if "image 1/4 " in ln]
+    assert len(logged) == 1 and re.search(r": 32x32 (circle|rectangle|triangle) [01]\.\d\d, .+, [\d.]+ms$", logged[0])
     d = out["save_dir"]
     assert sorted(p.name for p in d.glob("*.jpg")) == sorted(p.name for p in src.glob("0*.jpg"))
     lines = (d / "labels" / f"{_images(cls_data, 1)[0].stem}.txt").read_text().splitlines()
@@ -98,6 +103,20 @@ def test_imagenet_names_ship_and_name_a_1000_class_model(tmp_path):
     f = save_checkpoint(new_checkpoint(-1, 0.0, m, None, 0, None, None, {}, {}), tmp_path / "in1k.pt")
     clf = load_classifier(f, imgsz=32)
     assert clf.names == names and clf(np.zeros((40, 40, 3), np.uint8))[0].name(0) == "tench"
+
+
+def test_official_name_builds_the_imagenet_model(monkeypatch):
+    """An official weights name builds the matching classifier, loads that name (stubbed here: no download), names a
+    1k head with ImageNet's classes and predicts at the size the name says."""
+    loaded = []
+    monkeypatch.setattr(classify_api, "load_classifier_weights", lambda m, name: loaded.append((m.yaml_name, m.nc, name)))
+    clf = load_classifier("convnextv2_atto_1k")
+    assert loaded == [("convnextv2_atto", 1000, "convnextv2_atto_1k")]
+    assert clf.imgsz == 224 and clf.names == imagenet_names() and clf.nc == 1000
+    r = clf(np.zeros((50, 60, 3), np.uint8))[0]
+    assert r.probs.shape == (1000,) and r.name(r.top1) == imagenet_names()[r.top1]
+    clf = load_classifier("convnext_atto_22k_1k_384")
+    assert loaded[-1][1:] == (1000, "convnext_atto_22k_1k_384") and clf.imgsz == 384
 
 
 def test_bad_input_is_one_line(micro_pt, cls_run, tmp_path):

@@ -134,9 +134,8 @@ class Classifier:
         self.backend: Any
         if official is not None:
             self.backend, size = official
-            self.fp16 = False
-            self.backend = self.backend.half() if half and self.device.type == "cuda" else self.backend
-            self.fp16 = half and self.device.type == "cuda"
+            self.fp16 = half and self.device.type == "cuda"  # half only on CUDA, as DetectBackend decides
+            self.backend = self.backend.half() if self.fp16 else self.backend
             self.names, self.nc = dict(self.backend.names), self.backend.nc
         else:
             self.backend = backend or DetectBackend(weights, device=self.device, fp16=half)

@@ -82,7 +82,7 @@ def _write_anchors(m: nn.Module, pixels: np.ndarray) -> None:
 
 
 def _kmeans(x: np.ndarray, n: int, rng: np.random.Generator, iters: int = 30) -> np.ndarray:
-    """Plain Lloyd k-means with k-means++ seeding (used when scipy is not installed)."""
+    """Plain Lloyd k-means with k-means++ seeding (used when scipy is not installed, or drops centres)."""
     centres = [x[rng.integers(len(x))]]
     for _ in range(1, n):
         d2 = ((x[:, None] - np.asarray(centres)[None]) ** 2).sum(-1).min(1)
@@ -98,7 +98,7 @@ def _kmeans(x: np.ndarray, n: int, rng: np.random.Generator, iters: int = 30) ->
     return c
 
 
-def _initial_anchors(wh: np.ndarray, n: int, img_size: int, rng: np.random.Generator, seed: int) -> np.ndarray:
+def _initial_anchors(wh: np.ndarray, n: int, rng: np.random.Generator, seed: int) -> np.ndarray:
     """k-means on whitened wh (scipy's kmeans when available), back in pixels."""
     s = wh.std(0)
     s[s == 0] = 1.0  # identical boxes: nothing to whiten
@@ -109,9 +109,9 @@ def _initial_anchors(wh: np.ndarray, n: int, img_size: int, rng: np.random.Gener
         k = kmeans(x, n, iter=30, seed=seed)[0]
     except ImportError:
         k = _kmeans(x.astype(np.float64), n, rng)
-    if len(k) != n:  # scipy drops duplicate centres: fall back to a random start
-        LOGGER.warning(f"WARNING ⚠️ {PREFIX}kmeans gave {len(k)} anchors for {n}, using a random start")
-        return np.sort(rng.random(n * 2)).reshape(n, 2) * img_size
+    if len(k) != n:  # scipy drops duplicate centres (fewer distinct boxes than anchors): k-means++ keeps n
+        LOGGER.info(f"{PREFIX}scipy's kmeans gave {len(k)} anchors for {n}: using plain k-means with k-means++ seeds")
+        k = _kmeans(x.astype(np.float64), n, rng)
     return k * s
 
 
@@ -171,7 +171,7 @@ def kmean_anchors(
             f"or train with --noautoanchor"
         )
     LOGGER.info(f"{PREFIX}Running kmeans for {n} anchors on {len(wh)} points...")
-    k = _initial_anchors(wh, n, img_size, rng, seed)
+    k = _initial_anchors(wh, n, rng, seed)
     k = _evolve(k.astype(np.float32), wh, thr, gen, rng, verbose)
     k = k[np.argsort(k.prod(1))].astype(np.float32)
     bpr, aat = bpr_aat(k, wh0, thr)
