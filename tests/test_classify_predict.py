@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,12 +19,12 @@ import hubconf
 from classify import predict as cls_predict
 from classify import val as cls_val
 from models.checkpoint import load_checkpoint_model, new_checkpoint, save_checkpoint
-from models.classifier import ClassificationModel
+from models.classifier import ClassificationModel, backbone_identity
 from utils.core.errors import UserError
 from utils.core.files import ROOT, yaml_load
 from utils.core.image_io import imread
-from utils.inference.api import Detector
 from utils.inference import classify_api
+from utils.inference.api import Detector
 from utils.inference.classify_api import Classifier, imagenet_names, load_classifier
 
 
@@ -51,8 +52,8 @@ def test_api_probabilities_are_the_softmax_of_the_models_logits(cls_run, cls_dat
 def test_predict_folder_with_a_corrupt_image(cls_run, cls_data, tmp_path, caplog):
     src = tmp_path / "src"
     src.mkdir()
-    for f in _images(cls_data, 3):
-        (src / f.name).write_bytes(f.read_bytes())
+    for f in _images(cls_data, 3):  # 48x40 copies: the log shows the network's 32x32, the saved copies keep 48x40
+        cv2.imwrite(str(src / f.name), cv2.resize(imread(f), (48, 40)))
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     out = cls_predict.run(weights=str(cls_run.best), source=str(src), save_txt=True, project=str(tmp_path), name="p")
     assert len(out["frames"]) == 3 and caplog.text.count("broken.jpg") == 1
@@ -61,6 +62,8 @@ def test_predict_folder_with_a_corrupt_image(cls_run, cls_data, tmp_path, caplog
     assert len(logged) == 1 and re.search(r": 32x32 (circle|rectangle|triangle) [01]\.\d\d, .+, [\d.]+ms$", logged[0])
     d = out["save_dir"]
     assert sorted(p.name for p in d.glob("*.jpg")) == sorted(p.name for p in src.glob("0*.jpg"))
+    drawn, orig = imread(next(d.glob("0*.jpg"))), imread(src / next(d.glob("0*.jpg")).name)
+    assert drawn.shape == orig.shape == (40, 48, 3) and np.abs(drawn.astype(int) - orig).max() > 100  # text drawn
     lines = (d / "labels" / f"{_images(cls_data, 1)[0].stem}.txt").read_text().splitlines()
     assert len(lines) == 3 and {ln.split()[1] for ln in lines} == {"circle", "rectangle", "triangle"}
     assert sum(float(ln.split()[0]) for ln in lines) == pytest.approx(1, abs=0.02)
@@ -109,14 +112,18 @@ def test_official_name_builds_the_imagenet_model(monkeypatch):
     """An official weights name builds the matching classifier, loads that name (stubbed here: no download), names a
     1k head with ImageNet's classes and predicts at the size the name says."""
     loaded = []
-    monkeypatch.setattr(classify_api, "load_classifier_weights", lambda m, name: loaded.append((m.yaml_name, m.nc, name)))
+    monkeypatch.setattr(
+        classify_api, "load_classifier_weights", lambda m, name: loaded.append((backbone_identity(m.yaml), m.nc, name))
+    )
     clf = load_classifier("convnextv2_atto_1k")
-    assert loaded == [("convnextv2_atto", 1000, "convnextv2_atto_1k")]
+    assert loaded == [("ConvNeXt-atto (V2)", 1000, "convnextv2_atto_1k")]
     assert clf.imgsz == 224 and clf.names == imagenet_names() and clf.nc == 1000
     r = clf(np.zeros((50, 60, 3), np.uint8))[0]
     assert r.probs.shape == (1000,) and r.name(r.top1) == imagenet_names()[r.top1]
-    clf = load_classifier("convnext_atto_22k_1k_384")
-    assert loaded[-1][1:] == (1000, "convnext_atto_22k_1k_384") and clf.imgsz == 384
+    clf = load_classifier("convnext_tiny_22k_1k_384")
+    assert loaded[-1] == ("ConvNeXt-tiny (V1)", 1000, "convnext_tiny_22k_1k_384") and clf.imgsz == 384
+    clf = load_classifier("convnext_tiny_22k")  # the 21,841-class ImageNet-22k head: no shipped names, indices
+    assert loaded[-1][1] == clf.nc == 21841 and clf.imgsz == 224 and clf.names[5] == "5"
 
 
 def test_bad_input_is_one_line(micro_pt, cls_run, tmp_path):
