@@ -36,7 +36,6 @@ from utils.core.names import names_dict
 from utils.inference.backend import (
     METADATA_FILE,
     OPENVINO_DIR_SUFFIX,
-    OPENVINO_METADATA,
     OPENVINO_RT_INFO,
     export_metadata,
     import_openvino,
@@ -169,7 +168,8 @@ def _torch_onnx_export(model: nn.Module, im: torch.Tensor, f: Path, opset: int, 
 
 
 def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: bool = False) -> Path:
-    """<stem>_openvino_model/ with <stem>.xml + .bin (fp32 weights unless half) and metadata.yaml (stride, names)."""
+    """<stem>_openvino_model/ with <stem>.xml + .bin (fp32 weights unless half) and <stem>.yaml (stride, names): the
+    metadata file YOLOv5's DetectMultiBackend reads beside the .xml."""
     ov = import_openvino("--include openvino")
     folder = file.parent / f"{file.stem}{OPENVINO_DIR_SUFFIX}"
     LOGGER.info(f"{colorstr('OpenVINO:')} exporting with openvino {ov.__version__}...")
@@ -188,7 +188,7 @@ def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: boo
     with _atomic_folder(folder) as tmp:
         ov.save_model(ov_model, str(tmp / f"{file.stem}.xml"), compress_to_fp16=half)  # its default is fp16
         task = {} if traced.task == "detect" else {"task": traced.task, "imgsz": int(traced.im.shape[-1])}
-        yaml_save(tmp / OPENVINO_METADATA, {"stride": traced.stride, "names": traced.names, **task})
+        yaml_save(tmp / f"{file.stem}.yaml", {"stride": traced.stride, "names": traced.names, **task})
     return folder
 
 

@@ -61,8 +61,8 @@ def dynamic_half(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_folder_layout_and_fp32_weights(exported: dict[str, Path]) -> None:
     folder = exported["openvino"]
     assert folder == exported["src"].parent / "micro_openvino_model"
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.yaml", "micro.bin", "micro.xml"]
-    assert yaml_load(folder / "metadata.yaml") == {"stride": 32, "names": MICRO_NAMES}
+    assert sorted(p.name for p in folder.iterdir()) == ["micro.bin", "micro.xml", "micro.yaml"]  # YOLOv5's layout
+    assert yaml_load(folder / "micro.yaml") == {"stride": 32, "names": MICRO_NAMES}
     assert f16_constants(folder / "micro.xml") == 0  # openvino.save_model would compress to fp16 by default
     n_params = sum(v.numel() for v in torch.load(exported["src"], weights_only=True)["model"]["state_dict"].values())
     assert (folder / "micro.bin").stat().st_size >= 4 * n_params * 0.9  # 4 bytes per weight (BN folded in)
@@ -130,18 +130,19 @@ def test_dynamic_half_export_runs_any_shape(dynamic_half: dict[str, Path]) -> No
 
 
 def test_metadata_sources(exported: dict[str, Path], tmp_path: Path) -> None:
-    """metadata.yaml first, then YOLOv5's <stem>.yaml, then the .xml's own rt_info (a lone .xml pair still runs)."""
+    """YOLOv5's <stem>.yaml first, then an older export's metadata.yaml, then the .xml's own rt_info (a lone .xml
+    pair still runs)."""
     lone = tmp_path / "lone"
     lone.mkdir()
     for name in ("micro.xml", "micro.bin"):
         shutil.copy(exported["openvino"] / name, lone / name)
     be = DetectBackend(lone / "micro.xml")
     assert (be.stride, be.names) == (32, MICRO_NAMES)  # from rt_info
-    yaml_save(lone / "micro.yaml", {"stride": 32, "names": ["a", "b"]})  # YOLOv5 writes <stem>.yaml
-    assert DetectBackend(lone).names == {0: "a", 1: "b"}  # a folder with one .xml
-    yaml_save(lone / "metadata.yaml", {"stride": 32, "names": {0: "x", 1: "y"}})
+    yaml_save(lone / "metadata.yaml", {"stride": 32, "names": {0: "x", 1: "y"}})  # what older exports wrote
     assert DetectBackend(lone / "micro.xml").names == {0: "x", 1: "y"}
-    yaml_save(lone / "metadata.yaml", {"stride": "big", "names": {0: "x"}})
+    yaml_save(lone / "micro.yaml", {"stride": 32, "names": ["a", "b"]})  # YOLOv5's <stem>.yaml wins
+    assert DetectBackend(lone).names == {0: "a", 1: "b"}  # a folder with one .xml
+    yaml_save(lone / "micro.yaml", {"stride": "big", "names": {0: "x"}})
     with pytest.raises(UserError, match="stride must be an int"):
         DetectBackend(lone)
 

@@ -32,7 +32,7 @@ from utils.core.names import names_dict
 SUFFIXES = (".pt", ".torchscript", ".onnx", ".xml")
 METADATA_FILE = "config.txt"  # name of the TorchScript _extra_files entry holding the metadata json
 OPENVINO_DIR_SUFFIX = "_openvino_model"  # export.py writes <stem>_openvino_model/<stem>.xml (YOLOv5's layout)
-OPENVINO_METADATA = "metadata.yaml"  # stride + names beside the .xml
+OPENVINO_METADATA = "metadata.yaml"  # stride + names beside the .xml in exports before <stem>.yaml (YOLOv5's name)
 OPENVINO_RT_INFO = "model_info"  # the .xml's rt_info section holding the same metadata (a lone .xml still works)
 
 
@@ -114,8 +114,9 @@ def resolve_weights(w: Path) -> Path:
 
 
 def openvino_metadata(xml: Path, model: Any) -> dict[str, str]:
-    """export_metadata()-style strings from metadata.yaml beside the .xml, YOLOv5's <stem>.yaml, or the rt_info."""
-    for f in (xml.parent / OPENVINO_METADATA, xml.with_suffix(".yaml")):
+    """export_metadata()-style strings from <stem>.yaml beside the .xml (YOLOv5's file, which export.py writes), an
+    older export's metadata.yaml, or the .xml's rt_info."""
+    for f in (xml.with_suffix(".yaml"), xml.parent / OPENVINO_METADATA):
         data = yaml_load(f) if f.is_file() else None
         if isinstance(data, dict) and "stride" in data and "names" in data:
             try:
