@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the child imports each repo from its own root instead (see _side)
 
-from benchmarks.vs_yolov5 import loader_images_per_s, offline_env  # standard library only: safe in either child
+# standard library only, so safe to import in either child
+from benchmarks.vs_yolov5 import add_clone_flags, loader_images_per_s, offline_env
 
 PARTS = ("loader", "step", "top1")
 UNITS = {"loader": "images/s", "step": "images/s", "top1": "top-1", "time": "s"}
@@ -224,8 +225,7 @@ def table(res: dict[str, dict[str, list]], a: argparse.Namespace) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--yolov5", default="", help="path of an ultralytics/yolov5 clone (default: ours only)")
-    p.add_argument("--yolov5-python", default="", help="python for the yolov5 side (default: this one)")
+    add_clone_flags(p)
     p.add_argument("--yolov5-pythonpath", default="", help="extra PYTHONPATH for the yolov5 side (its packages)")
     p.add_argument("--pairs", type=int, default=3, help="runs per side of loader and step (>= 3 for a median)")
     p.add_argument("--train-pairs", type=int, default=1, help="classify/train.py runs per side for top-1")

@@ -374,10 +374,15 @@ def table(res: dict[str, dict[str, list[float]]], a: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_clone_flags(p: argparse.ArgumentParser) -> None:
+    """--yolov5 and --yolov5-python, as every side-by-side benchmark names them."""
     p.add_argument("--yolov5", default="", help="path of an ultralytics/yolov5 clone (default: ours only)")
     p.add_argument("--yolov5-python", default="", help="python for the yolov5 side (default: this one)")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_clone_flags(p)
     p.add_argument("--python", default="", help="python for our side (default: this one)")
     p.add_argument("--pairs", type=int, default=3, help="runs per side (>= 3 for a median)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
