@@ -108,18 +108,19 @@ class ImageResult:
             ann.box_label(xyxy, label or "", color=colors(int(c), bgr=True))
         return ann.result()
 
+    def crop_box(self, xyxy: Sequence[float], gain: float = 1.02, pad: int = 10) -> np.ndarray:
+        """The BGR crop under one box grown by gain and pad pixels (so the object's edge is kept), clipped to the
+        image; empty (0 rows or columns) when the box has no area inside the image."""
+        b = torch.tensor([float(v) for v in xyxy])
+        cxcy, wh = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) * gain + pad
+        grown = clip_boxes(torch.cat((cxcy - wh / 2, cxcy + wh / 2))[None], self.image.shape[:2])[0].int().tolist()
+        x1, y1, x2, y2 = grown
+        return self.image[y1 : max(y1, y2), x1 : max(x1, x2)].copy()
+
     def crops(self, gain: float = 1.02, pad: int = 10) -> list[tuple[int, np.ndarray]]:
-        """(class, BGR crop) per box, each box grown by gain and pad pixels so the object's edge is kept."""
-        h, w = self.image.shape[:2]
-        out = []
-        for *xyxy, _, c in self.boxes.tolist():
-            b = torch.tensor(xyxy)
-            cxcy, wh = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) * gain + pad
-            grown = clip_boxes(torch.cat((cxcy - wh / 2, cxcy + wh / 2))[None], (h, w))[0].int().tolist()
-            x1, y1, x2, y2 = grown
-            if x2 > x1 and y2 > y1:
-                out.append((int(c), self.image[y1:y2, x1:x2].copy()))
-        return out
+        """(class, BGR crop) per box with a non-empty crop (see crop_box)."""
+        pairs = [(int(c), self.crop_box(xyxy, gain, pad)) for *xyxy, _, c in self.boxes.tolist()]
+        return [(c, im) for c, im in pairs if im.size]
 
 
 @dataclass
@@ -141,7 +142,14 @@ class Detections:
         return self.results[i]
 
     def __str__(self) -> str:
-        return "\n".join(f"image {i + 1}/{len(self)} {r.path or ''} {r.summary()}" for i, r in enumerate(self.results))
+        """YOLOv5's text: 'image 1/2: 720x1280 2 persons, 1 tie' per image, then the per-image speed line."""
+        lines = [
+            f"image {i + 1}/{len(self)}: {r.image.shape[0]}x{r.image.shape[1]} {r.summary()}"
+            for i, r in enumerate(self)
+        ]
+        pre, inf, nms = self.t
+        speed = f"Speed: {pre:.1f}ms pre-process, {inf:.1f}ms inference, {nms:.1f}ms NMS per image at shape {self.s}"
+        return "\n".join([*lines, speed])
 
     # YOLOv5's hub-results views: per image an (n, 6) tensor, the box in that format, then confidence and class
     @property
@@ -167,9 +175,8 @@ class Detections:
         return len(self.results)
 
     def print(self) -> None:
-        """YOLOv5's results.print(): one line per image, then the per-stage times."""
-        speed = ", ".join(f"{v:.1f}ms {k}" for k, v in self.times.items())
-        LOGGER.info(f"{self}\nSpeed: {speed} for the batch at shape {tuple(self.shape)}")
+        """YOLOv5's results.print(): str(results) to the log."""
+        LOGGER.info(str(self))
 
     def pandas(self) -> SimpleNamespace:
         """YOLOv5's results.pandas(): .xyxy, .xyxyn, .xywh, .xywhn, each a list (one per image) of DataFrames with
@@ -204,12 +211,17 @@ class Detections:
             writer.writerows(self.records())
         return Path(file)
 
-    def save(self, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> Path:
+    def save(
+        self, labels: bool | str | Path = True, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False
+    ) -> Path:
         """Write each annotated image to save_dir (incremented unless exist_ok) under its file name (YOLOv5's
-        `files`), never over a file already there (a second a.jpg becomes a2.jpg); returns the folder."""
+        `files`), never over a file already there (a second a.jpg becomes a2.jpg); returns the folder.
+        YOLOv5's argument order; a path as the first argument is taken as save_dir (this API's older save(dir))."""
+        if isinstance(labels, (str, Path)):  # a path is never YOLOv5's labels flag
+            labels, save_dir = True, labels
         save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
         for r, name in zip(self.results, self.files):
-            imwrite_atomic(_free_name(save_dir / name), r.plot())
+            imwrite_atomic(_free_name(save_dir / name), r.plot(hide_labels=not labels))
         LOGGER.info(f"Saved {len(self.results)} image{'s' * (len(self.results) != 1)} to {save_dir}")
         return save_dir
 
@@ -232,8 +244,9 @@ class Detections:
 
     @property
     def files(self) -> list[str]:
-        """File names: the input's, or image0.jpg, image1.jpg, ... for arrays and tensors (YOLOv5's rule)."""
-        return [Path(r.path).name if r.path else f"image{i}.jpg" for i, r in enumerate(self.results)]
+        """YOLOv5's rule: the input's file name with a .jpg suffix (what save() writes), image0.jpg, image1.jpg, ...
+        for arrays and tensors."""
+        return [Path(r.path or f"image{i}").with_suffix(".jpg").name for i, r in enumerate(self.results)]
 
     @property
     def t(self) -> tuple[float, float, float]:
@@ -261,26 +274,29 @@ class Detections:
         cv2.waitKey(1)
 
     def crop(self, save: bool = True, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> list[dict]:
-        """YOLOv5's crop(): per box a dict(box, conf, cls, label, im) (im a BGR crop, as YOLOv5's); with save=True
-        each crop is written to save_dir/crops/<class name>/<file name>, never over an existing file."""
+        """YOLOv5's crop(): per box a dict(box, conf, cls, label, im) as YOLOv5 builds it (box a list of four 0-d
+        tensors, conf and cls 0-d tensors, im the BGR crop; each image's boxes lowest confidence first); with
+        save=True each non-empty crop is written to save_dir/crops/<class name>/<file name>, never over a file."""
         out_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True) if save else None
         crops = []
         for r, name in zip(self.results, self.files):
-            for box, (c, im) in zip(r.boxes, r.crops()):
-                label = f"{r.names.get(c, str(c))} {float(box[4]):.2f}"
-                crops.append({"box": box[:4], "conf": box[4], "cls": box[5], "label": label, "im": im})
-                if out_dir is not None:
-                    imwrite_atomic(_free_name(out_dir / "crops" / r.names.get(c, str(c)) / name), im)
+            for *box, conf, cls in reversed(r.boxes):  # YOLOv5's order, so code indexing its list gets the same box
+                cname = r.names.get(int(cls), str(int(cls)))
+                im = r.crop_box(box)
+                crops.append({"box": box, "conf": conf, "cls": cls, "label": f"{cname} {float(conf):.2f}", "im": im})
+                if out_dir is not None and im.size:
+                    imwrite_atomic(_free_name(out_dir / "crops" / cname / name), im)
         if out_dir is not None:
             LOGGER.info(f"Saved results to {out_dir}")
         return crops
 
     def tolist(self) -> list[Detections]:
-        """One Detections per image, each complete (its own per-image times and a batch of one)."""
+        """One Detections per image, each complete: its own image, boxes and file name, the per-image times (so its
+        `t` equals this one's) and the batch's input shape `s` (the tensor it went through, as YOLOv5 keeps it)."""
         n = max(len(self.results), 1)
         per_image = {k: v / n for k, v in self.times.items()}
         return [
-            Detections([ImageResult(r.image, r.boxes, r.names, r.path or name)], dict(per_image), (1, *self.shape[1:]))
+            Detections([ImageResult(r.image, r.boxes, r.names, r.path or name)], dict(per_image), self.s)
             for r, name in zip(self.results, self.files)  # an array keeps its batch name (image1.jpg), as YOLOv5's
         ]
 
@@ -319,7 +335,9 @@ def _to_bgr(im: Any, bgr: bool) -> tuple[np.ndarray, str]:
         t = im.detach().cpu()
         t = (t.float() * 255).round().clamp(0, 255) if t.is_floating_point() else t
         return np.ascontiguousarray(t.byte().permute(1, 2, 0).numpy()[..., ::-1]), ""
+    path = ""
     if not isinstance(im, np.ndarray):  # PIL image (or anything array-like): RGB
+        path = str(getattr(im, "filename", "") or "")  # Image.open's file names the result, as in YOLOv5
         im = np.asarray(im.convert("RGB") if hasattr(im, "convert") else im)
         bgr = False
     if im.ndim == 2:
@@ -327,7 +345,7 @@ def _to_bgr(im: Any, bgr: bool) -> tuple[np.ndarray, str]:
     if im.ndim != 3 or im.shape[2] not in (3, 4):
         raise UserError(f"image array of shape {im.shape}: expected HxWx3 (or HxWx4 / HxW) — convert it first")
     im = im[..., :3].astype(np.uint8) if im.dtype != np.uint8 else im[..., :3]
-    return np.ascontiguousarray(im if bgr else im[..., ::-1]), ""
+    return np.ascontiguousarray(im if bgr else im[..., ::-1]), path
 
 
 def as_image_list(images: Any, bgr: bool = False) -> list[tuple[np.ndarray, str]]:
