@@ -83,8 +83,8 @@ def _side(name: str, root: Path) -> SimpleNamespace:
     return SimpleNamespace(
         model=lambda nc: ClassificationModel(MODEL, nc=nc),
         loader=lambda a: create_classify_loader(
-            a.data, a.imgsz, a.batch, augment=True, opts=o.augment(), workers=a.workers
-        )[0],
+            a.data, a.imgsz, a.batch, augment=True, opts=o.augment(), workers=a.workers, normalize=False
+        )[0],  # as classify/train.py loads: uint8, normalised on the device
         optimizer=lambda m: build_optimizer(m, o.optimizer, o.lr0, o.momentum, o.decay),
         EMA=ModelEMA,
         nhwc=o.channels_last,

@@ -106,7 +106,9 @@ def _build_parts(
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, opt.optimizer, opt.lr0, opt.momentum, opt.decay, opt.layer_decay)
     batch = check_batch_size(opt.batch_size, info.world_size)
-    common = dict(names=data.names, opts=opt.augment(), workers=opt.workers, rank=info.rank, seed=opt.seed)
+    common = dict(  # uint8 batches, normalised on the device by the trainer and the evaluator
+        names=data.names, opts=opt.augment(), workers=opt.workers, rank=info.rank, seed=opt.seed, normalize=False
+    )
     train_loader, _ = create_classify_loader(
         data.train, opt.imgsz, batch, augment=True, cache=opt.cache, prefix="train: ", **common
     )

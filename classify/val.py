@@ -90,7 +90,13 @@ def run(
     if list(clf.names.values()) != list(cdata.names.values()) and not all(v.isdigit() for v in clf.names.values()):
         LOGGER.warning("WARNING: the model's class names differ from the folders' — scores use the folder order")
     loader, _ = create_classify_loader(
-        folder, clf.imgsz, batch_size, names=cdata.names, opts=ClassifyAugment(crop_ratio=crop_ratio), workers=workers
+        folder,
+        clf.imgsz,
+        batch_size,
+        names=cdata.names,
+        opts=ClassifyAugment(crop_ratio=crop_ratio),
+        workers=workers,
+        normalize=False,  # uint8 batches, normalised on the device by evaluate_classifier
     )
     m = evaluate_classifier(clf.logits, loader, cdata.nc, dev, half=clf.fp16, desc=f"{folder.name}")
     for line in format_table(m, cdata.names, verbose=verbose or cdata.nc < 50):

@@ -26,6 +26,7 @@ from utils.dataloaders.classify import (
     check_classify_data,
     create_classify_loader,
     eval_resize_size,
+    normalize_batch,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,3 +285,16 @@ def test_shapes_cls_generator_is_deterministic(tmp_path):
     )
     with pytest.raises(UserError, match="at least 3 images per split"):
         ms.generate_shapes_cls(tmp_path / "d", n_train=2, n_val=3)
+
+
+def test_uint8_loader_normalised_on_the_device_equals_the_float_loader(tmp_path):
+    """normalize=False (what classify/train.py and val.py use): uint8 batches that normalize_batch turns into exactly
+    the float loader's batches (eval transforms: deterministic)."""
+    root = tmp_path / "d"
+    ms.generate_shapes_cls(root, n_train=6, n_val=6, imgsz=48, seed=1)
+    a, _ = create_classify_loader(root / "val", 32, 6, workers=0)
+    b, _ = create_classify_loader(root / "val", 32, 6, workers=0, normalize=False)
+    (xa, ya), (xb, yb) = next(iter(a)), next(iter(b))
+    assert xa.dtype == torch.float32 and xb.dtype == torch.uint8 and torch.equal(ya, yb)
+    torch.testing.assert_close(normalize_batch(xb), xa, atol=1e-5, rtol=0)
+    assert normalize_batch(xa) is xa  # already normalised: untouched

@@ -91,11 +91,15 @@ def eval_resize_size(imgsz: int, crop_ratio: float) -> int:
     return math.floor(imgsz / crop_ratio + 1e-6)  # the epsilon keeps exact quotients (224 / 0.875) from rounding down
 
 
-def build_transforms(imgsz: int, augment: bool, opts: ClassifyAugment | None = None) -> v2.Compose:
-    """torchvision v2 pipeline from an RGB uint8 (3, H, W) tensor to a normalised float32 (3, imgsz, imgsz) one."""
+def build_transforms(
+    imgsz: int, augment: bool, opts: ClassifyAugment | None = None, normalize: bool = True
+) -> v2.Compose:
+    """torchvision v2 pipeline from an RGB uint8 (3, H, W) tensor to a normalised float32 (3, imgsz, imgsz) one, or
+    with normalize=False to a uint8 one (normalize_batch finishes it on the device: a quarter of the bytes through
+    the worker queue and one vectorised op per batch instead of one per image)."""
     opts = opts or ClassifyAugment()
     interp = v2.InterpolationMode(opts.interpolation)
-    normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)] if normalize else []
     if not augment:
         size = eval_resize_size(imgsz, opts.crop_ratio)
         return v2.Compose([v2.Resize(size, interpolation=interp, antialias=True), v2.CenterCrop(imgsz), *normalise])
@@ -112,9 +116,19 @@ def build_transforms(imgsz: int, augment: bool, opts: ClassifyAugment | None = N
     if auto:
         ops.append(auto())
     ops += normalise
-    if opts.erase:
-        ops.append(v2.RandomErasing(opts.erase, value=0))
+    if opts.erase:  # erased pixels become the mean colour: 0 after normalising, the mean's uint8 value before
+        ops.append(v2.RandomErasing(opts.erase, value=0 if normalize else [round(m * 255) for m in IMAGENET_MEAN]))
     return v2.Compose(ops)
+
+
+def normalize_batch(images: torch.Tensor) -> torch.Tensor:
+    """A uint8 batch (B, 3, H, W) from a normalize=False loader as the model takes it: float32, ImageNet mean / std,
+    on the batch's device; a float batch is returned as it is (already normalised)."""
+    if images.dtype != torch.uint8:
+        return images
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
+    return (images.float() - mean) / std
 
 
 class BatchMix:
@@ -139,7 +153,9 @@ class BatchMix:
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:
-    """Normalised float (B, 3, H, W) back to RGB uint8, for plotting a training batch."""
+    """Normalised float (B, 3, H, W) back to RGB uint8, for plotting a training batch (uint8 is returned as is)."""
+    if images.dtype == torch.uint8:
+        return images
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
     return (images.float() * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
@@ -304,6 +320,7 @@ class ClassifyDataset(Dataset):
         opts: ClassifyAugment | None = None,
         cache: Any = False,
         prefix: str = "",
+        normalize: bool = True,
     ) -> None:
         self.root, self.imgsz, self.augment, self.prefix = Path(root), imgsz, augment, prefix
         self.opts = opts or ClassifyAugment()
@@ -330,7 +347,7 @@ class ClassifyDataset(Dataset):
                 f"supported formats: {', '.join(IMG_FORMATS)}"
             )
         self.labels = np.array(labels, dtype=np.int64)  # numpy: no per-item refcounts touched in forked workers
-        self.transform = build_transforms(imgsz, augment, self.opts)
+        self.transform = build_transforms(imgsz, augment, self.opts, normalize=normalize)
         self.resize_size = eval_resize_size(imgsz, self.opts.crop_ratio)  # --cache ram's bound on the short side
         self.ims: list[torch.Tensor | None] = [None] * len(self.files)
         self.cache_mode: str | None = None
@@ -513,19 +530,23 @@ def create_classify_loader(
     world_size: int | None = None,
     seed: int = 0,
     prefix: str = "",
+    normalize: bool = True,
 ) -> tuple[ClassifyLoader, ClassifyDataset]:
     """(loader, dataset) of one split folder; pass the train split's `names` for val so the indices agree.
 
     augment (training): shuffled, last incomplete batch dropped (a batch of one breaks BatchNorm), under DDP a
     DistributedSampler (call loader.sampler.set_epoch(epoch) each epoch). Evaluation: in order, under DDP a
-    ShardSampler. world_size None: torch.distributed's when initialised, else 1. Workers = min(CPU cores / ranks,
+    ShardSampler. normalize=False: uint8 batches, for normalize_batch on the device. world_size None:
+    torch.distributed's when initialised, else 1. Workers = min(CPU cores / ranks,
     batch size (0 for batch 1), workers), persistent; the generator is seeded from seed and rank."""
     ddp_ready = dist.is_available() and dist.is_initialized()
     world = world_size if world_size is not None else (dist.get_world_size() if ddp_ready else 1)
     sharded = world > 1 and rank >= 0
     if sharded and ddp_ready and rank > 0:
         dist.barrier()  # rank 0 writes the --cache disk files first; the other ranks then read them
-    dataset = ClassifyDataset(root_split, imgsz, augment=augment, names=names, opts=opts, cache=cache, prefix=prefix)
+    dataset = ClassifyDataset(
+        root_split, imgsz, augment=augment, names=names, opts=opts, cache=cache, prefix=prefix, normalize=normalize
+    )
     if sharded and ddp_ready and rank == 0:
         dist.barrier()
     sampler: Sampler | None = None

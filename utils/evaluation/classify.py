@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from utils.core.timing import Profile
+from utils.dataloaders.classify import normalize_batch
 
 TOPK = 5
 
@@ -120,7 +121,7 @@ def evaluate_classifier(
     seen = 0
     for images, labels in bar:
         with times[0]:
-            images = images.to(device, non_blocking=True)
+            images = normalize_batch(images.to(device, non_blocking=True))  # uint8 loaders: normalised here
             images = images.half() if half else images.float()
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)

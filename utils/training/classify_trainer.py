@@ -28,7 +28,7 @@ from utils.core.errors import UserError
 from utils.core.log import LOGGER, colorstr
 from utils.core.parallel import unwrap
 from utils.core.plots import plot_confusion_matrix, plot_images
-from utils.dataloaders.classify import BatchMix, denormalize
+from utils.dataloaders.classify import BatchMix, denormalize, normalize_batch
 from utils.evaluation.classify import ClassifyMetrics, confusion_for_plot, evaluate_classifier, format_table
 from utils.training.classify_options import CLASSIFY_COLUMNS, ClassifyTrainOptions
 from utils.training.ema import ModelEMA
@@ -167,7 +167,7 @@ class ClassifyTrainer:
     def _step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, i: int) -> float:
         """Forward, loss, backward, clip, optimizer and EMA step of one batch; the batch's loss."""
         p = self.parts
-        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        images = normalize_batch(images.to(self.device, non_blocking=True)).contiguous(memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True)
         images, targets = self.mix(images, labels) if self.mix.active else (images, labels)
         with torch.autocast(self.device.type, enabled=self.amp):
