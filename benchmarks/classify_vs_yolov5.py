@@ -72,8 +72,10 @@ def _side(name: str, root: Path) -> SimpleNamespace:
             optimizer=lambda m: smart_optimizer(m, "Adam", 0.001, momentum=0.9, decay=5e-5),
             EMA=ModelEMA,
             nhwc=False,
+            setup=lambda: None,  # glibc's default malloc settings, as its classify/train.py runs
         )
     from models.classifier import ClassificationModel
+    from utils.core.host_memory import keep_freed_memory
     from utils.dataloaders.classify import create_classify_loader
     from utils.training.classify_options import ClassifyTrainOptions
     from utils.training.ema import ModelEMA
@@ -88,6 +90,7 @@ def _side(name: str, root: Path) -> SimpleNamespace:
         optimizer=lambda m: build_optimizer(m, o.optimizer, o.lr0, o.momentum, o.decay),
         EMA=ModelEMA,
         nhwc=o.channels_last,
+        setup=keep_freed_memory,  # what our classify trainer sets up on a CPU
     )
 
 
@@ -99,6 +102,7 @@ def measure_step(api: SimpleNamespace, a: argparse.Namespace) -> float:
     """Images/s of the median training step on a fixed random batch."""
     import torch
 
+    api.setup()
     model = api.model(3)
     if api.nhwc:
         model = model.to(memory_format=torch.channels_last)

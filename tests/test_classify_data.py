@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from data.scripts import make_shapes as ms
 from utils.core.errors import UserError
@@ -298,3 +300,27 @@ def test_uint8_loader_normalised_on_the_device_equals_the_float_loader(tmp_path)
     assert xa.dtype == torch.float32 and xb.dtype == torch.uint8 and torch.equal(ya, yb)
     torch.testing.assert_close(normalize_batch(xb), xa, atol=1e-5, rtol=0)
     assert normalize_batch(xa) is xa  # already normalised: untouched
+
+
+@pytest.mark.parametrize("flip", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)])
+def test_train_crop_is_torchvisions_box_resized_and_flipped(flip):
+    """CropFlip (OpenCV's resize) takes the box torchvision's RandomResizedCrop samples from the same torch seed, and
+    its pixels are v2's resized crop of that box, flipped as asked: equal where the crop is shrunk on an exact grid,
+    within a bicubic filter's ringing on a smooth ramp otherwise."""
+    yy, xx = np.mgrid[0:96, 0:96]
+    hwc = np.stack([xx * 2, yy * 2, (xx + yy)], -1).astype(np.uint8)  # smooth ramps: filters differ only slightly
+    im = torch.from_numpy(hwc).permute(2, 0, 1)
+    opts = ClassifyAugment(scale=(0.2, 1.0), fliplr=flip[0], flipud=flip[1], auto_augment="none", erase=0.0)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        box = v2.RandomResizedCrop.get_params(im, list(opts.scale), list(opts.ratio))
+        torch.manual_seed(seed)
+        out = cl.CropFlip(32, opts)(im)
+        ref = TF.resized_crop(im, *box, [32, 32], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+        ref = ref.flip(-1) if flip[0] else ref
+        ref = ref.flip(-2) if flip[1] else ref
+        assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+        diff = (out.int() - ref.int()).abs()
+        assert diff.float().mean() < 1.0 and diff.max() <= 6, (seed, box, diff.max())
+    flipped = cl.CropFlip(96, ClassifyAugment(scale=(1.0, 1.0), ratio=(1.0, 1.0), fliplr=1.0))(im)
+    assert torch.equal(flipped, im.flip(-1))  # the whole image at its own size: only the flip changes it

@@ -15,6 +15,8 @@ import ctypes
 import os
 import sys
 
+from utils.core.log import LOGGER
+
 # mallopt() parameters from <malloc.h>; values are C ints, so they stay below 2 GiB
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 SETTINGS = ((M_MMAP_THRESHOLD, 1 << 30), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 256 << 20))
@@ -59,6 +61,13 @@ def keep_freed_memory() -> bool:
         return False
     _applied = all(libc.mallopt(param, value) == 1 for param, value in SETTINGS)
     return _applied
+
+
+def keep_freed_memory_for_training(device_type: str) -> None:
+    """What both trainers call before their first step: keep_freed_memory() on a CPU, with one log line saying so.
+    (On CUDA the steps' tensors live in PyTorch's caching allocator, so there is nothing to change.)"""
+    if device_type == "cpu" and keep_freed_memory():
+        LOGGER.info("host memory: freed tensor memory stays in the process for the next step (utils/core/host_memory)")
 
 
 def as_environment() -> dict[str, str]:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from models.checkpoint import load_checkpoint_model, new_checkpoint, save_checkpoint, strip_optimizer
 from utils.core.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
 from utils.core.errors import UserError
-from utils.core.host_memory import keep_freed_memory
+from utils.core.host_memory import keep_freed_memory_for_training
 from utils.core.log import LOGGER, colorstr
 from utils.core.parallel import unwrap
 from utils.dataloaders.dataset import LoadImagesAndLabels
@@ -176,10 +176,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Run the remaining epochs; returns the results dict of train.run()."""
         t0 = time.time()
-        if self.device.type == "cpu" and keep_freed_memory():  # after the data scan: only the steps' memory is kept
-            LOGGER.info(
-                "host memory: freed tensor memory stays in the process for the next step (utils/core/host_memory.py)"
-            )
+        keep_freed_memory_for_training(self.device.type)  # after the data scan: only the steps' memory is kept
         LOGGER.info(
             f"Image sizes {self.opt.imgsz} train, {self.opt.imgsz} val\n"
             f"Logging results to {colorstr('bold', self.save_dir)}\n"
