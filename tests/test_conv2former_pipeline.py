@@ -34,16 +34,16 @@ def c2f_run(shapes_yaml, tmp_path_factory, request) -> dict:
     cfg = base / "c2f.yaml"
     cfg.write_text(yaml.safe_dump(micro_c2f_cfg(), sort_keys=False))
     kept = base / "epoch0_last.pt"
-    real = trainer_mod.save_checkpoint
+    real = trainer_mod.save_last_and_best
 
-    def keep_first(ckpt, path):  # the file as it stood after epoch 0
-        real(ckpt, path)
-        if Path(path).name == "last.pt" and not kept.exists():
-            shutil.copy(path, kept)
+    def keep_first(ckpt, last, best=None):  # last.pt as it stood after epoch 0
+        real(ckpt, last, best)
+        if not kept.exists():
+            shutil.copy(last, kept)
 
     mp = pytest.MonkeyPatch()
     request.addfinalizer(mp.undo)
-    mp.setattr(trainer_mod, "save_checkpoint", keep_first)
+    mp.setattr(trainer_mod, "save_last_and_best", keep_first)
     res = train.run(
         cfg=str(cfg),
         data=str(shapes_yaml),

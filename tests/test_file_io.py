@@ -192,3 +192,29 @@ def test_detect_and_dataset_share_the_rule(tmp_path: Path) -> None:
     assert find_images(str(tmp_path / "d" / "*.jpg")) == [str(t["a"])]  # globs for datasets too
     with pytest.raises(UserError, match=f"--source {tmp_path / 'x'}: no such file or folder"):
         collect_files([t["a"], tmp_path / "x"])
+
+
+def test_atomic_link_names_the_same_bytes_and_survives_the_source_being_replaced(tmp_path):
+    from utils.core.files import atomic_link, atomic_write_bytes
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic_write_bytes(best, b"old best")
+    atomic_write_bytes(last, b"epoch 3")
+    atomic_link(last, best)
+    assert best.read_bytes() == b"epoch 3" and os.path.samefile(last, best)  # a link: no second write
+    atomic_write_bytes(last, b"epoch 4")  # the next epoch replaces last.pt with a new file
+    assert best.read_bytes() == b"epoch 3" and last.read_bytes() == b"epoch 4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temp left
+
+
+def test_atomic_link_copies_where_hard_links_fail(tmp_path, monkeypatch):
+    from utils.core.files import atomic_link, atomic_write_bytes
+
+    def no_links(*a):
+        raise OSError(1, "Operation not permitted")
+
+    last, best = atomic_write_bytes(tmp_path / "last.pt", b"epoch 3"), tmp_path / "best.pt"
+    monkeypatch.setattr(os, "link", no_links)
+    atomic_link(last, best)
+    assert best.read_bytes() == b"epoch 3" and not os.path.samefile(last, best)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]

@@ -164,6 +164,20 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], fsync: b
     return path
 
 
+def atomic_link(src: str | Path, dest: str | Path) -> Path:
+    """Make dest a second name of the finished file src, atomically: a hard link under a temp name moved onto dest
+    (no bytes are written; dest keeps this content when src is later replaced, as atomic writes make a new file).
+    Where the file system has no hard links the bytes are copied through atomic_write instead."""
+    dest = Path(dest)
+    try:
+        with atomic_target(dest) as tmp:
+            os.link(src, tmp)
+    except OSError:  # FAT / some network shares: no hard links
+        with open(src, "rb") as f:
+            atomic_write(dest, lambda out: shutil.copyfileobj(f, out), fsync=True)
+    return dest
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write bytes atomically (atomic_write)."""
     return atomic_write(path, lambda f: f.write(data))

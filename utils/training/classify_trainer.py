@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint_model, new_checkpoint, save_checkpoint, strip_optimizer
+from models.checkpoint import load_checkpoint_model, new_checkpoint, save_last_and_best, strip_optimizer
 from utils.core.distributed import DistInfo, any_rank, barrier, broadcast_flag
 from utils.core.errors import UserError
 from utils.core.host_memory import keep_freed_memory_for_training
@@ -246,9 +246,7 @@ class ClassifyTrainer:
             self.opt.to_dict(),
             {},
         )
-        save_checkpoint(ckpt, self.last)
-        if improved:
-            save_checkpoint(ckpt, self.best)
+        save_last_and_best(ckpt, self.last, self.best if improved else None)
 
     def _finish(self, epoch: int) -> ClassifyRunResult:
         """Strip best/last, validate best.pt with the per-class table and confusion matrix, results.png."""

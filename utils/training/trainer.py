@@ -22,7 +22,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint_model, new_checkpoint, save_checkpoint, strip_optimizer
+from models.checkpoint import (
+    load_checkpoint_model,
+    new_checkpoint,
+    save_checkpoint,
+    save_last_and_best,
+    strip_optimizer,
+)
 from utils.core.distributed import DistInfo, any_rank, broadcast_flag, gather_counts
 from utils.core.errors import UserError
 from utils.core.host_memory import keep_freed_memory_for_training
@@ -376,9 +382,7 @@ class Trainer:
             self.opt.to_dict(),
             self.hyp,
         )
-        save_checkpoint(ckpt, self.last)
-        if fi >= self.best_fitness:
-            save_checkpoint(ckpt, self.best)
+        save_last_and_best(ckpt, self.last, self.best if fi >= self.best_fitness else None)
         period = int(self.opt.save_period or -1)
         if period > 0 and epoch % period == 0:
             save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
