@@ -7,6 +7,7 @@ Usage:
     python detect.py --source 0                           # webcam
     python detect.py --source rtsp://host/stream          # RTSP / RTMP / HTTP stream (or a .streams list file)
     python detect.py --weights best.onnx --source img/    # also .torchscript / .onnx from export.py
+    python detect.py --source big.jpg --slice 640 640     # small objects in large images: overlapping tiles
 
 Results go to runs/detect/exp*/ (images and mp4s; labels/, crops/, predictions.csv when asked).
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from models.checkpoint import trained_imgsz
 from utils.core import args as A
@@ -28,8 +30,10 @@ from utils.core.device import check_device
 from utils.core.errors import NoUsableInputError, UserError, cli_main
 from utils.core.files import ROOT, increment_path
 from utils.core.log import LOGGER, colorstr
-from utils.dataloaders.sources import Frame, load_source
+from utils.dataloaders.label_check import exif_size
+from utils.dataloaders.sources import Frame, collect_files, is_stream, load_source
 from utils.inference.api import Detector, ImageResult, display_available
+from utils.inference.slicing import DEFAULT_MERGE, DEFAULT_OVERLAP, MERGES, check_tiles, slice_config
 
 DEFAULT_IMGSZ = 640  # YOLOv5's detect.py size, for weights that do not record their training size
 
@@ -161,6 +165,28 @@ def drop_empty(save_dir: Path, created: bool) -> None:
         save_dir.rmdir()
 
 
+def _image_shape(file: str) -> tuple[int, int] | None:
+    """(h, w) of an image file from its header (as displayed, EXIF rotation applied); None when PIL cannot open it
+    (the loader warns about it later)."""
+    try:
+        with Image.open(file) as im:
+            w, h = exif_size(im)
+    except Exception:  # any unreadable file: not this check's business
+        return None
+    return h, w
+
+
+def check_source_tiles(source: str | Path | list, tile: tuple[int, int]) -> None:
+    """--slice on image files, before the model loads: check_tiles on their header sizes. Videos and streams are
+    not read ahead (nor a source of only unreadable files: the loader reports those)."""
+    if isinstance(source, (str, Path)) and is_stream(str(source)):
+        return
+    images, videos = collect_files(source)
+    shapes = [s for s in map(_image_shape, images) if s is not None]
+    if shapes and not videos:
+        check_tiles(shapes, tile)
+
+
 def show_frame(frame: Frame, im: np.ndarray) -> bool:
     """Show a frame in its window; False when the user pressed q."""
     cv2.imshow(str(frame.path), im)
@@ -242,13 +268,20 @@ def run(
     half: bool = False,
     dnn: bool = False,
     vid_stride: int = 1,
+    slice: list[int] | tuple[int, ...] | None = None,
+    slice_overlap: float = DEFAULT_OVERLAP,
+    slice_merge: str = DEFAULT_MERGE,
 ) -> dict[str, Any]:
     """Detect on every frame of source; returns save_dir, per-frame boxes and the speed per image (ms). The CLI's
-    defaults are these.
+    defaults are these. slice=(W, H): sliced inference (utils/inference/slicing.py) with slice_overlap and
+    slice_merge.
 
     NoUsableInputError (CLI exit code 1) when not a single input could be read."""
     o = check_opts(imgsz, conf_thres, iou_thres, max_det, device, classes, line_thickness, vid_stride)
     classes = o["classes"]
+    sliced = slice_config(slice, slice_overlap, slice_merge)
+    if sliced is not None:
+        check_source_tiles(source, sliced.tile)
     weights = weights or newest_weights()
     detector = Detector(
         weights,
@@ -262,6 +295,9 @@ def run(
         fp16=half,
         augment=augment,
         dnn=dnn,
+        slice=slice,
+        slice_overlap=slice_overlap,
+        slice_merge=slice_merge,
     )
     if classes and max(classes) >= detector.nc:
         LOGGER.warning(f"WARNING: --classes {classes}: the model has only {detector.nc} classes (0..{detector.nc - 1})")
@@ -346,6 +382,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
     p.add_argument("--dnn", action="store_true", help="run an .onnx file with OpenCV DNN")
     p.add_argument("--vid-stride", type=int, help="video frame-rate stride")
+    p.add_argument("--slice", nargs="+", type=int, metavar=("W", "H"), help="sliced inference: W x H pixel tiles")
+    p.add_argument("--slice-overlap", type=float, help="tile overlap, a fraction of the tile size")
+    p.add_argument("--slice-merge", choices=MERGES, help="how tile boxes are merged: nmm (joins cut boxes) or nms")
     return p.parse_args(argv)
 
 

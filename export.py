@@ -5,6 +5,7 @@ Usage:
     python export.py --weights runs/train/exp/weights/best.pt --include torchscript onnx
     python export.py --weights best.pt --include onnx --dynamic --opset 17
     python export.py --weights best.pt --include openvino          # best_openvino_model/ (best.xml, best.bin)
+    python export.py --weights best.pt --include openvino --int8 --data shapes.yaml  # best_int8_openvino_model/
     python export.py --weights yolov5s.pt --include pt             # yolov5s_converted.pt, our checkpoint layout
 
 The exported files output the decoded prediction (B, N, 5+nc) and carry stride and class names as metadata, so
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -41,6 +43,7 @@ from utils.inference.backend import (
     import_openvino,
     round_imgsz,
 )
+from utils.inference.quantize import INT8_IMAGES, Calibration, Int8Config, check_int8, quantize_openvino
 
 FORMATS = ("torchscript", "onnx", "openvino", "pt")
 TRACED = ("torchscript", "onnx", "openvino")  # formats built from a traced graph at a given input shape
@@ -49,6 +52,16 @@ DEFAULT_OPSET = 17
 DETECT_IMGSZ = (640, 640)  # --imgsz default of a detector
 CLASSIFY_IMGSZ = 224  # and of a classifier that records no training size (a classifier exports at its own)
 CONVERTED_SUFFIX = "_converted.pt"  # --include pt: <stem>_converted.pt next to the weights
+INT8_TAG = "_int8"  # --int8: <stem>_int8_openvino_model/ (YOLOv5's folder name), so the fp32 export stays beside it
+
+
+@dataclass
+class Int8Export:
+    """--int8: where the calibration images come from and how many, and NNCF's settings."""
+
+    train: Any  # the dataset yaml's train split (a path or a list of them)
+    images: int = INT8_IMAGES
+    config: Int8Config = Int8Config()
 
 
 @dataclass
@@ -167,11 +180,14 @@ def _torch_onnx_export(model: nn.Module, im: torch.Tensor, f: Path, opset: int, 
         ) from None
 
 
-def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: bool = False) -> Path:
+def export_openvino(
+    traced: Traced, file: Path, half: bool = False, dynamic: bool = False, int8: Int8Export | None = None
+) -> Path:
     """<stem>_openvino_model/ with <stem>.xml + .bin (fp32 weights unless half) and <stem>.yaml (stride, names): the
-    metadata file YOLOv5's DetectMultiBackend reads beside the .xml."""
+    metadata file YOLOv5's DetectMultiBackend reads beside the .xml. With int8: <stem>_int8_openvino_model/, the
+    model quantized by NNCF (utils/inference/quantize.py), its yaml also saying int8 and how it was calibrated."""
     ov = import_openvino("--include openvino")
-    folder = file.parent / f"{file.stem}{OPENVINO_DIR_SUFFIX}"
+    folder = file.parent / f"{file.stem}{INT8_TAG if int8 else ''}{OPENVINO_DIR_SUFFIX}"
     LOGGER.info(f"{colorstr('OpenVINO:')} exporting with openvino {ov.__version__}...")
     # Converted from the fp32 PyTorch graph on the CPU rather than from the .onnx file: the two IRs give the same
     # outputs (the same max |diff| to PyTorch, measured), and this way needs neither the onnx package nor an
@@ -183,13 +199,25 @@ def export_openvino(traced: Traced, file: Path, half: bool = False, dynamic: boo
     ov_model = ov.convert_model(_trace(module.float(), im), example_input=im, input=[shape])
     ov_model.inputs[0].get_tensor().set_names({"images"})  # the ONNX file's names, for other tools
     ov_model.outputs[0].get_tensor().set_names({"output0"})
-    for k, v in traced.metadata.items():  # also inside the .xml, so a lone .xml still knows stride and names
-        ov_model.set_rt_info(v, [OPENVINO_RT_INFO, k])
+    extra: dict[str, Any] = {}
+    if int8:
+        ov_model, extra = _quantize(ov_model, traced, int8)
+    for k, v in {**traced.metadata, **extra}.items():  # also inside the .xml: a lone .xml still knows its metadata
+        ov_model.set_rt_info(str(v), [OPENVINO_RT_INFO, k])
     with _atomic_folder(folder) as tmp:
         ov.save_model(ov_model, str(tmp / f"{file.stem}.xml"), compress_to_fp16=half)  # its default is fp16
         task = {} if traced.task == "detect" else {"task": traced.task, "imgsz": int(traced.im.shape[-1])}
-        yaml_save(tmp / f"{file.stem}.yaml", {"stride": traced.stride, "names": traced.names, **task})
+        yaml_save(tmp / f"{file.stem}.yaml", {"stride": traced.stride, "names": traced.names, **task, **extra})
     return folder
+
+
+def _quantize(ov_model: Any, traced: Traced, int8: Int8Export) -> tuple[Any, dict[str, Any]]:
+    """(the INT8 model, the metadata its yaml records): ov_model quantized on calibration images letterboxed to the
+    traced input shape, in batches of the traced batch size (a fixed-shape model takes only those)."""
+    h, w = (int(s) for s in traced.im.shape[2:])
+    calib = Calibration.from_split(int8.train, (h, w), int(traced.im.shape[0]), int8.images)
+    LOGGER.info(f"{colorstr('OpenVINO:')} INT8 quantization with NNCF on {calib.images} training images...")
+    return quantize_openvino(ov_model, calib, int8.config), int8.config.metadata(calib.images)
 
 
 def export_pt(model: nn.Module, file: Path, half: bool = False) -> Path:
@@ -309,12 +337,19 @@ def _traced(
 
 
 def _export_traced(
-    traced: Traced, weights: Path, fmts: list[str], half: bool, dynamic: bool, opset: int, simplify: bool
+    traced: Traced,
+    weights: Path,
+    fmts: list[str],
+    half: bool,
+    dynamic: bool,
+    opset: int,
+    simplify: bool,
+    int8: Int8Export | None = None,
 ) -> dict[str, Path]:
     """The traced formats asked for; OpenVINO first, from the fp32 model (its --half only compresses weights)."""
     out: dict[str, Path] = {}
     if "openvino" in fmts:
-        out["openvino"] = export_openvino(traced, weights, half=half, dynamic=dynamic)
+        out["openvino"] = export_openvino(traced, weights, half=half, dynamic=dynamic, int8=int8)
     if half and any(f in CUDA_HALF for f in fmts):
         traced = Traced(traced.module.half(), traced.im.half(), traced.stride, traced.names, traced.task)
     if "torchscript" in fmts:
@@ -342,11 +377,17 @@ def run(
     dynamic: bool = False,
     opset: int = DEFAULT_OPSET,
     simplify: bool = False,
+    int8: bool = False,
+    data: str | Path | None = None,
+    int8_images: int = INT8_IMAGES,
 ) -> dict[str, Path]:
     """Export weights to each format in include; returns {format: path} (a folder for openvino). The CLI's defaults
-    are these."""
+    are these. int8: quantize the OpenVINO model with NNCF on int8_images images of data's train split."""
     t0 = time.time()
     fmts, spec = check_opts(include, imgsz or DETECT_IMGSZ, batch_size, device, opset, half, dynamic)
+    quant = Int8Export(check_int8(fmts, data, int8_images), int8_images) if int8 else None
+    if data and not int8:
+        LOGGER.warning(f"WARNING: --data {data} is used only by --int8 (calibration images): ignored")
     dev = select_device(spec)
     weights = Path(weights)
     model = load_checkpoint_model(weights, device=dev)  # unfused: --include pt stores the layers the yaml builds
@@ -354,12 +395,14 @@ def run(
     out = {"pt": export_pt(model, weights, half=half)} if "pt" in fmts else {}
     hint = ""  # how to run the first file written
     classifier = getattr(model, "task", "detect") == "classify"
+    if quant and classifier:
+        raise UserError(f"--int8 quantizes detection models; {weights} is a classifier — export it without --int8")
     if any(f in TRACED for f in fmts):
         imgsz = imgsz or ((trained_imgsz(weights) or CLASSIFY_IMGSZ) if classifier else DETECT_IMGSZ)
         if classifier and len({*([imgsz] if isinstance(imgsz, int) else imgsz)}) != 1:
             raise UserError(f"--imgsz {imgsz}: a classifier takes square centre crops — give one size, e.g. 224")
         traced = _traced(model, imgsz, batch_size, dev, dynamic)
-        out.update(_export_traced(traced, weights, fmts, half, dynamic, opset, simplify))
+        out.update(_export_traced(traced, weights, fmts, half, dynamic, opset, simplify, quant))
         size = traced.im.shape[2:]
         hint = "" if fmts[0] == "pt" else (f" --imgsz {size[0]}" if classifier else " --imgsz {} {}".format(*size))
     out = {f: out[f] for f in fmts}  # in the order asked for
@@ -388,6 +431,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dynamic", action="store_true", help="ONNX / OpenVINO: dynamic batch and image size")
     parser.add_argument("--opset", type=int, help="ONNX opset version")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify with onnxsim if installed")
+    parser.add_argument("--int8", action="store_true", help="OpenVINO: INT8 post-training quantization (NNCF)")
+    parser.add_argument("--data", type=str, help="--int8: dataset yaml whose train images calibrate the quantization")
+    parser.add_argument("--int8-images", type=int, help="--int8: number of calibration images")
     return parser.parse_args(argv)
 
 

@@ -54,6 +54,7 @@ from utils.core import errors as _errors  # noqa: E402
 from utils.core import log as _log  # noqa: E402
 from utils.inference import api as _api  # noqa: E402
 from utils.inference import classify_api as _classify_api  # noqa: E402
+from utils.inference import slicing as _slicing  # noqa: E402
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -111,6 +112,9 @@ def custom(
     imgsz: int | Sequence[int] = 640,
     agnostic: bool = False,
     _verbose: bool = True,
+    slice: int | Sequence[int] | None = None,
+    slice_overlap: float = _slicing.DEFAULT_OVERLAP,
+    slice_merge: str = _slicing.DEFAULT_MERGE,
 ) -> nn.Module | _api.Detector | _classify_api.Classifier:
     """Trained weights: a .pt from train.py, or a .torchscript / .onnx from export.py. A classifier (from
     classify/train.py, or its export) gives a utils.inference.classify_api.Classifier: call it with images, get one
@@ -118,8 +122,10 @@ def custom(
 
     autoshape=True: a utils.inference.api.Detector — call it with image paths, PIL images, numpy arrays (RGB, or BGR
     with bgr=True) or tensors, get Detections; conf, iou, classes, max_det, imgsz, agnostic set its NMS and input size
-    (also settable afterwards: model.conf = 0.5). autoshape=False: the bare models.yolo.Model of a .pt (eval mode;
-    tensors in, YOLOv5's (pred, raw) out; the NMS options do not apply).
+    (also settable afterwards: model.conf = 0.5); slice=(W, H) detects on overlapping W x H tiles plus the whole image
+    (small objects in large images; slice_overlap, slice_merge as detect.py's --slice-overlap, --slice-merge).
+    autoshape=False: the bare models.yolo.Model of a .pt (eval mode; tensors in, YOLOv5's (pred, raw) out; the NMS
+    and slice options do not apply).
     """
     with _quiet(_verbose):
         dev = _select(device)
@@ -133,7 +139,17 @@ def custom(
         _check_filters(conf, iou, classes, max_det)
         classes = list(classes) if classes is not None else None
         model = _api.load_model(
-            path, device=dev, imgsz=imgsz, conf=conf, iou=iou, classes=classes, agnostic=agnostic, max_det=max_det
+            path,
+            device=dev,
+            imgsz=imgsz,
+            conf=conf,
+            iou=iou,
+            classes=classes,
+            agnostic=agnostic,
+            max_det=max_det,
+            slice=slice,
+            slice_overlap=slice_overlap,
+            slice_merge=slice_merge,
         )
         if model.backend.task == "classify":  # a classifier file: top-k per image instead of boxes
             return _classify_api.load_classifier(path, device=dev, backend=model.backend)

@@ -3,6 +3,7 @@
     python val.py --data coco.yaml --weights best.pt --img 640
     python val.py --data data.yaml --weights best.onnx --save-json --save-txt --verbose
     python val.py --data data.yaml --weights best.pt --task speed
+    python val.py --data data.yaml --weights best.pt --slice 640 640    # sliced inference on the original images
 
 train.py calls run(...) every epoch with an in-memory model, its dataloader and compute_loss.
 """
@@ -25,6 +26,7 @@ from utils.core.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.core.device import check_device, select_device
 from utils.core.errors import UserError, cli_main
 from utils.core.files import ROOT, increment_path
+from utils.core.image_io import imread
 from utils.core.log import LOGGER, colorstr
 from utils.core.names import names_dict
 from utils.core.plots import output_to_target, plot_images
@@ -42,8 +44,9 @@ from utils.evaluation.coco import (
 )
 from utils.evaluation.metrics import ConfusionMatrix, DetectionStats
 from utils.evaluation.nms import non_max_suppression
-from utils.inference.api import tta_forward
+from utils.inference.api import Detector, tta_forward
 from utils.inference.backend import DetectBackend
+from utils.inference.slicing import DEFAULT_MERGE, DEFAULT_OVERLAP, MERGES, SliceConfig, check_tiles, slice_config
 
 COCO_DEFAULT_JSON = "annotations/instances_val2017.json"  # where the COCO dataset keeps its val annotations
 TASKS = ("train", "val", "test", "speed")
@@ -171,6 +174,19 @@ def _labels_in_pixels(targets: torch.Tensor, si: int, im_shape: Sequence[int], s
     return torch.cat((t[:, :1], box), 1)
 
 
+def _labels_original(targets: torch.Tensor, si: int, im_shape: Sequence[int], shape0, ratio_pad) -> torch.Tensor:
+    """--slice: image si's targets (input pixels) -> (m, 5) [cls x1 y1 x2 y2] in its original pixels, each axis by
+    its own letterbox ratio. The sliced boxes are exact original pixels; _labels_in_pixels' one gain (scale_boxes, as
+    YOLOv5) is off by the rounding of the resized side (1.2 % in x for a 200 x 136 image at --imgsz 64), which the
+    plain path's boxes share but the sliced ones do not."""
+    t = targets[targets[:, 0] == si, 1:]
+    box = xywh2xyxy(t[:, 1:5])
+    (gain_h, gain_w), (pad_w, pad_h) = ratio_pad
+    box[:, [0, 2]] = (box[:, [0, 2]] - pad_w) / gain_w
+    box[:, [1, 3]] = (box[:, [1, 3]] - pad_h) / gain_h
+    return torch.cat((t[:, :1], box), 1)
+
+
 def _save_one_txt(predn: torch.Tensor, save_conf: bool, shape0: Sequence[int], file: Path) -> None:
     """YOLO-format label file of one image's predictions: cls cx cy w h [conf], normalised to the original image."""
     gn = torch.tensor(shape0)[[1, 0, 1, 0]]
@@ -233,16 +249,25 @@ def _print_table(
 
 
 def _process_image(
-    si: int, pred: torch.Tensor, im: torch.Tensor, targets: torch.Tensor, paths, shapes, state: ValState
+    si: int,
+    pred: torch.Tensor,
+    im: torch.Tensor,
+    targets: torch.Tensor,
+    paths,
+    shapes,
+    state: ValState,
+    original: bool = False,
 ) -> None:
-    """Scale one image's predictions and labels to original pixels and feed metrics, confusion matrix, txt, json."""
+    """Scale one image's predictions and labels to original pixels and feed metrics, confusion matrix, txt, json.
+    original: the predictions are in original pixels already (--slice)."""
     path = Path(paths[si])
     shape0, ratio_pad = (shapes[si][0], shapes[si][1]) if shapes[si] is not None else (im.shape[2:], None)
-    labelsn = _labels_in_pixels(targets, si, im.shape[2:], shape0, ratio_pad)
+    labelsn = (_labels_original if original else _labels_in_pixels)(targets, si, im.shape[2:], shape0, ratio_pad)
     if state.single_cls:
         pred[:, 5] = 0
     predn = pred.clone()
-    scale_boxes(im.shape[2:], predn[:, :4], shape0, ratio_pad)
+    if not original:
+        scale_boxes(im.shape[2:], predn[:, :4], shape0, ratio_pad)
     state.stats.update(predn, labelsn)
     state.image_counts[np.unique(labelsn[:, 0].long().cpu().numpy())] += 1
     if state.plots:
@@ -269,6 +294,52 @@ def check_opts(
     A.check_choice("task", task, TASKS)
     A.check_int("workers", workers, lo=0, todo="0 loads data in the main process")
     return check_device(device)
+
+
+def _slicer(
+    cfg: SliceConfig,
+    runner: _ModelRunner,
+    shapes: np.ndarray,
+    imgsz: int,
+    nms: tuple[float, float, int],
+    agnostic: bool,
+) -> Detector:
+    """--slice: a Detector on the validated backend with val's NMS settings (multi-label, conf_thres, iou_thres,
+    max_det), after checking the tile against the images' (w, h) shapes (some image must be larger than a tile)."""
+    if runner.training:
+        raise UserError("slice= needs weights= (a model file), not an in-memory model — pass weights")
+    check_tiles([(int(h), int(w)) for w, h in shapes], cfg.tile)
+    conf, iou, max_det = nms
+    det = Detector(runner.model, runner.device, imgsz, conf, iou, agnostic=agnostic, max_det=max_det, fp16=runner.half)
+    det.multi_label = True  # val's NMS, so the sliced and the plain mAP differ only by the slicing
+    det.slice, det.slice_overlap, det.slice_merge = cfg.tile, cfg.overlap, cfg.merge
+    return det
+
+
+def _val_sliced(
+    slicer: Detector,
+    cfg: SliceConfig,
+    im: torch.Tensor,
+    targets: torch.Tensor,
+    paths,
+    shapes,
+    augment: bool,
+    dt: list[Profile],
+    state: ValState,
+) -> int:
+    """--slice: each image of the batch read again at its original size and detected tile by tile (boxes in the
+    original pixels), then scored like any image; returns the image count. Reading counts as pre-process; the
+    detector's three stages add to dt."""
+    with dt[0]:
+        ims = [imread(p) for p in paths]
+    if any(x is None for x in ims):
+        raise UserError(f"--slice: cannot read {paths[[x is None for x in ims].index(True)]} again — is it intact?")
+    preds = slicer.detect_sliced(ims, cfg, augment=augment, dt=dict(zip(("preprocess", "inference", "nms"), dt)))[0]
+    targets = targets.clone()
+    targets[:, 2:] *= torch.tensor(im.shape[2:], device=targets.device)[[1, 0, 1, 0]]  # to input pixels
+    for si, pred in enumerate(preds):
+        _process_image(si, pred.to(targets.device), im, targets, paths, shapes, state, original=True)
+    return len(preds)
 
 
 def _warn_flags(conf_thres: float, task: str, training: bool) -> None:
@@ -341,6 +412,9 @@ def run(
     exist_ok: bool = False,
     half: bool = False,
     dnn: bool = False,
+    slice: list[int] | tuple[int, ...] | None = None,
+    slice_overlap: float = DEFAULT_OVERLAP,
+    slice_merge: str = DEFAULT_MERGE,
     model: torch.nn.Module | None = None,
     dataloader=None,
     save_dir: Path = Path(""),
@@ -350,7 +424,10 @@ def run(
     """Validate and return ((mp, mr, map50, map, *val_losses), maps (per-class mAP50-95, nc), times (ms/image:
     pre-process, inference, NMS)). See the module docstring for the CLI, whose defaults are these.
 
-    model, dataloader, save_dir, plots and compute_loss are for train.py's in-memory calls (no CLI flags)."""
+    slice=(W, H): sliced inference (utils/inference/slicing.py) on each original image, with slice_overlap and
+    slice_merge; model, dataloader, save_dir, plots and compute_loss are for train.py's in-memory calls (no CLI
+    flags)."""
+    sliced = slice_config(slice, slice_overlap, slice_merge)
     device = check_opts(
         batch_size=batch_size,
         imgsz=imgsz,
@@ -372,6 +449,8 @@ def run(
         dataloader = _make_dataloader(data, task, imgsz, batch_size, runner, single_cls, workers, nc)
     if len(dataloader.dataset) == 0:
         raise UserError(f"the {task} set has no images — check '{task}' in the data yaml")
+    nms = (conf_thres, iou_thres, max_det)
+    slicer = _slicer(sliced, runner, dataloader.dataset.shapes, imgsz, nms, single_cls) if sliced else None
     if not runner.training:  # only now that data, model and flags are checked: no empty run folders on errors
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     save_dir = Path(save_dir)
@@ -399,6 +478,9 @@ def run(
             im = im.to(runner.device, non_blocking=True)
             im = (im.half() if runner.half and not runner.training else im.float()) / 255
             targets = targets.to(runner.device)
+        if slicer is not None:  # boxes in original pixels: no plots of the letterboxed batch
+            seen += _val_sliced(slicer, sliced, im, targets, paths, shapes, augment, dt, state)
+            continue
         with dt[1]:
             preds, raw = runner.infer(im, augment=augment)
         if compute_loss is not None and raw is not None:
@@ -481,6 +563,9 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="FP16 half-precision inference (CUDA only)")
     p.add_argument("--dnn", action="store_true", help="run an .onnx file with OpenCV DNN")
+    p.add_argument("--slice", nargs="+", type=int, metavar=("W", "H"), help="sliced inference: W x H pixel tiles")
+    p.add_argument("--slice-overlap", type=float, help="tile overlap, a fraction of the tile size")
+    p.add_argument("--slice-merge", choices=MERGES, help="how tile boxes are merged: nmm (joins cut boxes) or nms")
     opt = p.parse_args(argv)
     opt.save_txt |= opt.save_conf  # --save-conf implies --save-txt
     return opt

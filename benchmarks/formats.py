@@ -4,14 +4,15 @@
     python benchmarks/formats.py --weights best.pt --formats pt onnx --runs 5 --device cpu
 
 Exports a copy of --weights (in a temporary folder; the weights' own folder is left alone) with export.py to
-pt (our plain checkpoint, the PyTorch baseline), torchscript, onnx and openvino at one fixed input shape, then
+pt (our plain checkpoint, the PyTorch baseline), torchscript, onnx, openvino and openvino_int8 (export.py --int8,
+calibrated on 300 images of --data's train split) at one fixed input shape, then
 1. validates each with val.run on the same square letterboxed batches (what val.py gives a fixed-shape export), so
    the mAP column differs only by the format; val.py's own rect batches for the .pt are printed below the table;
 2. times the model forward (DetectBackend, batch 1, the first val image letterboxed): one warmup call per format,
    then --runs rounds, each timing every format for --iters calls (after one untimed call) in a rotated order so
    background load hits all formats alike; ms/image is the median of the rounds' means. Speed vs PyTorch =
    pt ms / format ms.
-A format whose package is missing (onnxruntime, openvino) gets a row saying so instead of numbers.
+A format whose package is missing (onnxruntime, openvino, nncf) gets a row saying so instead of numbers.
 
 --threads N gives every runtime the same N CPU threads (torch.set_num_threads, onnxruntime intra-op threads, OpenVINO
 INFERENCE_NUM_THREADS). On a machine busier than its cores, PyTorch's OpenMP threads wait on each other: measured
@@ -49,8 +50,14 @@ from utils.dataloaders.data_yaml import check_dataset
 from utils.dataloaders.dataset import create_dataloader
 from utils.inference.backend import DetectBackend
 
-FORMATS = ("pt", "torchscript", "onnx", "openvino")  # pt first: the baseline of the speed column
-LABELS = {"pt": "PyTorch", "torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}
+FORMATS = ("pt", "torchscript", "onnx", "openvino", "openvino_int8")  # pt first: the baseline of the speed column
+LABELS = {
+    "pt": "PyTorch",
+    "torchscript": "TorchScript",
+    "onnx": "ONNX",
+    "openvino": "OpenVINO",
+    "openvino_int8": "OpenVINO INT8",
+}
 
 
 @dataclass
@@ -93,14 +100,17 @@ def check_opts(
     return check_device(device)
 
 
-def export_all(weights: Path, formats: list[str], imgsz: int, workdir: Path, device: str) -> list[Row]:
-    """A copy of weights exported to each format; a format that cannot be written keeps its reason."""
+def export_all(weights: Path, formats: list[str], imgsz: int, workdir: Path, device: str, data: str) -> list[Row]:
+    """A copy of weights exported to each format; a format that cannot be written keeps its reason. openvino_int8
+    is export.py --include openvino --int8, calibrated on data's train split."""
     src = workdir / weights.name
     shutil.copy(weights, src)
     rows = []
     for fmt in formats:  # one export call per format, so one missing package costs only its own row
+        int8 = fmt == "openvino_int8"
+        opts = dict(include=["openvino"], int8=True, data=data) if int8 else dict(include=[fmt])
         try:
-            path = export.run(weights=src, imgsz=imgsz, include=[fmt], device=device)[fmt]
+            path = next(iter(export.run(weights=src, imgsz=imgsz, device=device, **opts).values()))
             rows.append(Row(fmt, path, export.size_mb(path)))
         except UserError as e:
             rows.append(Row(fmt, note=first_line(e, 100)))
@@ -177,7 +187,7 @@ def environment(dev: torch.device, threads: int) -> str:
         f"device {dev}",
         f"onnxruntime / OpenVINO threads {threads or 'default'}",
     ]
-    for name in ("onnxruntime", "openvino"):
+    for name in ("onnxruntime", "openvino", "nncf"):
         try:
             parts.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
@@ -207,7 +217,7 @@ def run(
     A.check_stride_multiple(imgsz, stride)  # export keeps imgsz
     dev, data_dict = select_device(spec), check_dataset(data)
     with tempfile.TemporaryDirectory(prefix="formats_") as tmp:
-        rows = export_all(Path(weights), list(dict.fromkeys(formats)), imgsz, Path(tmp), spec)
+        rows = export_all(Path(weights), list(dict.fromkeys(formats)), imgsz, Path(tmp), spec, data)
         validate(rows, data_dict, imgsz, batch_size, spec, Path(tmp))
         time_formats(rows, sample_input(data_dict, imgsz, dev), dev, runs, iters, threads)
         own = val.run(

@@ -154,6 +154,38 @@ def draw_image(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray
     return np.clip(img, 0, 255).astype(np.uint8), labels
 
 
+def _apart(box: tuple[int, int, int, int], boxes: list[tuple[int, int, int, int]], gap: int) -> bool:
+    """True when box (x1, y1, x2, y2) stays at least gap px away from every box in boxes."""
+    return all(box[0] >= b[2] + gap or b[0] >= box[2] + gap or box[1] >= b[3] + gap or b[1] >= box[3] + gap
+               for b in boxes)  # fmt: skip
+
+
+def draw_canvas(rng: np.random.Generator, w: int, h: int, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One w x h BGR image with one object per extent in sizes (px; drawn largest first, none touching another's
+    box) on the dataset's kind of background, and its YOLO labels (n, 5) normalised. For images larger than the
+    dataset's (benchmarks/slicing.py: small objects in large images): each object is drawn in a patch of its own
+    size, so a 2048 px canvas costs no more per object than a small image. An object that finds no free place in
+    PLACE_TRIES draws is left out."""
+    img = _background(rng, max(w, h))[:h, :w].astype(np.float32)
+    boxes: list[tuple[int, int, int, int]] = []
+    labels = []
+    for d in np.sort(np.asarray(sizes, float))[::-1]:
+        d, cls = int(round(d)), int(rng.integers(0, len(NAMES)))
+        p = min(d + 2, w, h)  # the patch: the object plus a pixel of margin each side
+        for _ in range(PLACE_TRIES):
+            m = _shape_mask(rng, cls, min(d, p - 2), p).astype(bool)
+            x, y, bw, bh = cv2.boundingRect(m.astype(np.uint8))
+            ox, oy = int(rng.integers(0, w - p + 1)), int(rng.integers(0, h - p + 1))
+            box = (ox + x, oy + y, ox + x + bw, oy + y + bh)
+            if _apart(box, boxes, gap=2):
+                img[oy : oy + p, ox : ox + p][m] = _colour(rng, cls)
+                boxes.append(box)
+                labels.append((cls, (box[0] + box[2]) / 2 / w, (box[1] + box[3]) / 2 / h, bw / w, bh / h))
+                break
+    img += rng.normal(0, 4, img.shape)  # light noise on objects too, as in draw_image
+    return np.clip(img, 0, 255).astype(np.uint8), np.array(labels, float).reshape(-1, 5)
+
+
 def _write_split(root: Path, split: str, ids: range, seed: int, s: int) -> list[tuple[Path, int, int, np.ndarray]]:
     """Write images/<split>/<id>.jpg and labels/<split>/<id>.txt; returns (file, w, h, labels) per image."""
     (root / "images" / split).mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,15 @@ from utils.core.timing import Profile
 from utils.dataloaders.augment import letterbox
 from utils.evaluation.nms import non_max_suppression
 from utils.inference.backend import DetectBackend, round_imgsz
+from utils.inference.slicing import (
+    DEFAULT_MERGE,
+    DEFAULT_OVERLAP,
+    SliceConfig,
+    crops_of,
+    merge_crops,
+    slice_config,
+    slice_windows,
+)
 
 TTA_SCALES = (1.0, 0.83, 0.67)  # test-time augmentation: YOLOv5's scales, the middle one left-right flipped
 TTA_FLIPS = (False, True, False)
@@ -387,11 +396,21 @@ def tta_forward(backend: DetectBackend, x: torch.Tensor) -> torch.Tensor:
 
 
 class Detector:
-    """A loaded model plus pre/post-processing: call it with images, get Detections."""
+    """A loaded model plus pre/post-processing: call it with images, get Detections.
+
+    weights: a model file, or a DetectBackend already loaded. slice=(W, H) runs each image as overlapping W x H tiles
+    plus the whole image, merged (utils/inference/slicing.py: small objects in large images); slice, slice_overlap
+    and slice_merge can also be set afterwards, as conf can."""
+
+    # class-level defaults, so a Detector built without __init__ (tests' stand-ins) runs unsliced, single-label
+    slice: int | Sequence[int] | None = None
+    slice_overlap: float = DEFAULT_OVERLAP
+    slice_merge: str = DEFAULT_MERGE
+    multi_label: bool = False  # NMS may keep several classes per box (val.py's mAP setting)
 
     def __init__(
         self,
-        weights: str | Path,
+        weights: str | Path | DetectBackend,
         device: str | torch.device = "cpu",
         imgsz: int | Sequence[int] = 640,
         conf: float = 0.25,
@@ -402,9 +421,16 @@ class Detector:
         fp16: bool = False,
         augment: bool = False,
         dnn: bool = False,
+        slice: int | Sequence[int] | None = None,
+        slice_overlap: float = DEFAULT_OVERLAP,
+        slice_merge: str = DEFAULT_MERGE,
     ):
+        slice_config(slice, slice_overlap, slice_merge)  # a bad value fails before the weights are read
+        self.slice, self.slice_overlap, self.slice_merge = slice, slice_overlap, slice_merge
         self.device = select_device(device, verbose=False)
-        self.backend = DetectBackend(weights, device=self.device, fp16=fp16, dnn=dnn)
+        # an already loaded backend is reused (val.py --slice runs the model it validates)
+        loaded = isinstance(weights, DetectBackend)
+        self.backend = weights if loaded else DetectBackend(weights, device=self.device, fp16=fp16, dnn=dnn)
         self.names, self.stride, self.nc = self.backend.names, self.backend.stride, self.backend.nc
         self.imgsz = round_imgsz(imgsz, self.stride)
         self.conf, self.iou, self.classes, self.agnostic = conf, iou, classes, agnostic
@@ -428,7 +454,13 @@ class Detector:
     def postprocess(self, pred: torch.Tensor, in_shape: Sequence[int], ims: list[np.ndarray]) -> list[torch.Tensor]:
         """NMS, then boxes from network-input pixels back to each original image's pixels (CPU float)."""
         dets = non_max_suppression(
-            pred.float(), self.conf, self.iou, classes=self.classes, agnostic=self.agnostic, max_det=self.max_det
+            pred.float(),
+            self.conf,
+            self.iou,
+            classes=self.classes,
+            agnostic=self.agnostic,
+            multi_label=self.multi_label,
+            max_det=self.max_det,
         )
         out = []
         for det, im in zip(dets, ims):
@@ -446,15 +478,55 @@ class Detector:
         ims = [im for im, _ in pairs]
         imgsz = round_imgsz(size, self.stride) if size is not None else None
         dt = {k: Profile(self.device) for k in ("preprocess", "inference", "nms")}
+        cfg = slice_config(self.slice, self.slice_overlap, self.slice_merge)  # checked again: settable attributes
+        if cfg is None:
+            dets, shape = self.detect_crops(ims, imgsz, augment, dt)
+        else:
+            dets, shape = self.detect_sliced(ims, cfg, imgsz, augment, dt)
+        results = [ImageResult(im, d, self.names, p) for (im, p), d in zip(pairs, dets)]
+        times = {k: timer.t * 1e3 for k, timer in dt.items()}  # ms
+        return Detections(results, times, shape)
+
+    def detect_crops(
+        self,
+        crops: list[np.ndarray],
+        imgsz: tuple[int, int] | None = None,
+        augment: bool | None = None,
+        dt: dict[str, Profile] | None = None,
+    ) -> tuple[list[torch.Tensor], tuple[int, ...]]:
+        """One batch of BGR images (or crops of one) through preprocess -> infer -> postprocess: ((n, 6) boxes in
+        each one's own pixels, the network input shape). dt: a Profile per stage that this batch's times add to."""
+        dt = dt or {k: Profile(self.device) for k in ("preprocess", "inference", "nms")}
         with dt["preprocess"]:
-            x = self.preprocess(ims, imgsz)
+            x = self.preprocess(crops, imgsz)
         with dt["inference"]:
             pred = self.infer(x, augment)
         with dt["nms"]:
-            dets = self.postprocess(pred, x.shape[2:], ims)
-        results = [ImageResult(im, d, self.names, p) for (im, p), d in zip(pairs, dets)]
-        times = {k: timer.t * 1e3 for k, timer in dt.items()}  # ms
-        return Detections(results, times, tuple(x.shape))
+            dets = self.postprocess(pred, x.shape[2:], crops)
+        return dets, tuple(x.shape)
+
+    def detect_sliced(
+        self,
+        ims: list[np.ndarray],
+        cfg: SliceConfig,
+        imgsz: tuple[int, int] | None = None,
+        augment: bool | None = None,
+        dt: dict[str, Profile] | None = None,
+    ) -> tuple[list[torch.Tensor], tuple[int, ...]]:
+        """Sliced detection of BGR images: per image its tiles (and the whole image) in batches of cfg.batch, then
+        the merge, timed as NMS: ((n, 6) boxes in each image's pixels, the last network input shape)."""
+        dt = dt or {k: Profile(self.device) for k in ("preprocess", "inference", "nms")}
+        out, shape = [], ()
+        for im in ims:
+            windows = slice_windows(im.shape, cfg)
+            crops, dets = crops_of(im, windows), []
+            for i in range(0, len(crops), cfg.batch):
+                boxes, shape = self.detect_crops(crops[i : i + cfg.batch], imgsz, augment, dt)
+                dets += boxes
+            with dt["nms"]:
+                merged = merge_crops(dets, windows, cfg, imgsz or self.imgsz, self.iou, self.agnostic, self.max_det)
+            out.append(merged)
+        return out, shape
 
     def warmup(self) -> None:
         """One dummy run at the working size (GPU / ONNX) so the first image's time is representative."""
@@ -463,5 +535,5 @@ class Detector:
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> Detector:
     """A ready Detector for a .pt / .torchscript / .onnx file; kwargs: imgsz, conf, iou, classes, agnostic,
-    max_det, fp16, augment, dnn (see Detector)."""
+    max_det, fp16, augment, dnn, slice, slice_overlap, slice_merge (see Detector)."""
     return Detector(weights, device=device, **kwargs)

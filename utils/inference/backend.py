@@ -193,6 +193,7 @@ class DetectBackend(nn.Module):
             LOGGER.warning("WARNING: --half needs a CUDA device, running in float32")
         self.pt, self.jit, self.onnx = w.suffix == ".pt", w.suffix == ".torchscript", w.suffix == ".onnx"
         self.openvino = w.suffix == ".xml"
+        self.int8 = False  # an OpenVINO model with quantized (FakeQuantize) ops: export.py --int8
         self.weights, self.model, self.session, self.static_shape = w, None, None, None
         if self.device.type == "cpu":  # each forward frees and re-allocates its activations: keep them mapped
             keep_freed_memory()
@@ -292,6 +293,10 @@ class DetectBackend(nn.Module):
         meta = openvino_metadata(w, model)
         self.stride, self.names = parse_metadata(meta, w)
         self.task, self.imgsz = metadata_task(meta)
+        # INT8 from the graph itself (NNCF's FakeQuantize ops), so an INT8 export of YOLOv5's or a lone .xml counts too
+        self.int8 = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        if self.int8:
+            LOGGER.info(f"{w.name}: INT8 OpenVINO model (post-training quantized)")
         inp = model.inputs[0]
         self.input_dtype = np.float16 if inp.get_element_type() == ov.Type.f16 else np.float32
         shape = inp.get_partial_shape()
