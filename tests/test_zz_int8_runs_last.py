@@ -1,3 +1,6 @@
+# Named to run LAST: with NNCF imported into the pytest process (export --int8), a later test of the suite died with
+# a segmentation fault (CI of 3ff07d5, ~test 760 of 871); without this file the whole suite passes. Until the cause is
+# found (next step: run the NNCF tests in a subprocess), nothing may run after these tests in the same process.
 """export.py --include openvino --int8: NNCF post-training quantization of a micro model on the shapes fixture's train
 images — outputs close to fp32, INT8 in the metadata and in DetectBackend, calibration letterboxed like val, and the
 bad-input cases as one line with exit code 2 before any model is loaded."""
