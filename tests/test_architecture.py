@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOC = "docs/architecture.md"
 PACKAGES = ("models", "utils", "data", "benchmarks", "classify")  # scanned folders (tests/ may import anything)
-SCRIPTS = ("train", "val", "detect", "export", "hubconf")
+SCRIPTS = ("train", "val", "detect", "export", "hubconf", "serve")
 OURS = {*PACKAGES, *SCRIPTS, "tests"}
 LAZY_WORDS = ("optional", "heavy")  # one of these must be in a function-level import's comment
 

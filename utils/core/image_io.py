@@ -39,13 +39,14 @@ def imread(path: str | Path, reduce: int = 1) -> np.ndarray | None:
     return decode(data, reduce)
 
 
-def decode(data: np.ndarray, reduce: int = 1) -> np.ndarray | None:
-    """imread for bytes already in memory (uint8 array)."""
+def decode(data: np.ndarray, reduce: int = 1, repair_truncated: bool = True) -> np.ndarray | None:
+    """imread for bytes already in memory (uint8 array). repair_truncated=False: a JPEG cut short is None, as the
+    server must refuse a partial upload rather than detect on its grey lower half."""
     if not data.size:
         return None
     try:
         im = cv2.imdecode(data, _FLAGS[reduce])
-        if im is None and data[:2].tobytes() == _SOI and data[-2:].tobytes() != _EOI:
+        if im is None and repair_truncated and data[:2].tobytes() == _SOI and data[-2:].tobytes() != _EOI:
             # a truncated JPEG: cv2.imread decodes what is there (libjpeg's file reader adds the end marker),
             # OpenCV's memory reader gives up; adding the marker makes both agree
             im = cv2.imdecode(np.concatenate((data, np.frombuffer(_EOI, np.uint8))), _FLAGS[reduce])
