@@ -9,6 +9,7 @@ type, the Detect layer kept in float, fast bias correction, 300 images.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,6 +96,17 @@ def import_nncf() -> Any:
     return nncf
 
 
+def check_nncf_installed() -> None:
+    """import_nncf's UserError when nncf is not installed, found without importing it: the flag check stays cheap
+    (importing nncf takes seconds) and a process that only checks flags never loads it."""
+    try:
+        found = importlib.util.find_spec("nncf") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds a None / spec-less stand-in
+        found = False
+    if not found:
+        import_nncf()  # raises the one-line error (or, if nncf imports after all, returns it)
+
+
 def check_int8(fmts: list[str], data: str | Path | dict | None, images: int) -> Any:
     """Every --int8 flag, before the checkpoint is loaded; returns the train split to calibrate on."""
     other = [f for f in fmts if f != "openvino"]
@@ -108,7 +120,7 @@ def check_int8(fmts: list[str], data: str | Path | dict | None, images: int) -> 
             "--int8 calibrates on training images — add --data with their dataset yaml, e.g. --data data.yaml"
         )
     A.check_int("int8_images", images, lo=1, todo=f"the number of calibration images, e.g. {INT8_IMAGES}")
-    import_nncf()
+    check_nncf_installed()
     d = check_dataset(data)
     if not d.get("train"):
         raise UserError(
