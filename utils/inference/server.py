@@ -26,13 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import cv2
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from PIL import Image, UnidentifiedImageError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -41,6 +42,7 @@ from utils.core.log import LOGGER
 from utils.inference.api import Detector, ImageResult
 
 PAGE = Path(__file__).with_name("serve_page.html")  # the upload page served at /
+DECODERS = 4  # uploads decoded at once (each up to max_pixels x 3 bytes)
 MIN_SIDE = 10  # the label check's smallest image: a 1 x 100000 strip letterboxes to a 1-pixel line
 
 
@@ -252,6 +254,7 @@ class ServerState:
     pending: int = 0
     served: int = 0
     refused: dict[int, int] = field(default_factory=dict)
+    decoders: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(DECODERS))
     started: float = field(default_factory=time.time)
 
     @contextmanager
@@ -309,7 +312,9 @@ async def detect_request(request: Request, state: ServerState, batcher: Batcher,
             raise RequestError(408, f"upload not received within {limits.read_timeout:g} s") from None
         data = await image_bytes(request, body)
         t["read"] = time.perf_counter() - t0
-        im = await run_in_threadpool(read_image, data, limits)  # decoding is CPU work: off the event loop
+        # decoding is CPU work: off the event loop, and a few at a time, so that max_pending uploads at the pixel
+        # limit are never all decoded at once (64 x 50 M pixels x 3 bytes would be 9.6 GB)
+        im = await anyio.to_thread.run_sync(read_image, data, limits, limiter=state.decoders)
         t["decode"] = time.perf_counter() - t0 - t["read"]
         try:
             remaining = max(limits.timeout - (time.perf_counter() - t0), 0.001)
