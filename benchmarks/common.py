@@ -28,6 +28,22 @@ def alternating_ms(
     return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1])
 
 
+def rotated_ms(calls: list[Callable[[], Any]], runs: int, iters: int) -> list[float]:
+    """Median milliseconds per call of each of several calls: `runs` rounds, each timing every call `iters` times after
+    one untimed call (the previous model's threads may still be spinning), the order rotated by one each round so
+    that no call always follows the same neighbour or runs first. Warm up before: the first round counts."""
+    per_round: list[list[float]] = [[] for _ in calls]
+    for k in range(runs):
+        order = list(range(len(calls)))
+        for i in order[k % len(order) :] + order[: k % len(order)]:
+            calls[i]()
+            with Profile() as timer:
+                for _ in range(iters):
+                    calls[i]()
+            per_round[i].append(1e3 * timer.dt / iters)
+    return [statistics.median(t) for t in per_round]
+
+
 def cpu_name() -> str:
     """The CPU's model name as the kernel reports it (Linux), else what the platform module knows: part of every
     speed figure's context."""

@@ -25,7 +25,6 @@ import argparse
 import importlib.metadata
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -42,12 +41,11 @@ import torch
 
 import export
 import val
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, rotated_ms
 from utils.core import args as A
 from utils.core.errors import UserError, cli_main
 from utils.core.files import yaml_load, yaml_save
 from utils.core.log import LOGGER
-from utils.core.timing import Profile
 from utils.dataloaders.data_yaml import check_dataset
 from utils.dataloaders.dataset import create_dataloader
 from utils.inference.backend import OPENVINO_DIR_SUFFIX, DetectBackend, import_openvino, resolve_weights
@@ -181,18 +179,8 @@ def time_models(results: list[Result], x: np.ndarray, config: dict[str, str], ru
     models = compile_all(results, config)
     for m in models:
         m(x)  # warmup: lazy initialisation, thread pools
-    per_round: list[list[float]] = [[] for _ in models]
-    for k in range(runs):
-        order = list(range(len(models)))
-        order = order[k % len(order) :] + order[: k % len(order)]
-        for i in order:
-            models[i](x)  # untimed: the previous model's threads may still be spinning
-            with Profile() as timer:
-                for _ in range(iters):
-                    models[i](x)
-            per_round[i].append(timer.dt / iters / len(x) * 1e3)
-    for r, t in zip(results, per_round):
-        r.ms = statistics.median(t)
+    for r, ms in zip(results, rotated_ms([lambda m=m: m(x) for m in models], runs, iters)):
+        r.ms = ms / len(x)
     return int(models[0].get_property("INFERENCE_NUM_THREADS"))
 
 

@@ -113,3 +113,17 @@ def test_dnn_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="DNN cannot read") as e:
         DetectBackend(bad, dnn=True)
     assert "\n" not in str(e.value)
+
+
+def test_onnx_head_nodes_are_the_detect_layer(exported: dict[str, Path]) -> None:
+    """benchmarks/ort_int8.py keeps these in float: every node the walk back from the outputs finds belongs to the
+    Detect layer (the last module, model.18 in the micro model), and its three output convolutions are among them;
+    the network's own convolutions (model.17) are not."""
+    onnx = pytest.importorskip("onnx")
+    from benchmarks.ort_int8 import onnx_head_nodes
+
+    model = onnx.load(str(exported["onnx"]))
+    head = onnx_head_nodes(model)
+    assert head and all(n.startswith("/model/model.18/") for n in head)
+    convs = sorted(n.name for n in model.graph.node if n.op_type == "Conv" and n.name in head)
+    assert convs == [f"/model/model.18/m.{i}/Conv" for i in range(3)]
