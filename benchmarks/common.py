@@ -5,10 +5,12 @@ from __future__ import annotations
 import platform
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from utils.core.errors import UserError
 from utils.core.timing import Profile
 
 
@@ -42,6 +44,16 @@ def rotated_ms(calls: list[Callable[[], Any]], runs: int, iters: int) -> list[fl
                     calls[i]()
             per_round[i].append(1e3 * timer.dt / iters)
     return [statistics.median(t) for t in per_round]
+
+
+def check_trained_weights(weights: str | None) -> Path:
+    """--weights of a benchmark that measures a trained checkpoint: the file, or a UserError saying how to make one."""
+    if not weights or not Path(weights).is_file():
+        raise UserError(
+            f"--weights {weights}: no such checkpoint — train one first (python train.py --name quick writes "
+            f"runs/train/quick/weights/best.pt) and pass it"
+        )
+    return Path(weights)
 
 
 def cpu_name() -> str:

@@ -41,9 +41,9 @@ import torch
 
 import export
 import val
-from benchmarks.common import cpu_name, rotated_ms
+from benchmarks.common import check_trained_weights, cpu_name, rotated_ms
 from utils.core import args as A
-from utils.core.errors import UserError, cli_main
+from utils.core.errors import cli_main
 from utils.core.files import yaml_load, yaml_save
 from utils.core.log import LOGGER
 from utils.dataloaders.data_yaml import check_dataset
@@ -85,11 +85,7 @@ class Result:
 
 def check_opts(weights: str | None, data: str, sizes: list[int], settings: list[str], opts: dict[str, Any]) -> Any:
     """Every flag, checked before anything is exported; returns the train split (calibration images)."""
-    if not weights or not Path(weights).is_file():
-        raise UserError(
-            f"--weights {weights}: no such checkpoint — train one first (python train.py --name quick writes "
-            f"runs/train/quick/weights/best.pt) and pass it"
-        )
+    check_trained_weights(weights)
     for s in sizes:
         A.check_imgsz(s, counts=(1,))
     for s in settings:

@@ -43,10 +43,10 @@ from onnxruntime import quantization as q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import export
-from benchmarks.common import cpu_name, rotated_ms
+from benchmarks.common import check_trained_weights, cpu_name, rotated_ms
 from benchmarks.int8 import val_batch, validate
 from utils.core import args as A
-from utils.core.errors import UserError, cli_main
+from utils.core.errors import cli_main
 from utils.core.log import LOGGER
 from utils.dataloaders.data_yaml import check_dataset
 from utils.inference.backend import import_openvino, resolve_weights
@@ -195,8 +195,7 @@ def run(
     int8_images: int = INT8_IMAGES,
 ) -> list[Row]:
     """Measure ONNX Runtime INT8 against fp32 ONNX and OpenVINO at every size; prints and returns the rows."""
-    if not weights or not Path(weights).is_file():
-        raise UserError(f"--weights {weights}: no such checkpoint — python train.py --name quick writes one")
+    check_trained_weights(weights)
     for s in sizes:
         A.check_imgsz(s, counts=(1,))
     for v in variants:
